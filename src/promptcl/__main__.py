@@ -1,0 +1,3 @@
+from promptcl.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""PrefixAttention: self-attention over a frozen base layer, with optional prefix keys/values.
+
+Prefix tuning (Li & Liang 2021; DualPrompt eq. 3) concatenates learned (p_K, p_V), each
+(L_p, d), to the keys and values after the projections: keys (B, H, L_p + N, d_head). The
+prefix is split per head exactly as the projected keys are, so head h sees columns
+h*d_head:(h+1)*d_head of p_K and p_V.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Prefix(NamedTuple):
+    """Prefix keys and values for one block, each (B, L_p, d) or (L_p, d) shared by the batch."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+
+class PrefixAttention(nn.Module):
+    """Base class: subclasses say how the frozen ``base_layer`` projects and outputs."""
+
+    def __init__(self, base_layer: nn.Module, num_heads: int) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.num_heads = num_heads
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, d) -> q, k, v, each (B, H, N, d_head)."""
+        raise NotImplementedError
+
+    def output(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, N, H * d_head) -> (B, N, d)."""
+        raise NotImplementedError
+
+    def split_heads(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """(B, L, d) or (L, d) -> (B, H, L, d_head)."""
+        if t.dim() == 2:
+            t = t.unsqueeze(0).expand(batch, -1, -1)
+        B, L, d = t.shape
+        return t.reshape(B, L, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        prefix: Prefix | None = None,
+    ) -> torch.Tensor:
+        """x: (B, N, d); keep: (B, N) bool, True for real tokens; prefix: keys/values to prepend."""
+        B, N, _ = x.shape
+        q, k, v = self.project(x)  # (B, H, N, dh)
+        if prefix is not None:
+            pk, pv = self.split_heads(prefix.key, B), self.split_heads(prefix.value, B)
+            k = torch.cat([pk.to(k.dtype), k], dim=2)  # (B, H, Lp + N, dh)
+            v = torch.cat([pv.to(v.dtype), v], dim=2)
+            if keep is not None:  # prefix positions are always attended to
+                keep = torch.cat([keep.new_ones(B, pk.shape[2]), keep], dim=1)
+        mask = keep[:, None, None, :] if keep is not None else None  # (B, 1, 1, Lp + N)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # frozen: no dropout
+        return self.output(context.transpose(1, 2).reshape(B, N, -1))
+
+
+class TimmPrefixAttention(PrefixAttention):
+    """Wraps ``timm.layers.Attention`` (fused qkv, optional q/k norm)."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        if getattr(base_layer, "gate", None) is not None:
+            raise ValueError("gated timm attention is not supported; use a plain ViT")
+        super().__init__(base_layer, base_layer.num_heads)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        base = self.base_layer
+        B, N, _ = x.shape
+        qkv = base.qkv(x).reshape(B, N, 3, base.num_heads, base.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, H, N, dh)
+        return base.q_norm(q), base.k_norm(k), v
+
+    def output(self, context: torch.Tensor) -> torch.Tensor:
+        base = self.base_layer
+        return base.proj_drop(base.proj(base.norm(context)))
+
+
+class BertPrefixAttention(PrefixAttention):
+    """Wraps a BERT-family ``attention.self`` module (separate query/key/value projections).
+
+    The output projection, residual and LayerNorm stay in the layer's ``attention.output``.
+    """
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer, base_layer.num_attention_heads)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        base = self.base_layer
+        B, N, _ = x.shape
+        shape = (B, N, base.num_attention_heads, base.attention_head_size)
+        return tuple(
+            proj(x).view(shape).transpose(1, 2) for proj in (base.query, base.key, base.value)
+        )
+
+    def output(self, context: torch.Tensor) -> torch.Tensor:
+        return context

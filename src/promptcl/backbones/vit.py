@@ -1,0 +1,103 @@
+"""timm Vision Transformers as promptcl backbones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from promptcl.backbones.attention import Prefix, TimmPrefixAttention
+from promptcl.backbones.base import Backbone, freeze
+from promptcl.errors import UsageError
+
+
+class TimmViT(Backbone):
+    """A timm VisionTransformer run block by block. Pooled feature: the model's own
+    ``forward_head(pre_logits=True)`` (class token or average, then fc_norm)."""
+
+    modality = "image"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        from timm.data import resolve_data_config
+        from timm.models.vision_transformer import Block, VisionTransformer
+
+        if not isinstance(model, VisionTransformer) or not all(
+            type(b) is Block for b in model.blocks
+        ):
+            raise UsageError(
+                f"{type(model).__name__} is not a plain timm VisionTransformer; pick a vit_* model"
+            )
+        freeze(model)
+        self.model = model
+        self.attentions = nn.ModuleList(TimmPrefixAttention(b.attn) for b in model.blocks)
+        self.dim = model.embed_dim
+        self.num_heads = model.blocks[0].attn.num_heads
+        self.num_blocks = len(model.blocks)
+        self.num_prefix_tokens = model.num_prefix_tokens
+        self.data_config = resolve_data_config({}, model=model)  # input size, mean, std
+        freeze(self)
+
+    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        m = self.model
+        x = m.patch_embed(inputs["pixel_values"])
+        x = m._pos_embed(x)  # class/register tokens + position embedding (no public hook)
+        return m.norm_pre(m.patch_drop(x)), None
+
+    def run_block(
+        self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
+    ) -> torch.Tensor:
+        b = self.model.blocks[index]
+        x = x + b.drop_path1(b.ls1(self.attentions[index](b.norm1(x), keep, prefix)))
+        return x + b.drop_path2(b.ls2(b.mlp(b.norm2(x))))
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.norm(x)
+
+    def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        return self.model.forward_head(x, pre_logits=True)
+
+
+def load_timm_vit(name: str, weights: str | None = None, pretrained: bool = True) -> TimmViT:
+    """``timm.create_model(name)`` with weights from a local file (safetensors, .pth/.bin loaded
+    with weights_only, .npz) or, when ``weights`` is None, from timm's hub."""
+    import timm
+
+    kwargs: dict = {"num_classes": 0}
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UsageError(f"weights file {weights} not found; pass backbone_weights=FILE")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise UsageError(f"timm has no model {name!r}; see timm.list_models('vit_*')") from None
+        raise
+    except OSError as err:
+        raise UsageError(
+            f"could not fetch weights for {name!r} ({str(err).splitlines()[0]}); "
+            "download them on a connected machine and pass backbone_weights=FILE"
+        ) from None
+    return TimmViT(model)
+
+
+def tiny_vit(seed: int = 0) -> TimmViT:
+    """A random 2-block ViT (d=32, 32 px, patch 8), for tests and smoke runs."""
+    import timm
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            num_classes=0,
+            img_size=32,
+            patch_size=8,
+            embed_dim=32,
+            depth=2,
+            num_heads=4,
+        )
+    return TimmViT(model)

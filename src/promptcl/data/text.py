@@ -1,0 +1,159 @@
+"""Text benchmarks (CLINC150, the built-in intents, CSV / JSON-lines files) and tokenisation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from promptcl.config import DataConfig
+from promptcl.data.stream import TaskStream, build_stream, split_into_tasks
+from promptcl.errors import UsageError
+
+BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
+
+
+def data_root(cfg: DataConfig, benchmark: str, folder: str) -> Path:
+    if cfg.root is None:
+        raise UsageError(
+            f"benchmark {benchmark} needs a data root: pass --set data.root=DIR or set "
+            f"PROMPTCL_DATA (DIR holds {folder}/)"
+        )
+    path = Path(cfg.root).expanduser() / folder
+    if not path.is_dir():
+        raise UsageError(f"{path} not found; put the {benchmark} files there or fix data.root")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"{path} not found; check data.root")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(
+            f"{path} is not valid JSON ({err}); replace it with the original"
+        ) from None
+
+
+def _pairs(rows: Any, path: Path, key: str) -> list[tuple[str, str]]:
+    ok = isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r) for r in rows
+    )
+    if not ok:
+        raise UsageError(f"{path}: '{key}' must be a list of [text, label] pairs")
+    return [(text, label) for text, label in rows]
+
+
+def _splits(data: Any, path: Path, eval_split: str) -> tuple[list, list]:
+    if not isinstance(data, dict) or "train" not in data or eval_split not in data:
+        raise UsageError(
+            f"{path} lacks the '{eval_split}' or 'train' list; "
+            + ("set data.eval_split=test" if eval_split != "test" else "check the file")
+        )
+    return _pairs(data["train"], path, "train"), _pairs(data[eval_split], path, eval_split)
+
+
+def clinc150(cfg: DataConfig, seed: int, per_domain: bool) -> TaskStream:
+    """CLINC150 without out-of-scope queries. per_domain: 10 tasks = the 10 domains in a seeded
+    order; otherwise 15 tasks of 10 intents in a seeded order."""
+    name = "clinc150" if per_domain else "clinc150-15"
+    root = data_root(cfg, name, "clinc150")
+    domains = read_json(root / "domains.json")
+    if not isinstance(domains, dict) or not all(isinstance(v, list) for v in domains.values()):
+        raise UsageError(f"{root / 'domains.json'} must map each domain to a list of intents")
+    train, test = _splits(
+        read_json(root / "data_full.json"), root / "data_full.json", cfg.eval_split
+    )
+    if per_domain:
+        order = sorted(domains)
+        random.Random(seed).shuffle(order)
+        tasks = [sorted(domains[d]) for d in order]
+    else:
+        tasks = split_into_tasks([i for v in domains.values() for i in v], 15, seed)
+    return build_stream(name, train, test, tasks, cfg.train_per_class, seed)
+
+
+def builtin_intents(cfg: DataConfig, seed: int) -> TaskStream:
+    """24 everyday intents written for promptcl (20 train / 5 test each), 4 tasks by default."""
+    if cfg.eval_split != "test":
+        raise UsageError("builtin-intents has no validation split; set data.eval_split=test")
+    train, test = _splits(read_json(BUILTIN_INTENTS), BUILTIN_INTENTS, "test")
+    tasks = split_into_tasks(sorted({label for _, label in train}), cfg.num_tasks or 4, seed)
+    return build_stream("builtin-intents", train, test, tasks, cfg.train_per_class, seed)
+
+
+def _resolve(cfg: DataConfig, file: str | None, key: str, benchmark: str) -> Path:
+    if file is None:
+        raise UsageError(f"benchmark {benchmark} needs data.{key}=FILE")
+    path = Path(file).expanduser()
+    if not path.is_absolute() and not path.is_file() and cfg.root is not None:
+        path = Path(cfg.root).expanduser() / path
+    if not path.is_file():
+        raise UsageError(f"data.{key} {file} not found; pass an existing file")
+    return path
+
+
+def _read_csv(path: Path, text: str, label: str) -> list[tuple[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {text, label} <= set(reader.fieldnames):
+            raise UsageError(
+                f"{path} has no columns {text!r} and {label!r} (found {reader.fieldnames}); "
+                "set data.text_column and data.label_column"
+            )
+        return [(row[text], str(row[label])) for row in reader]
+
+
+def _read_jsonl(path: Path, text: str, label: str) -> list[tuple[str, str]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append((str(row[text]), str(row[label])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(
+                f"{path} line {n} is not a JSON object with keys {text!r} and {label!r}; "
+                "set data.text_column and data.label_column or fix the file"
+            ) from None
+    return rows
+
+
+def text_file_stream(cfg: DataConfig, seed: int, kind: str) -> TaskStream:
+    """Generic labelled text files, one row per sample; classes split into data.num_tasks."""
+    name = f"text-{kind}"
+    read = _read_csv if kind == "csv" else _read_jsonl
+    train_path = _resolve(cfg, cfg.train_file, "train_file", name)
+    test_path = _resolve(cfg, cfg.test_file, "test_file", name)
+    train = read(train_path, cfg.text_column, cfg.label_column)
+    test = read(test_path, cfg.text_column, cfg.label_column)
+    if not train or not test:
+        raise UsageError(f"{train_path if not train else test_path} holds no samples")
+    tasks = split_into_tasks(sorted({label for _, label in train}), cfg.num_tasks or 5, seed)
+    return build_stream(name, train, test, tasks, cfg.train_per_class, seed)
+
+
+class TextProcessor:
+    """Tokenises once up front; pads each batch to its own longest sequence (dynamic padding)."""
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def prepare(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def collate(self, items: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids in items)
+        ids = torch.full((len(items), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(items), width, dtype=torch.long)
+        for i, row in enumerate(items):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask}

@@ -1,0 +1,5 @@
+"""The training / evaluation loop and checkpoints."""
+
+from promptcl.learner.loop import Experiment, run
+
+__all__ = ["Experiment", "run"]

@@ -1,0 +1,316 @@
+"""The continual-learning loop: train task after task, evaluate on every seen task.
+
+Per task: a fresh optimiser; epochs over the task's training data (logits of classes outside
+the task masked when train.mask_logits); the tuner's end-of-task step; then evaluation on the
+test samples of all seen tasks, in batches mixed across tasks (shuffled with the run's seed),
+the tuner inferring task identity per sample. Task t starts from torch.manual_seed(f(seed, t)),
+so a run resumed at a task boundary repeats the unbroken run exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from promptcl import metrics
+from promptcl.backbones import build_backbone
+from promptcl.config import RunConfig, build_dataclass, config_differences, to_dict
+from promptcl.data import TextProcessor, build_benchmark
+from promptcl.errors import UsageError
+from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
+from promptcl.learner.features import FeatureCache
+from promptcl.report.rundir import RunDir
+from promptcl.tuners import Batch, get_tuner
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"train.device={name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("train.device asks for CUDA but none is available; use train.device=cpu")
+    return device
+
+
+def task_seed(seed: int, task: int) -> int:
+    return seed * 100_003 + task
+
+
+class Experiment:
+    """Everything a run needs, built and checked before anything is written to disk."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.train.device)
+        tuner_cls = get_tuner(config.method)
+        tuner_config = build_dataclass(tuner_cls.config_class, config.tuner, config.method)
+        config.tuner = to_dict(tuner_config)
+        self.stream = build_benchmark(config.benchmark, config.data, config.seed)
+        self.backbone = build_backbone(config.backbone, config.backbone_weights)
+        if self.backbone.modality != "text":
+            raise UsageError(
+                f"backbone {config.backbone} reads images but {config.benchmark} is text; "
+                "pick a text backbone such as minilm-l6"
+            )
+        processor = TextProcessor(self.backbone.tokenizer, config.data.max_length)
+        self.collate = processor.collate
+        self.train_items = processor.prepare(self.stream.train.items)
+        self.test_items = processor.prepare(self.stream.test.items)
+        torch.manual_seed(config.seed)
+        self.tuner = tuner_cls(tuner_config, self.backbone, self.stream.num_classes).to(self.device)
+        self.training_tasks = self.stream.joint().tasks if config.train.joint else self.stream.tasks
+        self.task_of_class = self.stream.task_of_class()
+        self.caches = None
+        if tuner_cls.needs_query:
+            size = config.train.eval_batch_size
+            self.caches = {
+                "train": FeatureCache(
+                    self.backbone, self.train_items, self.collate, self.device, size
+                ),
+                "test": FeatureCache(
+                    self.backbone, self.test_items, self.collate, self.device, size
+                ),
+            }
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def batches(self, split: str, indices: Sequence[int], batch_size: int) -> Iterator[Batch]:
+        items = self.train_items if split == "train" else self.test_items
+        labels = self.stream.train.labels if split == "train" else self.stream.test.labels
+        if self.caches is not None:
+            self.caches[split].fill(indices)
+        for start in range(0, len(indices), batch_size):
+            chunk = list(indices[start : start + batch_size])
+            index = torch.tensor(chunk)
+            inputs = {
+                k: v.to(self.device) for k, v in self.collate([items[i] for i in chunk]).items()
+            }
+            query = None if self.caches is None else self.caches[split].get(index).to(self.device)
+            yield Batch(
+                inputs, torch.tensor([labels[i] for i in chunk], device=self.device), index, query
+            )
+
+    def indices_of(self, split: str, classes: Sequence[int]) -> list[int]:
+        wanted = set(classes)
+        labels = self.stream.train.labels if split == "train" else self.stream.test.labels
+        return [i for i, label in enumerate(labels) if label in wanted]
+
+    # -- one task ------------------------------------------------------------------------------
+
+    def train_task(self, task: int) -> dict[str, Any]:
+        cfg, tuner = self.config.train, self.tuner
+        classes = self.training_tasks[task]
+        indices = self.indices_of("train", classes)
+        outside = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
+        if cfg.mask_logits:
+            outside[list(classes)] = False
+        else:  # every class seen so far competes
+            outside[: max(classes) + 1] = False
+        groups = tuner.param_groups() if tuner.trains else []
+        sums: dict[str, float] = defaultdict(float)
+        steps = 0
+        if groups and cfg.epochs > 0:
+            optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            tuner.train()
+            for epoch in range(cfg.epochs):
+                seed = task_seed(self.config.seed, task) + epoch + 1
+                order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+                shuffled = [indices[i] for i in order]
+                for terms in self.train_epoch(task, epoch, shuffled, outside, optimizer):
+                    for name, value in terms.items():
+                        sums[name] += value
+                    steps += 1
+        tuner.eval()
+        tuner.end_task(task, classes, self.batches("train", indices, cfg.eval_batch_size))
+        return {
+            "train_samples": len(indices) * (cfg.epochs if groups else 0),
+            "losses": {name: total / steps for name, total in sums.items()} if steps else {},
+        }
+
+    def train_epoch(
+        self,
+        task: int,
+        epoch: int,
+        indices: list[int],
+        outside: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> Iterator[dict[str, float]]:
+        """One pass over ``indices``; yields the loss terms of each step."""
+        cfg = self.config.train
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        bar = tqdm(
+            self.batches("train", indices, cfg.batch_size),
+            total=-(-len(indices) // cfg.batch_size),
+            desc=f"task {task + 1}/{len(self.training_tasks)} epoch {epoch + 1}/{cfg.epochs}",
+            disable=None if cfg.progress else True,
+            leave=False,
+        )
+        for batch in bar:
+            out = self.tuner(batch, task=torch.full_like(batch.labels, task))
+            logits = out.logits.masked_fill(outside, float("-inf"))
+            terms = {"ce": F.cross_entropy(logits, batch.labels)}
+            terms.update(self.tuner.loss_terms(batch, out, task))
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            yield {name: value.item() for name, value in terms.items()}
+
+    @torch.no_grad()
+    def evaluate(self, num_seen: int) -> dict[str, Any]:
+        """Accuracy per seen task on mixed batches; task identity inferred per sample."""
+        tasks = self.stream.tasks[:num_seen]
+        seen = [c for classes in tasks for c in classes]
+        indices = self.indices_of("test", seen)
+        random.Random(self.config.seed).shuffle(indices)
+        unseen = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
+        unseen[seen] = False
+        correct, total = [0] * num_seen, [0] * num_seen
+        task_pred, task_true = [], []
+        self.tuner.eval()
+        for batch in self.batches("test", indices, self.config.train.eval_batch_size):
+            out = self.tuner(batch)
+            pred = out.logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
+            true_task = [self.task_of_class[c] for c in batch.labels.tolist()]
+            for t, ok in zip(true_task, (pred == batch.labels).tolist(), strict=True):
+                correct[t] += ok
+                total[t] += 1
+            if out.task_pred is not None:
+                task_pred += out.task_pred.tolist()
+                task_true += true_task
+        return {
+            "acc": [metrics.accuracy(c, n) for c, n in zip(correct, total, strict=True)],
+            "union_acc": metrics.union_accuracy(correct, total),
+            "task_id_acc": metrics.task_identity_accuracy(task_pred, task_true)
+            if task_pred and not self.config.train.joint
+            else None,
+        }
+
+
+def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
+    """Check the run directory before any work: nothing is written here."""
+    run_dir = RunDir(out)
+    if resume:
+        if not run_dir.is_run():
+            raise UsageError(f"{out} is not a promptcl run directory; check the --resume path")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} already exists; pass --resume {out} to continue it or a new --out")
+    return run_dir
+
+
+def run(
+    config: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
+) -> dict[str, Any] | None:
+    """Run (or resume) an experiment into ``out``. Returns metrics.json's content, or None
+    when ``stop_after`` tasks were done and the run was left to be resumed."""
+    run_dir = prepare_run_dir(Path(out), config, resume)
+    exp = Experiment(config)
+    state: dict[str, Any] = {
+        "tasks_done": 0,
+        "acc_rows": [],
+        "log": [],
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "train_samples": 0,
+        "task_id_acc": None,
+        "union_acc": None,
+    }
+    saved = load_checkpoint(run_dir.checkpoint) if resume else None
+    if resume:
+        diffs = config_differences(run_dir.read_config(), exp.config_dict())
+        if diffs:
+            raise UsageError(
+                f"{out} was made with another config (differs in {', '.join(diffs)}); "
+                "resume without --config/--set, or start a new --out"
+            )
+    else:
+        run_dir.create(exp.config_dict(), exp.stream.describe())
+    if saved is not None:
+        tensors, state = saved
+        for task in range(state["tasks_done"]):
+            torch.manual_seed(task_seed(config.seed, task))
+            exp.tuner.begin_task(task, exp.training_tasks[task])
+        exp.tuner.load_trained_state(tensors)
+
+    for task in range(state["tasks_done"], len(exp.training_tasks)):
+        if stop_after is not None and task >= stop_after:
+            return None
+        torch.manual_seed(task_seed(config.seed, task))
+        start = time.perf_counter()
+        exp.tuner.begin_task(task, exp.training_tasks[task])
+        trained = exp.train_task(task)
+        state["train_seconds"] += time.perf_counter() - start
+        state["train_samples"] += trained["train_samples"]
+        start = time.perf_counter()
+        num_seen = exp.stream.num_tasks if config.train.joint else task + 1
+        result = exp.evaluate(num_seen)
+        state["eval_seconds"] += time.perf_counter() - start
+        state["acc_rows"].append(result["acc"])
+        state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
+        state["log"].append(
+            {"task": task, **trained, **result, "avg_acc": sum(result["acc"]) / len(result["acc"])}
+        )
+        state["tasks_done"] = task + 1
+        save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
+        run_dir.write_log(state["log"])
+
+    summary = summary_metrics(exp, state)
+    run_dir.write_results(summary)
+    return summary
+
+
+def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
+    config, T = exp.config, exp.stream.num_tasks
+    rows = state["acc_rows"]
+    if config.train.joint:  # one training task, evaluated on every task of the stream
+        acc = rows[-1]
+        figures = {
+            "faa": sum(acc) / T,
+            "caa": sum(acc) / T,
+            "fm": None,
+            "bwt": None,
+            "avg_acc": [sum(acc) / T],
+        }
+        matrix = [acc]
+    else:
+        figures = metrics.summarize(rows)
+        matrix = [row + [None] * (T - len(row)) for row in rows]
+    return {
+        "method": config.method,
+        "benchmark": config.benchmark,
+        "backbone": config.backbone,
+        "seed": config.seed,
+        "num_tasks": T,
+        "joint": config.train.joint,
+        "train_per_class": config.data.train_per_class,
+        "eval_split": config.data.eval_split,
+        "acc_matrix": matrix,
+        **figures,
+        "union_acc": state["union_acc"],
+        "task_id_acc": state["task_id_acc"],
+        "trainable_params": exp.tuner.num_trained_parameters(),
+        "train_seconds": state["train_seconds"],
+        "eval_seconds": state["eval_seconds"],
+        "train_samples_per_s": state["train_samples"] / state["train_seconds"]
+        if state["train_samples"]
+        else None,
+        "leaks_task_identity": exp.tuner.leaks_task_identity,
+        "device": str(exp.device),
+    }

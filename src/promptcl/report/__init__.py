@@ -1,0 +1,1 @@
+"""Run directories, plots and comparison tables."""

@@ -1,0 +1,56 @@
+"""The run directory: what a finished (or interrupted) run leaves behind.
+
+config.json        resolved configuration
+class_order.json   class order and task split
+log.jsonl          one line per finished task
+metrics.json       final figures (see ``summary_metrics``)
+acc_matrix.png     accuracy matrix heatmap;  avg_acc.png  average accuracy after each task
+checkpoint/        trained tensors (safetensors) + JSON state at the last task boundary
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoint = self.path / "checkpoint"
+
+    def create(self, config: dict[str, Any], stream: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "config.json", config)
+        write_json(self.path / "class_order.json", stream)
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+    def is_run(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    def write_log(self, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        tmp = self.path / "log.jsonl.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path / "log.jsonl")
+
+    def write_results(self, metrics: dict[str, Any]) -> None:
+        write_json(self.path / "metrics.json", metrics)
+        title = f"{metrics['method']} on {metrics['benchmark']} (seed {metrics['seed']})"
+        plot_accuracy_matrix(metrics["acc_matrix"], self.path / "acc_matrix.png", title)
+        plot_average_accuracy(
+            {metrics["method"]: metrics["avg_acc"]}, self.path / "avg_acc.png", title
+        )

@@ -1,0 +1,68 @@
+"""DualPrompt (Wang et al., ECCV 2022) with prefix tuning.
+
+A shared G-prompt sits in the early blocks; task t owns an E-prompt (later blocks) and a key
+k_t. Training uses the true task's E-prompt and pulls k_t to the frozen queries q(x) of its
+samples (eq. 5: L = CE + lambda * (1 - cos(q(x), k_t))). At evaluation each sample picks its
+own E-prompt by key matching, argmax_t cos(q(x), k_t) ("Prompt ID"), among the seen tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from promptcl.taskid import cosine, prompt_id
+from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
+from promptcl.tuners.dualprompt.config import DualPromptConfig
+from promptcl.tuners.prompts import check_blocks, merge_prefixes, prefixes_from
+
+
+class DualPrompt(Tuner):
+    name = "dualprompt"
+    description = "G-prompt + per-task E-prompts (prefix), per-sample Prompt ID at test"
+    config_class = DualPromptConfig
+    needs_query = True
+
+    def __init__(self, config: DualPromptConfig, backbone, num_classes: int) -> None:
+        super().__init__(config, backbone, num_classes)
+        self.g_blocks = check_blocks(config.g_blocks, backbone, "g_blocks")
+        self.e_blocks = check_blocks(config.e_blocks, backbone, "e_blocks")
+        a = config.prompt_init
+        g_shape = (len(self.g_blocks), 2, config.g_length, backbone.dim)
+        self.g_prompt = nn.Parameter(uniform_(torch.empty(g_shape), -a, a))
+        self.e_prompts = nn.ParameterList()  # task t -> (n_e_blocks, 2, e_length, d)
+        self.keys = nn.ParameterList()  # task t -> (d,)
+        self.head = nn.Linear(backbone.dim, num_classes)
+
+    def begin_task(self, task: int, classes: Sequence[int]) -> None:
+        a = self.config.prompt_init
+        shape = (len(self.e_blocks), 2, self.config.e_length, self.backbone.dim)
+        if task > 0 and self.config.init_from_previous:
+            e_prompt = self.e_prompts[task - 1].detach().clone()
+        else:
+            e_prompt = uniform_(torch.empty(shape), -a, a)
+        device = self.head.weight.device
+        self.e_prompts.append(nn.Parameter(e_prompt.to(device)))
+        self.keys.append(nn.Parameter(uniform_(torch.empty(self.backbone.dim), -a, a).to(device)))
+        for old in range(task):
+            self.e_prompts[old].requires_grad_(False)
+            self.keys[old].requires_grad_(False)
+
+    def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+        task_pred = None
+        if task is None:
+            task = task_pred = prompt_id(batch.query, torch.stack(list(self.keys)))
+        e = torch.stack(list(self.e_prompts))[task]  # (B, n_e_blocks, 2, L_e, d)
+        prefixes = merge_prefixes(
+            prefixes_from(self.g_blocks, self.g_prompt),
+            prefixes_from(self.e_blocks, e),
+            batch=e.shape[0],
+        )
+        hidden, keep = self.backbone(batch.inputs, prefixes=prefixes)
+        return TunerOutput(self.head(self.backbone.pool(hidden, keep)), task_pred)
+
+    def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
+        similarity = cosine(batch.query, self.keys[task].unsqueeze(0))  # (B, 1)
+        return {"pull": self.config.pull_coeff * (1 - similarity).mean()}

@@ -1,0 +1,14 @@
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FinetuneConfig:
+    length: int = field(default=5, metadata={"help": "Prefix length per block (keys and values)."})
+    blocks: list[int] = field(
+        default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Prefixed blocks (0-based)."}
+    )
+    prompt_init: float = field(default=1.0, metadata={"help": "Prefixes start as U(-a, a)."})
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise ValueError("length must be at least 1")

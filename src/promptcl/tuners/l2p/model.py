@@ -1,0 +1,45 @@
+"""L2P (Wang et al., CVPR 2022): a pool of prompts with keys shared by all tasks.
+
+Per sample, the top-N keys by cosine similarity to the frozen query q(x) choose N prompts,
+which are inserted after the [CLS] token of the input (prompt tuning). The head reads the mean
+of the prompt tokens' outputs. Loss (eq. 5): CE + lambda * sum_{selected i} (1 - cos(q(x), k_i)).
+Selection is per sample at training and evaluation (no batch-wise vote).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from promptcl.taskid import match_keys
+from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
+from promptcl.tuners.l2p.config import L2PConfig
+
+
+class L2P(Tuner):
+    name = "l2p"
+    description = "prompt pool with keys, per-sample top-N prompts prepended to the input"
+    config_class = L2PConfig
+    needs_query = True
+
+    def __init__(self, config: L2PConfig, backbone, num_classes: int) -> None:
+        super().__init__(config, backbone, num_classes)
+        a, d = config.prompt_init, backbone.dim
+        self.prompts = nn.Parameter(
+            uniform_(torch.empty(config.pool_size, config.length, d), -a, a)
+        )
+        self.keys = nn.Parameter(uniform_(torch.empty(config.pool_size, d), -a, a))
+        self.head = nn.Linear(d, num_classes)
+
+    def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+        chosen, similarity = match_keys(batch.query, self.keys, self.config.top_k)  # (B, N)
+        B = chosen.shape[0]
+        prompts = self.prompts[chosen].reshape(B, -1, self.backbone.dim)  # (B, N * L, d)
+        hidden, _ = self.backbone(batch.inputs, prompts=prompts)
+        start = self.backbone.num_prefix_tokens
+        pooled = hidden[:, start : start + prompts.shape[1]].mean(dim=1)
+        return TunerOutput(self.head(pooled), extras={"similarity": similarity})
+
+    def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
+        surrogate = (1 - out.extras["similarity"]).sum(dim=1).mean()
+        return {"pull": self.config.pull_coeff * surrogate}

@@ -1,0 +1,37 @@
+"""NCM on frozen features (SimpleCIL, Zhou et al. 2023): each class is the mean of its frozen
+pooled training features; a sample goes to the class of highest cosine similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from promptcl.taskid import cosine
+from promptcl.tuners.base import Batch, Tuner, TunerOutput
+from promptcl.tuners.ncm.config import NCMConfig
+
+
+class NCM(Tuner):
+    name = "ncm"
+    description = "class means of frozen features, cosine classifier (no training)"
+    config_class = NCMConfig
+    needs_query = True
+    trains = False
+
+    def __init__(self, config: NCMConfig, backbone, num_classes: int) -> None:
+        super().__init__(config, backbone, num_classes)
+        self.register_buffer("class_means", torch.zeros(num_classes, backbone.dim))
+
+    def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+        return TunerOutput(self.config.scale * cosine(batch.query, self.class_means))
+
+    @torch.no_grad()
+    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+        sums = torch.zeros_like(self.class_means)
+        counts = torch.zeros(self.num_classes, device=sums.device)
+        for batch in batches:
+            sums.index_add_(0, batch.labels, batch.query.to(sums.dtype))
+            counts.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=counts.dtype))
+        idx = torch.as_tensor(list(classes), device=sums.device)
+        self.class_means[idx] = sums[idx] / counts[idx].clamp_min(1).unsqueeze(1)

@@ -1,0 +1,119 @@
+"""Wrapped backbones give the original library's outputs when no method is attached."""
+
+import pytest
+import torch
+
+from promptcl.backbones import Prefix, build_backbone
+from promptcl.backbones.attention import PrefixAttention
+from promptcl.backbones.hf import tiny_bert
+from promptcl.backbones.vit import tiny_vit
+
+TEXTS = ["set an alarm for seven", "what's the weather like in lisbon tomorrow", "hi"]
+
+
+def text_inputs(backbone):
+    enc = backbone.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def empty_prefixes(backbone, batch):
+    empty = torch.zeros(batch, 0, backbone.dim)
+    return {i: Prefix(empty, empty) for i in range(backbone.num_blocks)}
+
+
+def check_text_equivalence(backbone):
+    inputs = text_inputs(backbone)
+    keep = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        reference = backbone.model(**inputs).last_hidden_state
+        ours, our_keep = backbone(inputs)
+        with_empty_prefix, _ = backbone(inputs, prefixes=empty_prefixes(backbone, len(TEXTS)))
+    assert torch.equal(our_keep, keep)
+    torch.testing.assert_close(ours[keep], reference[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(with_empty_prefix[keep], reference[keep], atol=1e-5, rtol=0)
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    mean_pooled = (reference * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(backbone.features(inputs), mean_pooled, atol=1e-5, rtol=0)
+
+
+def test_tiny_bert_matches_transformers():
+    check_text_equivalence(tiny_bert())
+
+
+@pytest.mark.slow
+def test_packaged_minilm_matches_transformers():
+    check_text_equivalence(build_backbone("minilm-l6"))
+
+
+def test_tiny_vit_matches_timm():
+    backbone = tiny_vit()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = backbone.model.forward_features(images)
+        pooled = backbone.model.forward_head(reference, pre_logits=True)
+        ours, keep = backbone({"pixel_values": images})
+        with_empty, _ = backbone({"pixel_values": images}, prefixes=empty_prefixes(backbone, 2))
+    assert keep is None
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(with_empty, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        backbone.features({"pixel_values": images}), pooled, atol=1e-5, rtol=0
+    )
+
+
+def naive_prefix_attention(attn: PrefixAttention, x, keep, prefix):
+    """Per-head loop with explicit softmax: the reference for the prefix split."""
+    q, k, v = attn.project(x)
+    H, dh = attn.num_heads, q.shape[-1]
+    outs = []
+    for h in range(H):
+        cols = slice(h * dh, (h + 1) * dh)
+        kh = torch.cat([prefix.key[:, :, cols], k[:, h]], dim=1)  # (B, Lp + N, dh)
+        vh = torch.cat([prefix.value[:, :, cols], v[:, h]], dim=1)
+        scores = q[:, h] @ kh.transpose(1, 2) / dh**0.5  # (B, N, Lp + N)
+        allowed = torch.cat([torch.ones_like(keep[:, :1]).expand(-1, prefix.key.shape[1]), keep], 1)
+        scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
+        outs.append(scores.softmax(-1) @ vh)
+    return attn.output(torch.cat(outs, dim=-1))
+
+
+@pytest.mark.parametrize("make", [tiny_bert, tiny_vit])
+def test_prefix_split_per_head_and_padding(make):
+    torch.manual_seed(0)
+    backbone = make()
+    attn = backbone.attentions[0]
+    x = torch.randn(3, 7, backbone.dim)
+    keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5]).bool()
+    prefix = Prefix(torch.randn(3, 5, backbone.dim), torch.randn(3, 5, backbone.dim))
+    with torch.no_grad():
+        ours = attn(x, keep, prefix)
+        reference = naive_prefix_attention(attn, x, keep, prefix)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_broadcasts_over_batch():
+    backbone = tiny_bert()
+    attn = backbone.attentions[1]
+    x = torch.randn(2, 4, backbone.dim)
+    pk, pv = torch.randn(3, backbone.dim), torch.randn(3, backbone.dim)
+    with torch.no_grad():
+        shared = attn(x, None, Prefix(pk, pv))
+        batched = attn(x, None, Prefix(pk.expand(2, -1, -1), pv.expand(2, -1, -1)))
+    torch.testing.assert_close(shared, batched)
+
+
+def test_prompts_extend_sequence_and_mask():
+    backbone = tiny_bert()
+    inputs = text_inputs(backbone)
+    prompts = torch.randn(len(TEXTS), 4, backbone.dim)
+    with torch.no_grad():
+        x, keep = backbone(inputs, prompts=prompts)
+    assert x.shape[1] == inputs["input_ids"].shape[1] + 4
+    assert keep[:, 1:5].all() and torch.equal(keep[:, 5:], inputs["attention_mask"][:, 1:].bool())
+
+
+def test_backbone_is_frozen_and_stays_in_eval():
+    backbone = tiny_bert()
+    backbone.train()
+    assert not backbone.training and not backbone.model.training
+    assert not any(p.requires_grad for p in backbone.parameters())

@@ -1,0 +1,39 @@
+import pytest
+
+from promptcl.config import config_differences, load_config, to_dict
+from promptcl.errors import UsageError
+
+
+def test_booleans_parse_as_booleans():
+    assert load_config(None, ["train.mask_logits=false"]).train.mask_logits is False
+    assert load_config(None, ["train.mask_logits=False"]).train.mask_logits is False
+    assert load_config(None, ["train.joint=true"]).train.joint is True
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: l2p\ntrain:\n  lr: 0.01\n  epochs: 2\ntuner:\n  top_k: 3\n")
+    config = load_config(path, ["train.epochs=7", "seed=4"])
+    assert (config.method, config.train.lr, config.train.epochs, config.seed) == ("l2p", 0.01, 7, 4)
+    assert config.tuner == {"top_k": 3}
+
+
+@pytest.mark.parametrize(
+    "override", ["train.nope=1", "seed=abc", "train.lr", "datta.root=x", "train.mask_logits=maybe"]
+)
+def test_bad_keys_and_values_are_usage_errors(override):
+    with pytest.raises(UsageError) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def test_data_root_from_environment(monkeypatch):
+    monkeypatch.setenv("PROMPTCL_DATA", "/somewhere")
+    assert load_config().data.root == "/somewhere"
+    assert load_config(None, ["data.root=/else"]).data.root == "/else"
+
+
+def test_config_differences_ignore_result_free_keys():
+    a = to_dict(load_config(None, ["data.root=/a", "train.lr=0.1"]))
+    b = to_dict(load_config(None, ["data.root=/b", "train.lr=0.2", "train.device=cpu"]))
+    assert config_differences(a, b) == ["train.lr"]

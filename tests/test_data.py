@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from promptcl.config import DataConfig
+from promptcl.data import TextProcessor, build_benchmark
+from promptcl.errors import UsageError
+
+
+def check_stream(stream, num_tasks, classes_per_task):
+    assert stream.num_tasks == num_tasks
+    assert [len(t) for t in stream.tasks] == classes_per_task
+    flat = [c for t in stream.tasks for c in t]
+    assert flat == list(range(stream.num_classes))  # disjoint, numbered in task order
+    assert set(stream.train.labels) == set(flat) == set(stream.test.labels)
+
+
+def test_builtin_intents():
+    stream = build_benchmark("builtin-intents", DataConfig(), seed=0)
+    check_stream(stream, 4, [6, 6, 6, 6])
+    assert len(stream.train) == 24 * 20 and len(stream.test) == 24 * 5
+    again = build_benchmark("builtin-intents", DataConfig(), seed=0)
+    other = build_benchmark("builtin-intents", DataConfig(), seed=1)
+    assert again.class_names == stream.class_names != other.class_names
+
+
+def test_clinc150_domains(data_root):
+    stream = build_benchmark("clinc150", DataConfig(root=str(data_root)), seed=0)
+    check_stream(stream, 10, [15] * 10)
+    domains = json.loads((data_root / "clinc150" / "domains.json").read_text())
+    tasks = stream.describe()["tasks"]
+    assert sorted(map(sorted, tasks)) == sorted(map(sorted, domains.values()))
+    assert len(stream.train) == 150 * 100 and len(stream.test) == 150 * 30
+
+
+def test_clinc150_15_with_cap_and_val(data_root):
+    cfg = DataConfig(root=str(data_root), train_per_class=7, eval_split="val")
+    stream = build_benchmark("clinc150-15", cfg, seed=3)
+    check_stream(stream, 15, [10] * 15)
+    assert len(stream.train) == 150 * 7 and len(stream.test) == 150 * 20
+
+
+def test_missing_root_and_folder(tmp_path):
+    with pytest.raises(UsageError, match="needs a data root"):
+        build_benchmark("clinc150", DataConfig(), seed=0)
+    with pytest.raises(UsageError, match="not found"):
+        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+
+
+def test_wrong_format(tmp_path):
+    folder = tmp_path / "clinc150"
+    folder.mkdir()
+    (folder / "domains.json").write_text('{"a": ["x", "y"]}')
+    (folder / "data_full.json").write_text('{"train": [{"text": "hi"}], "test": []}')
+    with pytest.raises(UsageError, match="list of \\[text, label\\] pairs"):
+        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+    (folder / "data_full.json").write_text("not json")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+
+
+def test_csv_and_jsonl(tmp_path):
+    rows = [(f"text {i} of {c}", c) for c in "abcdef" for i in range(3)]
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{t},{c}\n" for t, c in rows))
+    (tmp_path / "test.jsonl").write_text(
+        "".join(json.dumps({"utterance": t, "intent": c}) + "\n" for t, c in rows)
+    )
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps({"utterance": t, "intent": c}) + "\n" for t, c in rows)
+    )
+    cfg = DataConfig(root=str(tmp_path), train_file="train.csv", test_file="train.csv", num_tasks=3)
+    check_stream(build_benchmark("text-csv", cfg, 0), 3, [2, 2, 2])
+    cfg = DataConfig(
+        root=str(tmp_path),
+        train_file="train.jsonl",
+        test_file="test.jsonl",
+        num_tasks=2,
+        text_column="utterance",
+        label_column="intent",
+    )
+    check_stream(build_benchmark("text-jsonl", cfg, 0), 2, [3, 3])
+    with pytest.raises(UsageError, match="text_column"):
+        cfg.text_column = "text"
+        build_benchmark("text-jsonl", cfg, 0)
+    with pytest.raises(UsageError, match="no columns"):
+        bad = DataConfig(
+            root=str(tmp_path), train_file="train.csv", test_file="train.csv", label_column="intent"
+        )
+        build_benchmark("text-csv", bad, 0)
+
+
+def test_dynamic_padding():
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, texts, truncation, max_length):
+            return {"input_ids": [list(range(1, len(t.split()) + 1))[:max_length] for t in texts]}
+
+    proc = TextProcessor(Tok(), max_length=4)
+    items = proc.prepare(["a b", "a b c d e f", "a"])
+    assert [len(i) for i in items] == [2, 4, 1]
+    batch = proc.collate([items[0], items[2]])
+    assert batch["input_ids"].tolist() == [[1, 2], [1, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
