@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+
+from promptcl import load_config, run
+from promptcl.errors import UsageError
+from promptcl.learner import Experiment
+
+TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
+
+
+def tiny(*overrides):
+    """A tiny random BERT on the built-in intents; dualprompt (the default) on its 2 blocks."""
+    base = ["backbone=tiny-bert", "data.train_per_class=4", "train.epochs=1",
+            "train.batch_size=8", "train.progress=false"]
+    if not any(o.startswith("method=") for o in overrides):
+        base += ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]
+    return load_config(None, [*base, *overrides])
+
+
+def without_timing(metrics):
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def test_run_directory_contents(tmp_path):
+    metrics = run(tiny(), tmp_path / "run")
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "class_order.json", "log.jsonl", "metrics.json"} <= files
+    assert {"acc_matrix.png", "avg_acc.png", "checkpoint"} <= files
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("method", "benchmark", "backbone", "seed", "acc_matrix", "faa", "caa", "fm", "bwt",
+                "union_acc", "task_id_acc", "trainable_params", "train_seconds",
+                "leaks_task_identity"):
+        assert key in saved
+    T = saved["num_tasks"]
+    assert [sum(v is not None for v in row) for row in saved["acc_matrix"]] == list(range(1, T + 1))
+    assert saved["leaks_task_identity"] is False and saved["task_id_acc"] is not None
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [row["task"] for row in log] == list(range(T))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["tuner"]["e_blocks"] == [1] and config["tuner"]["e_length"] == 5
+    stored = {p.name for p in (tmp_path / "run" / "checkpoint").iterdir()}
+    assert stored == {"tuner.safetensors", "state.json"}
+
+
+@pytest.mark.parametrize("method", ["dualprompt", "ncm", "l2p"])
+def test_resumed_run_equals_unbroken_run(tmp_path, method):
+    options = ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"] if method == "dualprompt" else []
+    unbroken = run(tiny(f"method={method}", *options), tmp_path / "a")
+    assert run(tiny(f"method={method}", *options), tmp_path / "b", stop_after=1) is None
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    state = json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())
+    assert state["tasks_done"] == 1
+    resumed = run(tiny(f"method={method}", *options), tmp_path / "b", resume=True)
+    assert without_timing(resumed) == without_timing(unbroken)
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    run(tiny(), tmp_path / "a", stop_after=1)
+    with pytest.raises(UsageError, match="train.lr"):
+        run(tiny("train.lr=0.5"), tmp_path / "a", resume=True)
+
+
+def test_existing_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("x")
+    with pytest.raises(UsageError, match="already exists"):
+        run(tiny(), tmp_path / "a")
+
+
+def test_joint_training_is_one_task_evaluated_on_all(tmp_path):
+    metrics = run(tiny("train.joint=true"), tmp_path / "j")
+    assert len(metrics["acc_matrix"]) == 1 and len(metrics["acc_matrix"][0]) == 4
+    assert metrics["fm"] is None and metrics["faa"] == pytest.approx(sum(metrics["acc_matrix"][0]) / 4)
+
+
+def test_evaluation_batches_mix_tasks_and_training_masks_logits():
+    exp = Experiment(tiny("train.eval_batch_size=16"))
+    seen_batches, train_logits = [], []
+    forward = exp.tuner.forward
+
+    def recording(batch, task=None):
+        out = forward(batch, task)
+        if task is None:
+            seen_batches.append({exp.task_of_class[c] for c in batch.labels.tolist()})
+        else:
+            train_logits.append((task[0].item(), out.logits))
+        return out
+
+    exp.tuner.forward = recording
+    for task in range(2):
+        exp.tuner.begin_task(task, exp.stream.tasks[task])
+        exp.train_task(task)
+    exp.evaluate(2)
+    assert any(len(tasks) > 1 for tasks in seen_batches)
+    assert all(t == 1 for t, _ in train_logits[-2:])
+
+
+def test_mask_logits_switch_changes_which_classes_compete(tmp_path, monkeypatch):
+    captured = []
+    real = torch.nn.functional.cross_entropy
+
+    def spy(logits, labels, *a, **k):
+        captured.append(torch.isinf(logits[0]).sum().item())
+        return real(logits, labels, *a, **k)
+
+    monkeypatch.setattr("promptcl.learner.loop.F.cross_entropy", spy)
+    run(tiny("method=linear"), tmp_path / "masked", stop_after=2)
+    masked_last = captured[-1]
+    captured.clear()
+    run(tiny("method=linear", "train.mask_logits=false"), tmp_path / "open", stop_after=2)
+    assert masked_last == 24 - 6  # task 2 of 4: only its 6 classes compete
+    assert captured[-1] == 24 - 12  # every class seen so far competes
+
+
+@pytest.mark.slow
+def test_real_minilm_ncm_on_clinc150(tmp_path, data_root):
+    config = load_config(None, ["method=ncm", "benchmark=clinc150", f"data.root={data_root}",
+                                "data.train_per_class=10", "train.progress=false"])
+    metrics = run(config, tmp_path / "ncm")
+    # the frozen MiniLM's class means separate CLINC150's intents well even from 10 samples each
+    assert metrics["faa"] > 75
+    assert metrics["trainable_params"] == 0

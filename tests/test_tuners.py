@@ -1,0 +1,151 @@
+"""Shared checks over every method on a tiny random BERT (STYLE: the method x model matrix)."""
+
+import pytest
+import torch
+
+from promptcl.backbones.hf import tiny_bert
+from promptcl.config import build_dataclass
+from promptcl.tuners import TUNERS, Batch, get_tuner
+
+NUM_CLASSES = 6
+TASKS = [[0, 1, 2], [3, 4, 5]]
+# block choices that fit a 2-block backbone (the defaults assume at least 5 blocks)
+TINY_OPTIONS = {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "finetune": {"blocks": [0, 1]}}
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_bert()
+
+
+def make_batch(backbone, n=4, labels=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 2000, (n, 6), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    labels = torch.tensor(labels if labels is not None else [0, 1, 2, 0][:n])
+    return Batch(inputs, labels, torch.arange(n), backbone.features(inputs))
+
+
+def make(name, backbone, **options):
+    cls = get_tuner(name)
+    torch.manual_seed(0)
+    options = {**TINY_OPTIONS.get(name, {}), **options}
+    return cls(build_dataclass(cls.config_class, options, name), backbone, NUM_CLASSES)
+
+
+def train_step(tuner, batch, task):
+    tuner.train()
+    out = tuner(batch, task=torch.full_like(batch.labels, task))
+    outside = torch.ones(NUM_CLASSES, dtype=torch.bool)
+    outside[TASKS[task]] = False
+    loss = torch.nn.functional.cross_entropy(out.logits.masked_fill(outside, -1e9), batch.labels)
+    loss = loss + sum(tuner.loss_terms(batch, out, task).values())
+    tuner.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
+
+
+@pytest.mark.parametrize("name", [n for n, cls in TUNERS.items() if cls.trains])
+def test_gradients_reach_only_trainable_parameters(name, backbone):
+    tuner = make(name, backbone)
+    tuner.begin_task(0, TASKS[0])
+    tuner.begin_task(1, TASKS[1])
+    train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3]), task=1)
+    assert all(p.grad is None for p in backbone.parameters())
+    trainable = {n for n, p in tuner.named_parameters() if p.requires_grad}
+    assert trainable, "a training method must train something"
+    for n, p in tuner.named_parameters():
+        if p.grad is not None:
+            assert n in trainable, f"{n} is frozen but got a gradient"
+    got_grad = {n for n, p in tuner.named_parameters() if p.grad is not None and p.grad.any()}
+    assert got_grad, "no trainable parameter received a gradient"
+
+
+@pytest.mark.parametrize("name", list(TUNERS))
+def test_eval_output_of_a_sample_does_not_depend_on_its_batch(name, backbone):
+    """Task identity and prompts are chosen per sample: no batch-wise vote."""
+    tuner = make(name, backbone).eval()
+    for task, classes in enumerate(TASKS):
+        tuner.begin_task(task, classes)
+        batch = make_batch(backbone, labels=[classes[0], classes[1], classes[2], classes[0]])
+        tuner.end_task(task, classes, [batch])
+    full = make_batch(backbone, n=4)
+    single = Batch(
+        {k: v[1:2, :] for k, v in full.inputs.items()}, full.labels[1:2], full.index[1:2],
+        full.query[1:2],
+    )
+    with torch.no_grad():
+        a, b = tuner(full), tuner(single)
+    torch.testing.assert_close(a.logits[1:2], b.logits, atol=1e-5, rtol=1e-5)
+    if a.task_pred is not None:
+        assert a.task_pred[1] == b.task_pred[0]
+
+
+def test_dualprompt_old_task_parameters_do_not_move(backbone):
+    tuner = make("dualprompt", backbone)
+    tuner.begin_task(0, TASKS[0])
+    tuner.begin_task(1, TASKS[1])
+    before = [tuner.e_prompts[0].clone(), tuner.keys[0].clone(), tuner.head.weight[:3].clone()]
+    optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=0.1)
+    for step in range(3):
+        train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3], seed=step), task=1)
+        optimizer.step()
+    assert not tuner.e_prompts[0].requires_grad and not tuner.keys[0].requires_grad
+    torch.testing.assert_close(tuner.e_prompts[0], before[0], atol=0, rtol=0)
+    torch.testing.assert_close(tuner.keys[0], before[1], atol=0, rtol=0)
+    # masked logits give the old classes' head rows no gradient, so Adam leaves them alone
+    torch.testing.assert_close(tuner.head.weight[:3], before[2], atol=0, rtol=0)
+    assert not torch.equal(tuner.e_prompts[1], before[0])  # the current task did train
+
+
+def test_dualprompt_prompt_id_picks_the_closest_key(backbone):
+    tuner = make("dualprompt", backbone).eval()
+    tuner.begin_task(0, TASKS[0])
+    tuner.begin_task(1, TASKS[1])
+    batch = make_batch(backbone)
+    with torch.no_grad():
+        tuner.keys[0].copy_(-batch.query[0])
+        tuner.keys[1].copy_(batch.query[0])
+        out = tuner(batch)
+    assert out.task_pred[0] == 1
+    # the same prediction as running with that task's E-prompt given
+    with torch.no_grad():
+        given = tuner(batch, task=out.task_pred)
+    torch.testing.assert_close(out.logits, given.logits)
+
+
+def test_ncm_class_means_on_a_hand_made_case(backbone):
+    tuner = make("ncm", backbone)
+    tuner.begin_task(0, TASKS[0])
+    d = backbone.dim
+    q = torch.zeros(4, d)
+    q[0, 0], q[1, 1], q[2, 2], q[3, 0] = 2.0, 1.0, 1.0, 4.0
+    batch = Batch({}, torch.tensor([0, 1, 2, 0]), torch.arange(4), q)
+    tuner.end_task(0, TASKS[0], [batch])
+    torch.testing.assert_close(tuner.class_means[0, 0], torch.tensor(3.0))
+    test = torch.zeros(2, d)
+    test[0, 1], test[1, 2] = 0.5, 7.0
+    logits = tuner(Batch({}, torch.tensor([1, 2]), torch.arange(2), test)).logits
+    assert logits[:, :3].argmax(1).tolist() == [1, 2]
+
+
+def test_l2p_selects_top_keys_per_sample(backbone):
+    tuner = make("l2p", backbone, pool_size=4, top_k=2)
+    batch = make_batch(backbone)
+    with torch.no_grad():
+        tuner.keys.copy_(torch.randn(4, backbone.dim))
+        tuner.keys[3].copy_(batch.query[2])
+    out = tuner(batch)
+    sims = torch.nn.functional.cosine_similarity(batch.query[:, None], tuner.keys[None], dim=-1)
+    torch.testing.assert_close(out.extras["similarity"], sims.topk(2, dim=1).values)
+
+
+def test_unknown_tuner_option_is_a_usage_error(backbone):
+    from promptcl.errors import UsageError
+
+    with pytest.raises(UsageError, match="e_lenght"):
+        make("dualprompt", backbone, e_lenght=3)
+    with pytest.raises(UsageError, match="g_blocks"):
+        make("dualprompt", backbone, g_blocks=[0, 7])
