@@ -1,0 +1,62 @@
+"""Training samples/s of a method next to the floor: a bare frozen forward plus backward to the
+inputs on the same batch (DESIGN section 6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from promptcl.learner import Experiment
+
+
+def samples_per_second(step: Callable[[], None], batch_size: int, repeats: int = 10) -> float:
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return batch_size * repeats / (time.perf_counter() - start)
+
+
+def floor_step(exp: Experiment, batch) -> Callable[[], None]:
+    backbone = exp.backbone
+
+    def step() -> None:
+        x, keep = backbone.embed(batch.inputs)
+        x = x.detach().requires_grad_()
+        h = x
+        for i in range(backbone.num_blocks):
+            h = backbone.run_block(i, h, keep, None)
+        backbone.pool(backbone.final_norm(h), keep).sum().backward()
+
+    return step
+
+
+def method_step(exp: Experiment, batch) -> Callable[[], None]:
+    tuner = exp.tuner
+    classes = exp.training_tasks[0]
+    tuner.begin_task(0, classes)
+    optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=1e-9)
+    tuner.train()
+
+    def step() -> None:
+        out = tuner(batch, task=torch.zeros_like(batch.labels))
+        loss = F.cross_entropy(out.logits, batch.labels)
+        loss = loss + sum(tuner.loss_terms(batch, out, 0).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(exp: Experiment, batch_size: int, repeats: int = 10) -> dict[str, float]:
+    """Samples/s of the method's training step and of the floor, on the same training batch."""
+    indices = exp.indices_of("train", exp.training_tasks[0])[:batch_size]
+    batch = next(exp.batches("train", indices, batch_size))
+    return {
+        "method": samples_per_second(method_step(exp, batch), batch_size, repeats),
+        "floor": samples_per_second(floor_step(exp, batch), batch_size, repeats),
+    }
