@@ -1,6 +1,7 @@
 """The command line: one-line errors with exit code 2, no traceback, nothing half written."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ TINY = ["--set", "backbone=tiny-bert", "--set", "data.train_per_class=2", "--set
         "--set", "tuner.g_blocks=[0]", "--set", "tuner.e_blocks=[1]"]
 
 
-def promptcl(*args, cwd=None, env=None):
+def promptcl(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "PROMPTCL_DATA"}
     return subprocess.run(
         [sys.executable, "-m", "promptcl", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
