@@ -19,6 +19,7 @@ from throughput import measure
 from promptcl import load_config, run
 from promptcl.learner import Experiment
 
+CONFIGS = REPO / "configs" / "clinc150"
 METHODS = ["ncm", "linear", "finetune", "joint", "l2p", "dualprompt"]
 
 
@@ -29,7 +30,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
             out = args.runs / f"{method}-s{seed}"
             done = out / "metrics.json"
             if not done.is_file():
-                config = load_config(REPO / "configs" / "clinc150" / f"{method}.yaml", overrides(args, seed))
+                config = load_config(CONFIGS / f"{method}.yaml", overrides(args, seed))
                 run(config, out, resume=(out / "config.json").is_file())
             metrics = json.loads(done.read_text())
             results.setdefault(method, []).append(metrics)
@@ -47,15 +48,17 @@ def overrides(args: argparse.Namespace, seed: int) -> list[str]:
 def table(results: dict[str, list[dict]]) -> str:
     rows = []
     for method, runs in results.items():
-        rows.append([
-            method,
-            mean_std([m["faa"] for m in runs]),
-            mean_std([m["caa"] for m in runs]),
-            mean_std([m["fm"] for m in runs]),
-            mean_std([m["task_id_acc"] for m in runs]),
-            f"{runs[0]['trainable_params']:,}",
-            mean_std([m["train_seconds"] for m in runs], 0),
-        ])
+        rows.append(
+            [
+                method,
+                mean_std([m["faa"] for m in runs]),
+                mean_std([m["caa"] for m in runs]),
+                mean_std([m["fm"] for m in runs]),
+                mean_std([m["task_id_acc"] for m in runs]),
+                f"{runs[0]['trainable_params']:,}",
+                mean_std([m["train_seconds"] for m in runs], 0),
+            ]
+        )
     header = ["method", "FAA", "CAA", "FM", "task-id acc", "trained params", "train s"]
     return markdown_table(header, rows)
 
@@ -74,26 +77,31 @@ def main() -> None:
         args.runs = args.runs.with_name(f"{args.runs.name}-cap{args.train_per_class}")
 
     results = run_all(args)
-    speed_config = load_config(REPO / "configs" / "clinc150" / "dualprompt.yaml", overrides(args, 0))
+    speed_config = load_config(CONFIGS / "dualprompt.yaml", overrides(args, 0))
     speed = measure(Experiment(speed_config), speed_config.train.batch_size)
-    cap = "all training data (100 per intent)" if args.train_per_class is None else (
-        f"data.train_per_class={args.train_per_class}")
-    text = "\n".join([
-        f"CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
-        f"seeds {' '.join(map(str, args.seeds))}, test split. "
-        "FAA/CAA/FM in %, mean ± std over seeds.",
-        "",
-        table(results),
-        "",
-        f"Training throughput (batch {speed_config.train.batch_size}, samples/s): dualprompt "
-        f"{speed['method']:.0f}, floor (frozen forward + backward to the inputs) "
-        f"{speed['floor']:.0f}.",
-        "",
-        f"Machine: {machine()}.",
-        f"Command: `python benchmarks/clinc150.py --data-root DATA --seeds "
-        f"{' '.join(map(str, args.seeds))}"
-        + (f" --train-per-class {args.train_per_class}`" if args.train_per_class else "`"),
-    ])
+    cap = (
+        "all training data (100 per intent)"
+        if args.train_per_class is None
+        else (f"data.train_per_class={args.train_per_class}")
+    )
+    text = "\n".join(
+        [
+            f"CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
+            f"seeds {' '.join(map(str, args.seeds))}, test split. "
+            "FAA/CAA/FM in %, mean ± std over seeds.",
+            "",
+            table(results),
+            "",
+            f"Training throughput (batch {speed_config.train.batch_size}, samples/s): dualprompt "
+            f"{speed['method']:.0f}, floor (frozen forward + backward to the inputs) "
+            f"{speed['floor']:.0f}.",
+            "",
+            f"Machine: {machine()}.",
+            f"Command: `python benchmarks/clinc150.py --data-root DATA --seeds "
+            f"{' '.join(map(str, args.seeds))}"
+            + (f" --train-per-class {args.train_per_class}`" if args.train_per_class else "`"),
+        ]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
     if not args.no_readme:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from promptcl.backbones import Prefix, build_backbone
+from promptcl.backbones import Prefix, PrefixGate, build_backbone
 from promptcl.backbones.attention import PrefixAttention
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.vit import tiny_vit
@@ -117,3 +117,33 @@ def test_backbone_is_frozen_and_stays_in_eval():
     backbone.train()
     assert not backbone.training and not backbone.model.training
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_norga_gate_with_zero_alpha_is_plain_prefix_attention_and_matches_by_hand():
+    torch.manual_seed(0)
+    attn = tiny_bert().attentions[0]
+    x = torch.randn(2, 5, 32)
+    keep = torch.tensor([[1] * 5, [1] * 3 + [0] * 2]).bool()
+    pk, pv = torch.randn(2, 3, 32), torch.randn(2, 3, 32)
+    with torch.no_grad():
+        plain = attn(x, keep, Prefix(pk, pv))
+        zero = attn(
+            x, keep, Prefix(pk, pv, PrefixGate(torch.tensor(2.0), torch.tensor(0.0), torch.tanh))
+        )
+        gated = attn(
+            x, keep, Prefix(pk, pv, PrefixGate(torch.tensor(0.5), torch.tensor(1.5), torch.tanh))
+        )
+        # by hand: the prefix scores s become s + 1.5 * tanh(0.5 * s)
+        q, k, v = attn.project(x)
+        pkh, pvh = attn.split_heads(pk, 2), attn.split_heads(pv, 2)
+        s_prefix = q @ pkh.transpose(-2, -1) / 8**0.5
+        s_prefix = s_prefix + 1.5 * torch.tanh(0.5 * s_prefix)
+        scores = torch.cat([s_prefix, q @ k.transpose(-2, -1) / 8**0.5], dim=-1)
+        allowed = torch.cat([torch.ones(2, 3, dtype=torch.bool), keep], dim=1)
+        scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
+        expected = (
+            (scores.softmax(-1) @ torch.cat([pvh, v], dim=2)).transpose(1, 2).reshape(2, 5, 32)
+        )
+    torch.testing.assert_close(zero, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gated, attn.output(expected), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(gated, plain, atol=1e-3)

@@ -7,23 +7,46 @@ import sys
 
 import pytest
 
-TINY = ["--set", "backbone=tiny-bert", "--set", "data.train_per_class=2", "--set", "train.epochs=1",
-        "--set", "tuner.g_blocks=[0]", "--set", "tuner.e_blocks=[1]"]
+TINY = [
+    "--set",
+    "backbone=tiny-bert",
+    "--set",
+    "data.train_per_class=2",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "tuner.g_blocks=[0]",
+    "--set",
+    "tuner.e_blocks=[1]",
+]
 
 
 def promptcl(*args, cwd=None):
     env = {k: v for k, v in os.environ.items() if k != "PROMPTCL_DATA"}
     return subprocess.run(
         [sys.executable, "-m", "promptcl", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
 def test_list_names_every_kind():
     result = promptcl("list")
     assert result.returncode == 0
-    for name in ("dualprompt", "l2p", "ncm", "linear", "finetune", "minilm-l6", "clinc150-15",
-                 "builtin-intents", "text-csv"):
+    for name in (
+        "dualprompt",
+        "l2p",
+        "ncm",
+        "linear",
+        "finetune",
+        "minilm-l6",
+        "clinc150-15",
+        "builtin-intents",
+        "text-csv",
+    ):
         assert name in result.stdout
 
 
@@ -69,8 +92,16 @@ def test_wrong_data_format_and_foreign_resume(tmp_path):
     (tmp_path / "clinc150").mkdir()
     write(tmp_path / "clinc150" / "domains.json", '{"d": ["a"]}')
     write(tmp_path / "clinc150" / "data_full.json", '{"train": "oops", "test": []}')
-    result = promptcl("run", *TINY, "--set", "benchmark=clinc150", "--set",
-                      f"data.root={tmp_path}", "--out", tmp_path / "r")
+    result = promptcl(
+        "run",
+        *TINY,
+        "--set",
+        "benchmark=clinc150",
+        "--set",
+        f"data.root={tmp_path}",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.returncode == 2 and "[text, label] pairs" in result.stderr
     assert not (tmp_path / "r").exists()
 

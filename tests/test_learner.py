@@ -12,8 +12,13 @@ TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
 
 def tiny(*overrides):
     """A tiny random BERT on the built-in intents; dualprompt (the default) on its 2 blocks."""
-    base = ["backbone=tiny-bert", "data.train_per_class=4", "train.epochs=1",
-            "train.batch_size=8", "train.progress=false"]
+    base = [
+        "backbone=tiny-bert",
+        "data.train_per_class=4",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "train.progress=false",
+    ]
     if not any(o.startswith("method=") for o in overrides):
         base += ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]
     return load_config(None, [*base, *overrides])
@@ -30,9 +35,22 @@ def test_run_directory_contents(tmp_path):
     assert {"acc_matrix.png", "avg_acc.png", "checkpoint"} <= files
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("method", "benchmark", "backbone", "seed", "acc_matrix", "faa", "caa", "fm", "bwt",
-                "union_acc", "task_id_acc", "trainable_params", "train_seconds",
-                "leaks_task_identity"):
+    for key in (
+        "method",
+        "benchmark",
+        "backbone",
+        "seed",
+        "acc_matrix",
+        "faa",
+        "caa",
+        "fm",
+        "bwt",
+        "union_acc",
+        "task_id_acc",
+        "trainable_params",
+        "train_seconds",
+        "leaks_task_identity",
+    ):
         assert key in saved
     T = saved["num_tasks"]
     assert [sum(v is not None for v in row) for row in saved["acc_matrix"]] == list(range(1, T + 1))
@@ -45,9 +63,20 @@ def test_run_directory_contents(tmp_path):
     assert stored == {"tuner.safetensors", "state.json"}
 
 
-@pytest.mark.parametrize("method", ["dualprompt", "ncm", "l2p"])
+RESUME_OPTIONS = {
+    "dualprompt": ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"],
+    "hash": [
+        "tuner.blocks=[0,1]",
+        "tuner.tii.epochs=1",
+        "tuner.tii.align_epochs=1",
+        "tuner.tap.epochs=1",
+    ],
+}
+
+
+@pytest.mark.parametrize("method", ["dualprompt", "ncm", "l2p", "hash"])
 def test_resumed_run_equals_unbroken_run(tmp_path, method):
-    options = ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"] if method == "dualprompt" else []
+    options = RESUME_OPTIONS.get(method, [])
     unbroken = run(tiny(f"method={method}", *options), tmp_path / "a")
     assert run(tiny(f"method={method}", *options), tmp_path / "b", stop_after=1) is None
     assert not (tmp_path / "b" / "metrics.json").exists()
@@ -73,7 +102,8 @@ def test_existing_directory_is_not_overwritten(tmp_path):
 def test_joint_training_is_one_task_evaluated_on_all(tmp_path):
     metrics = run(tiny("train.joint=true"), tmp_path / "j")
     assert len(metrics["acc_matrix"]) == 1 and len(metrics["acc_matrix"][0]) == 4
-    assert metrics["fm"] is None and metrics["faa"] == pytest.approx(sum(metrics["acc_matrix"][0]) / 4)
+    assert metrics["fm"] is None
+    assert metrics["faa"] == pytest.approx(sum(metrics["acc_matrix"][0]) / 4)
 
 
 def test_evaluation_batches_mix_tasks_and_training_masks_logits():
@@ -117,8 +147,16 @@ def test_mask_logits_switch_changes_which_classes_compete(tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_real_minilm_ncm_on_clinc150(tmp_path, data_root):
-    config = load_config(None, ["method=ncm", "benchmark=clinc150", f"data.root={data_root}",
-                                "data.train_per_class=10", "train.progress=false"])
+    config = load_config(
+        None,
+        [
+            "method=ncm",
+            "benchmark=clinc150",
+            f"data.root={data_root}",
+            "data.train_per_class=10",
+            "train.progress=false",
+        ],
+    )
     metrics = run(config, tmp_path / "ncm")
     # the frozen MiniLM's class means separate CLINC150's intents well even from 10 samples each
     assert metrics["faa"] > 75

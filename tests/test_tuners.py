@@ -10,7 +10,14 @@ from promptcl.tuners import TUNERS, Batch, get_tuner
 NUM_CLASSES = 6
 TASKS = [[0, 1, 2], [3, 4, 5]]
 # block choices that fit a 2-block backbone (the defaults assume at least 5 blocks)
-TINY_OPTIONS = {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "finetune": {"blocks": [0, 1]}}
+FAST_STAGES = {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}}
+TINY_OPTIONS = {
+    "dualprompt": {"g_blocks": [0], "e_blocks": [1]},
+    "finetune": {"blocks": [0, 1]},
+    "hide": {"blocks": [0, 1], **FAST_STAGES},
+    "norga": {"blocks": [0, 1], **FAST_STAGES},
+    "hash": {"blocks": [0, 1], "num_experts": 4, **FAST_STAGES},
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +80,9 @@ def test_eval_output_of_a_sample_does_not_depend_on_its_batch(name, backbone):
         tuner.end_task(task, classes, [batch])
     full = make_batch(backbone, n=4)
     single = Batch(
-        {k: v[1:2, :] for k, v in full.inputs.items()}, full.labels[1:2], full.index[1:2],
+        {k: v[1:2, :] for k, v in full.inputs.items()},
+        full.labels[1:2],
+        full.index[1:2],
         full.query[1:2],
     )
     with torch.no_grad():
@@ -149,3 +158,29 @@ def test_unknown_tuner_option_is_a_usage_error(backbone):
         make("dualprompt", backbone, e_lenght=3)
     with pytest.raises(UsageError, match="g_blocks"):
         make("dualprompt", backbone, g_blocks=[0, 7])
+
+
+@pytest.mark.parametrize("name", ["hide", "norga"])
+def test_hide_old_prompts_frozen_and_norga_gate_trains_on_the_first_task_only(name, backbone):
+    tuner = make(name, backbone)
+    tuner.begin_task(0, TASKS[0])
+    if name == "norga":
+        assert tuner.gate.requires_grad
+    tuner.begin_task(1, TASKS[1])
+    assert not tuner.prompts[0].requires_grad and tuner.prompts[1].requires_grad
+    trained = {id(p) for g in tuner.param_groups() for p in g["params"]}
+    assert id(tuner.prompts[0]) not in trained and id(tuner.prompts[1]) in trained
+    if name == "norga":
+        assert not tuner.gate.requires_grad and id(tuner.gate) not in trained
+
+
+def test_hide_prompt_momentum_is_baked_in_at_the_end_of_a_task(backbone):
+    tuner = make("hide", backbone, prompt_momentum=0.5, contrast_coeff=0.0).eval()
+    tuner.begin_task(0, TASKS[0])
+    tuner.end_task(0, TASKS[0], [make_batch(backbone, labels=[0, 1, 2, 0])])
+    tuner.begin_task(1, TASKS[1])
+    with torch.no_grad():
+        tuner.prompts[1].add_(1.0)
+    expected = 0.5 * tuner.prompts[1].detach() + 0.5 * tuner.prompts[0].detach()
+    tuner.end_task(1, TASKS[1], [make_batch(backbone, labels=[3, 4, 5, 3])])
+    torch.testing.assert_close(tuner.prompts[1].detach(), expected)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from promptcl.backbones.attention import Prefix, PrefixAttention
-from promptcl.backbones.base import Backbone
+from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
+from promptcl.backbones.base import Backbone, PrefixFn
 from promptcl.errors import UsageError
 
 # name -> (one-line description, factory(weights) -> Backbone)
@@ -66,4 +66,13 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     raise UsageError(f"unknown backbone {name!r}; choose one of: {known}")
 
 
-__all__ = ["NAMED_BACKBONES", "PATTERNS", "Backbone", "Prefix", "PrefixAttention", "build_backbone"]
+__all__ = [
+    "NAMED_BACKBONES",
+    "PATTERNS",
+    "Backbone",
+    "Prefix",
+    "PrefixAttention",
+    "PrefixFn",
+    "PrefixGate",
+    "build_backbone",
+]

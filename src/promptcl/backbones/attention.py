@@ -8,6 +8,7 @@ h*d_head:(h+1)*d_head of p_K and p_V.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -15,11 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class PrefixGate(NamedTuple):
+    """NoRGa's non-linear residual gate on the prefix scores: s -> s + alpha * act(tau * s)."""
+
+    tau: torch.Tensor
+    alpha: torch.Tensor
+    activation: Callable[[torch.Tensor], torch.Tensor]
+
+
 class Prefix(NamedTuple):
     """Prefix keys and values for one block, each (B, L_p, d) or (L_p, d) shared by the batch."""
 
     key: torch.Tensor
     value: torch.Tensor
+    gate: PrefixGate | None = None
 
 
 class PrefixAttention(nn.Module):
@@ -54,15 +64,42 @@ class PrefixAttention(nn.Module):
         """x: (B, N, d); keep: (B, N) bool, True for real tokens; prefix: keys/values to prepend."""
         B, N, _ = x.shape
         q, k, v = self.project(x)  # (B, H, N, dh)
-        if prefix is not None:
-            pk, pv = self.split_heads(prefix.key, B), self.split_heads(prefix.value, B)
-            k = torch.cat([pk.to(k.dtype), k], dim=2)  # (B, H, Lp + N, dh)
-            v = torch.cat([pv.to(v.dtype), v], dim=2)
-            if keep is not None:  # prefix positions are always attended to
-                keep = torch.cat([keep.new_ones(B, pk.shape[2]), keep], dim=1)
+        if prefix is None:
+            mask = keep[:, None, None, :] if keep is not None else None  # (B, 1, 1, N)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.output(context.transpose(1, 2).reshape(B, N, -1))
+        pk, pv = self.split_heads(prefix.key, B).to(k.dtype), self.split_heads(prefix.value, B)
+        v = torch.cat([pv.to(v.dtype), v], dim=2)  # (B, H, Lp + N, dh)
+        if keep is not None:  # prefix positions are always attended to
+            keep = torch.cat([keep.new_ones(B, pk.shape[2]), keep], dim=1)
         mask = keep[:, None, None, :] if keep is not None else None  # (B, 1, 1, Lp + N)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # frozen: no dropout
+        if prefix.gate is None:
+            k = torch.cat([pk, k], dim=2)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # frozen: no dropout
+        else:
+            context = gated_attention(q, pk, k, v, mask, prefix.gate)
         return self.output(context.transpose(1, 2).reshape(B, N, -1))
+
+
+def gated_attention(
+    q: torch.Tensor,
+    prefix_key: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    gate: PrefixGate,
+) -> torch.Tensor:
+    """Attention whose prefix scores pass through NoRGa's gate (Le et al. 2024, eq. 9).
+
+    q, k: (B, H, N, dh); prefix_key: (B, H, Lp, dh); v: (B, H, Lp + N, dh) -> (B, H, N, dh).
+    """
+    scale = q.shape[-1] ** -0.5
+    prefix_scores = (q @ prefix_key.transpose(-2, -1)) * scale  # (B, H, N, Lp)
+    prefix_scores = prefix_scores + gate.alpha * gate.activation(gate.tau * prefix_scores)
+    scores = torch.cat([prefix_scores, (q @ k.transpose(-2, -1)) * scale], dim=-1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
 
 
 class TimmPrefixAttention(PrefixAttention):

@@ -8,12 +8,15 @@ DualPrompt and task-identity classifiers).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from promptcl.backbones.attention import Prefix, PrefixAttention
+
+# a prefix computed from the hidden states entering its block (B, N, d) and their keep mask
+PrefixFn = Callable[[torch.Tensor, torch.Tensor | None], Prefix]
 
 
 class Backbone(nn.Module):
@@ -50,19 +53,23 @@ class Backbone(nn.Module):
         self,
         inputs: Mapping[str, torch.Tensor],
         prompts: torch.Tensor | None = None,
-        prefixes: Mapping[int, Prefix] | None = None,
+        prefixes: Mapping[int, Prefix | PrefixFn] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states after the final norm (B, N', d) and their keep mask.
 
         prompts: (B, L, d) tokens inserted after the prefix tokens (L2P); N' = N + L.
-        prefixes: block index -> prefix keys/values for that block's attention.
+        prefixes: block index -> prefix keys/values for that block's attention, or a function
+        that computes them from the hidden states entering the block (routing, as in Hash).
         """
         x, keep = self.embed(inputs)
         if prompts is not None:
             x, keep = insert_prompts(x, keep, prompts, self.num_prefix_tokens)
         prefixes = prefixes or {}
         for i in range(self.num_blocks):
-            x = self.run_block(i, x, keep, prefixes.get(i))
+            prefix = prefixes.get(i)
+            if callable(prefix):
+                prefix = prefix(x, keep)
+            x = self.run_block(i, x, keep, prefix)
         return self.final_norm(x), keep
 
     @torch.no_grad()
@@ -89,4 +96,4 @@ def freeze(module: nn.Module) -> None:
     module.eval()
 
 
-__all__ = ["Backbone", "Prefix", "PrefixAttention", "freeze", "insert_prompts"]
+__all__ = ["Backbone", "Prefix", "PrefixAttention", "PrefixFn", "freeze", "insert_prompts"]

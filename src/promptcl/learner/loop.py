@@ -120,7 +120,11 @@ class Experiment:
             outside[list(classes)] = False
         else:  # every class seen so far competes
             outside[: max(classes) + 1] = False
-        groups = tuner.param_groups() if tuner.trains else []
+        # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
+        groups = [
+            {**g, "lr": cfg.lr * g.get("lr_scale", 1.0)}
+            for g in (tuner.param_groups() if tuner.trains else [])
+        ]
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         if groups and cfg.epochs > 0:
@@ -185,7 +189,14 @@ class Experiment:
         correct, total = [0] * num_seen, [0] * num_seen
         task_pred, task_true = [], []
         self.tuner.eval()
-        for batch in self.batches("test", indices, self.config.train.eval_batch_size):
+        size = self.config.train.eval_batch_size
+        for batch in tqdm(
+            self.batches("test", indices, size),
+            total=-(-len(indices) // size),
+            desc=f"evaluate {num_seen} task(s)",
+            disable=None if self.config.train.progress else True,
+            leave=False,
+        ):
             out = self.tuner(batch)
             pred = out.logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
             true_task = [self.task_of_class[c] for c in batch.labels.tolist()]
@@ -272,7 +283,7 @@ def run(
         run_dir.write_log(state["log"])
 
     summary = summary_metrics(exp, state)
-    run_dir.write_results(summary)
+    run_dir.write_results(summary, exp.tuner.heatmaps())
     return summary
 
 
@@ -312,5 +323,6 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         if state["train_samples"]
         else None,
         "leaks_task_identity": exp.tuner.leaks_task_identity,
+        **exp.tuner.report(),
         "device": str(exp.device),
     }

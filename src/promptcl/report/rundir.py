@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy
+from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy, plot_heatmap
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -47,8 +47,18 @@ class RunDir:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.path / "log.jsonl")
 
-    def write_results(self, metrics: dict[str, Any]) -> None:
+    def write_results(
+        self, metrics: dict[str, Any], heatmaps: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         write_json(self.path / "metrics.json", metrics)
+        for name, heatmap in (heatmaps or {}).items():
+            plot_heatmap(
+                heatmap["matrix"],
+                self.path / f"{name}.png",
+                row_label=heatmap["row_label"],
+                col_label=heatmap["col_label"],
+                title=heatmap.get("title", ""),
+            )
         title = f"{metrics['method']} on {metrics['benchmark']} (seed {metrics['seed']})"
         plot_accuracy_matrix(metrics["acc_matrix"], self.path / "acc_matrix.png", title)
         plot_average_accuracy(

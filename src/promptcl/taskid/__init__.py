@@ -1,5 +1,15 @@
 """Task-identity inference components, shared by the tuners that need one."""
 
+from promptcl.taskid.gaussians import ClassGaussians, train_on_gaussians
 from promptcl.taskid.keymatch import cosine, match_keys, prompt_id
+from promptcl.taskid.tii import TaskIdentityClassifier, TIIOptions
 
-__all__ = ["cosine", "match_keys", "prompt_id"]
+__all__ = [
+    "ClassGaussians",
+    "TIIOptions",
+    "TaskIdentityClassifier",
+    "cosine",
+    "match_keys",
+    "prompt_id",
+    "train_on_gaussians",
+]

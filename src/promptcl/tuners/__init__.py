@@ -22,6 +22,15 @@ def get_tuner(name: str) -> type[Tuner]:
 
 
 # importing a method's package registers it
-from promptcl.tuners import dualprompt, finetune, l2p, linear, ncm  # noqa: E402, F401
+from promptcl.tuners import (  # noqa: E402, F401
+    dualprompt,
+    finetune,
+    hash,
+    hide,
+    l2p,
+    linear,
+    ncm,
+    norga,
+)
 
 __all__ = ["TUNERS", "Batch", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]

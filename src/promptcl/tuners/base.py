@@ -60,12 +60,21 @@ class Tuner(nn.Module):
         return {}
 
     def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups; an optional "lr_scale" key multiplies the run's learning rate."""
         params = [p for p in self.own_parameters() if p.requires_grad]
         return [{"params": params}] if params else []
 
     @torch.no_grad()
     def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
         """Called once after training task ``task``, with its training data (un-shuffled)."""
+
+    def report(self) -> dict[str, Any]:
+        """Method-specific figures for metrics.json (JSON-serialisable)."""
+        return {}
+
+    def heatmaps(self) -> dict[str, dict[str, Any]]:
+        """name -> {"matrix", "row_label", "col_label", "title"}, drawn into the run directory."""
+        return {}
 
     @property
     def leaks_task_identity(self) -> bool:

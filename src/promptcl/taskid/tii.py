@@ -1,0 +1,199 @@
+"""Task-identity inference (TII) of HiDe-Prompt (Wang et al., NeurIPS 2023).
+
+A small classifier on the frozen query feature q(x) predicts the CLASS of a sample among all
+seen classes; the task owning that class is the inferred task (HiDe's ``prompt_id`` =
+``target_task_map[argmax]``). After each task the classifier is (a) trained on the task's real
+features, logits of other classes masked, then (b) aligned on pseudo-features drawn from the
+stored per-class Gaussians of q(x) of ALL seen classes (the "original model" of HiDe's code,
+tii_trainer.py and engines/hide_tii_engine.py), so old classes are not forgotten although no
+old sample is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from promptcl.taskid.gaussians import ClassGaussians, Covariance, as_index, train_on_gaussians
+
+MAX_GRAD_NORM = 1.0  # HiDe's --clip-grad for the TII's training on real features
+
+
+@dataclass
+class TIIOptions:
+    """Training of the TII classifier. Defaults follow HiDe-Prompt's Split-CIFAR100 scripts
+    (batch 24; HiDe multiplies its lrs by batch/256 in the TII stage: the values here are the
+    effective ones)."""
+
+    epochs: int = field(
+        default=20, metadata={"help": "epochs on the current task's real q(x) (HiDe: 20)"}
+    )
+    align_epochs: int = field(
+        default=30,
+        metadata={"help": "epochs on Gaussian samples of all seen classes (HiDe: crct_epochs 30)"},
+    )
+    lr: float = field(
+        default=5e-4 * 24 / 256,
+        metadata={"help": "Adam lr on real features, constant (HiDe: 0.0005 * 24/256)"},
+    )
+    align_lr: float = field(
+        default=5e-3 * 24 / 256,
+        metadata={"help": "SGD lr of the alignment, cosine-annealed (HiDe: ca_lr 0.005 * 24/256)"},
+    )
+    batch_size: int = field(default=24, metadata={"help": "mini-batch size (HiDe: 24)"})
+    samples_per_class: int = field(
+        default=24, metadata={"help": "Gaussian samples per class and epoch (HiDe: batch size)"}
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight decay of both stages (HiDe: 0 in effect, see train_on_gaussians)"
+        },
+    )
+    covariance: Covariance = field(
+        default="diagonal",
+        metadata={"help": "statistics stored per class of q(x): 'diagonal' or 'full'"},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "align_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("batch_size", "samples_per_class"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr <= 0 or self.align_lr <= 0 or self.weight_decay < 0:
+            raise ValueError("lr and align_lr must be > 0, weight_decay >= 0")
+        if self.covariance not in ("diagonal", "full"):
+            raise ValueError(f"covariance must be 'diagonal' or 'full', not {self.covariance!r}")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`TaskIdentityClassifier.fit_task`."""
+        kwargs = asdict(self)
+        del kwargs["covariance"]
+        return kwargs
+
+
+class ResidualMLP(nn.Module):
+    """HiDe's ``MlpMapping`` with hidden=[2]: LayerNorm(x + fc2(GELU(fc1(x)))), d -> 2d -> d."""
+
+    def __init__(self, dim: int, mult: int = 2) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, mult * dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(mult * dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.fc2(self.act(self.fc1(x))))  # (B, d)
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):  # timm's ViT init, as HiDe's model.init_weights
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+class TaskIdentityClassifier(nn.Module):
+    """MLP + linear head over all C classes of the stream, on frozen query features (B, d)."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.mlp = ResidualMLP(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(_init_linear)
+
+    def forward(self, query: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mlp(query))  # (B, C)
+
+    @torch.no_grad()
+    def predict_task(
+        self,
+        query: torch.Tensor,
+        seen_classes: Sequence[int] | torch.Tensor,
+        class_task: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) task of the most likely seen class; class_task (C,) maps class -> task."""
+        logits = self(query)
+        unseen = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+        unseen[as_index(seen_classes, logits.device)] = False
+        best = logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
+        return class_task.to(best.device)[best]
+
+    def fit_task(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        task_classes: Sequence[int] | torch.Tensor,
+        seen_classes: Sequence[int] | torch.Tensor,
+        gaussians: ClassGaussians,
+        *,
+        epochs: int,
+        align_epochs: int,
+        lr: float,
+        align_lr: float,
+        batch_size: int,
+        samples_per_class: int,
+        weight_decay: float = 0.0,
+    ) -> None:
+        """Train on one task (features (N, d), labels (N,) of its training set), then align.
+
+        ``gaussians`` must already hold the statistics of q(x) for every seen class, the
+        current ones included. Works under an outer ``torch.no_grad`` (as in ``end_task``).
+        """
+        device = self.head.weight.device
+        task = as_index(task_classes, device)
+        seen = as_index(seen_classes, device)
+        if not set(task.tolist()) <= set(seen.tolist()):
+            raise ValueError("task_classes must be a subset of seen_classes")
+        was_training = self.training
+        with torch.enable_grad():
+            self._train_real(
+                features.to(device), labels.to(device), task, epochs, lr, batch_size, weight_decay
+            )
+        has_old = bool(set(seen.tolist()) - set(task.tolist()))
+        if align_epochs > 0 and has_old:
+            train_on_gaussians(
+                self,
+                self.parameters(),
+                gaussians,
+                seen,
+                epochs=align_epochs,
+                lr=align_lr,
+                batch_size=batch_size,
+                samples_per_class=samples_per_class,
+                weight_decay=weight_decay,
+            )
+        self.train(was_training)
+
+    def _train_real(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        task: torch.Tensor,
+        epochs: int,
+        lr: float,
+        batch_size: int,
+        weight_decay: float,
+    ) -> None:
+        """Cross-entropy on the task's real features, logits outside the task masked (Adam)."""
+        outside = torch.ones(self.head.out_features, dtype=torch.bool, device=features.device)
+        outside[task] = False
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+        self.train()
+        features = features.detach().float()
+        for _ in range(epochs):
+            order = torch.randperm(labels.numel()).to(labels.device)
+            for start in range(0, labels.numel(), batch_size):
+                batch = order[start : start + batch_size]
+                logits = self(features[batch]).masked_fill(outside, float("-inf"))
+                loss = F.cross_entropy(logits, labels[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
