@@ -26,6 +26,9 @@ class DataConfig:
     train_per_class: int | None = field(
         default=None, metadata={"help": "Keep at most this many training samples per class."}
     )
+    test_per_class: int | None = field(
+        default=None, metadata={"help": "Keep at most this many test samples per class."}
+    )
     eval_split: str = field(
         default="test", metadata={"help": "'test', or 'val' to choose hyper-parameters."}
     )
@@ -41,6 +44,14 @@ class DataConfig:
     )
     text_column: str = "text"
     label_column: str = "label"
+    augment: bool = field(
+        default=True, metadata={"help": "Images: random resized crop + flip in training."}
+    )
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0], metadata={"help": "Images: RandomResizedCrop scale."}
+    )
+    hflip: bool = field(default=True, metadata={"help": "Images: random horizontal flips."})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes (decoding)."})
 
 
 @dataclass

@@ -37,7 +37,8 @@ class TimmViT(Backbone):
         self.num_heads = model.blocks[0].attn.num_heads
         self.num_blocks = len(model.blocks)
         self.num_prefix_tokens = model.num_prefix_tokens
-        self.data_config = resolve_data_config({}, model=model)  # input size, mean, std
+        self.data_config = resolve_data_config({}, model=model)  # mean, std, crop_pct
+        self.data_config["input_size"] = (3, *model.patch_embed.img_size)  # the model's own
         freeze(self)
 
     def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, None]:

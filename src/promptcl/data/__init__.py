@@ -8,6 +8,15 @@ from functools import partial
 from promptcl.config import DataConfig
 from promptcl.data.stream import Split, TaskStream, build_stream, split_into_tasks
 from promptcl.data.text import TextProcessor, builtin_intents, clinc150, text_file_stream
+from promptcl.data.vision import (
+    ImageProcessor,
+    cifar100,
+    cub200,
+    fashion_mnist,
+    image_folder,
+    imagenet_r,
+    tinyimagenet,
+)
 from promptcl.errors import UsageError
 
 BENCHMARKS: dict[str, tuple[str, Callable[[DataConfig, int], TaskStream]]] = {}
@@ -46,6 +55,32 @@ register_benchmark(
     "JSON-lines files data.train_file/test_file with text and label keys",
     partial(text_file_stream, kind="jsonl"),
 )
+register_benchmark(
+    "cifar100",
+    "CIFAR-100 python-version files: 10 tasks (data.num_tasks=20 for 20); seed 0 = label order",
+    cifar100,
+)
+register_benchmark(
+    "imagenet-r",
+    "ImageNet-R (200 classes), fixed 80/20 split per class, 10 seeded tasks",
+    imagenet_r,
+)
+register_benchmark(
+    "cub200", "CUB-200-2011 with its official train/test split, 10 seeded tasks", cub200
+)
+register_benchmark(
+    "tinyimagenet", "Tiny ImageNet (200 classes; val = test), 10 seeded tasks", tinyimagenet
+)
+register_benchmark(
+    "fashion-mnist",
+    "Fashion-MNIST IDX files (data.root or the Debian package), 5 tasks of 2",
+    fashion_mnist,
+)
+register_benchmark(
+    "imagefolder",
+    "your images: data.root holds train/<class>/ and test/<class>/ folders",
+    image_folder,
+)
 
 
 def build_benchmark(name: str, cfg: DataConfig, seed: int) -> TaskStream:
@@ -56,6 +91,7 @@ def build_benchmark(name: str, cfg: DataConfig, seed: int) -> TaskStream:
 
 __all__ = [
     "BENCHMARKS",
+    "ImageProcessor",
     "Split",
     "TaskStream",
     "TextProcessor",

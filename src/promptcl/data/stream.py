@@ -31,6 +31,7 @@ class TaskStream:
     tasks: list[list[int]]  # class ids of each task, in order
     train: Split
     test: Split
+    modality: str = "text"  # or "image"
 
     @property
     def num_classes(self) -> int:
@@ -50,7 +51,9 @@ class TaskStream:
     def joint(self) -> TaskStream:
         """The same data as one task holding every class (the joint-training upper bound)."""
         everything = [c for classes in self.tasks for c in classes]
-        return TaskStream(self.name, self.class_names, [everything], self.train, self.test)
+        return TaskStream(
+            self.name, self.class_names, [everything], self.train, self.test, self.modality
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -69,28 +72,26 @@ def build_stream(
     tasks: Sequence[Sequence[str]],
     train_per_class: int | None,
     seed: int,
+    modality: str = "text",
+    test_per_class: int | None = None,
 ) -> TaskStream:
     """Number the classes in task order and keep the samples of those classes.
 
-    train_per_class keeps a seeded random subset of each class's training samples.
+    train_per_class / test_per_class keep a seeded random subset of each class's samples.
     """
     class_names = [c for task in tasks for c in task]
     if len(set(class_names)) != len(class_names):
         raise ValueError("tasks must have disjoint classes")
     ids = {c: i for i, c in enumerate(class_names)}
-    train_split = _split(train, ids)
-    if train_per_class is not None:
-        if train_per_class < 1:
-            raise UsageError("data.train_per_class must be at least 1 (or null for all data)")
-        train_split = _cap(train_split, train_per_class, seed)
-    test_split = _split(test, ids)
+    train_split = _cap(_split(train, ids), train_per_class, seed, "train_per_class")
+    test_split = _cap(_split(test, ids), test_per_class, seed, "test_per_class")
     for split, which in ((train_split, "training"), (test_split, "test")):
         missing = set(range(len(class_names))) - set(split.labels)
         if missing:
             example = class_names[min(missing)]
             raise UsageError(f"{name}: class {example!r} has no {which} samples; check the data")
     task_ids = [[ids[c] for c in task] for task in tasks]
-    return TaskStream(name, class_names, task_ids, train_split, test_split)
+    return TaskStream(name, class_names, task_ids, train_split, test_split, modality)
 
 
 def split_into_tasks(classes: Sequence[str], num_tasks: int, seed: int) -> list[list[str]]:
@@ -111,7 +112,11 @@ def _split(pairs: Sequence[tuple[Any, str]], ids: dict[str, int]) -> Split:
     return Split([item for item, _ in kept], [label for _, label in kept])
 
 
-def _cap(split: Split, per_class: int, seed: int) -> Split:
+def _cap(split: Split, per_class: int | None, seed: int, key: str) -> Split:
+    if per_class is None:
+        return split
+    if per_class < 1:
+        raise UsageError(f"data.{key} must be at least 1 (or null for all data)")
     by_class: dict[int, list[int]] = defaultdict(list)
     for i, label in enumerate(split.labels):
         by_class[label].append(i)

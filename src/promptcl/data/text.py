@@ -75,7 +75,9 @@ def clinc150(cfg: DataConfig, seed: int, per_domain: bool) -> TaskStream:
         tasks = [sorted(domains[d]) for d in order]
     else:
         tasks = split_into_tasks([i for v in domains.values() for i in v], 15, seed)
-    return build_stream(name, train, test, tasks, cfg.train_per_class, seed)
+    return build_stream(
+        name, train, test, tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
+    )
 
 
 def builtin_intents(cfg: DataConfig, seed: int) -> TaskStream:
@@ -84,7 +86,15 @@ def builtin_intents(cfg: DataConfig, seed: int) -> TaskStream:
         raise UsageError("builtin-intents has no validation split; set data.eval_split=test")
     train, test = _splits(read_json(BUILTIN_INTENTS), BUILTIN_INTENTS, "test")
     tasks = split_into_tasks(sorted({label for _, label in train}), cfg.num_tasks or 4, seed)
-    return build_stream("builtin-intents", train, test, tasks, cfg.train_per_class, seed)
+    return build_stream(
+        "builtin-intents",
+        train,
+        test,
+        tasks,
+        cfg.train_per_class,
+        seed,
+        test_per_class=cfg.test_per_class,
+    )
 
 
 def _resolve(cfg: DataConfig, file: str | None, key: str, benchmark: str) -> Path:
@@ -136,11 +146,15 @@ def text_file_stream(cfg: DataConfig, seed: int, kind: str) -> TaskStream:
     if not train or not test:
         raise UsageError(f"{train_path if not train else test_path} holds no samples")
     tasks = split_into_tasks(sorted({label for _, label in train}), cfg.num_tasks or 5, seed)
-    return build_stream(name, train, test, tasks, cfg.train_per_class, seed)
+    return build_stream(
+        name, train, test, tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
+    )
 
 
 class TextProcessor:
     """Tokenises once up front; pads each batch to its own longest sequence (dynamic padding)."""
+
+    augments = False  # the same text gives the same tokens: features can be cached
 
     def __init__(self, tokenizer, max_length: int) -> None:
         self.tokenizer = tokenizer

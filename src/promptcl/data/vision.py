@@ -90,7 +90,9 @@ def _stream(
         train, test = _hold_out(train)
     elif cfg.eval_split != "test":
         raise UsageError(f"data.eval_split is {cfg.eval_split!r}; set it to 'test' or 'val'")
-    return build_stream(name, train, test, tasks, cfg.train_per_class, seed)
+    return build_stream(
+        name, train, test, tasks, cfg.train_per_class, seed, "image", cfg.test_per_class
+    )
 
 
 def _hold_out(pairs: Pairs) -> tuple[Pairs, Pairs]:

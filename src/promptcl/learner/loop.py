@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from promptcl import metrics
-from promptcl.backbones import build_backbone
-from promptcl.config import RunConfig, build_dataclass, config_differences, to_dict
-from promptcl.data import TextProcessor, build_benchmark
+from promptcl.backbones import Backbone, build_backbone
+from promptcl.config import DataConfig, RunConfig, build_dataclass, config_differences, to_dict
+from promptcl.data import ImageProcessor, TextProcessor, build_benchmark
 from promptcl.errors import UsageError
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.learner.features import FeatureCache
@@ -47,6 +48,29 @@ def task_seed(seed: int, task: int) -> int:
     return seed * 100_003 + task
 
 
+class Collate:
+    """Index chunk -> (index, labels, model inputs); picklable, so it runs in DataLoader workers."""
+
+    def __init__(self, items: Sequence, labels: Sequence[int], processor) -> None:
+        self.items, self.labels, self.processor = items, labels, processor
+
+    def __call__(self, chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        labels = torch.tensor([self.labels[i] for i in chunk])
+        return torch.tensor(chunk), labels, self.processor.collate([self.items[i] for i in chunk])
+
+
+def make_processors(backbone: Backbone, cfg: DataConfig) -> dict[str, Any]:
+    """Per split: tokenisation (text), or decoding and transforms (images; training augments)."""
+    if backbone.modality == "text":
+        text = TextProcessor(backbone.tokenizer, cfg.max_length)
+        return {"train": text, "test": text}
+    options = {"scale": tuple(cfg.crop_scale), "hflip": cfg.hflip}
+    return {
+        "train": ImageProcessor(backbone.data_config, train=cfg.augment, **options),
+        "test": ImageProcessor(backbone.data_config, train=False),
+    }
+
+
 class Experiment:
     """Everything a run needs, built and checked before anything is written to disk."""
 
@@ -58,30 +82,30 @@ class Experiment:
         config.tuner = to_dict(tuner_config)
         self.stream = build_benchmark(config.benchmark, config.data, config.seed)
         self.backbone = build_backbone(config.backbone, config.backbone_weights)
-        if self.backbone.modality != "text":
+        if self.backbone.modality != self.stream.modality:
             raise UsageError(
-                f"backbone {config.backbone} reads images but {config.benchmark} is text; "
-                "pick a text backbone such as minilm-l6"
+                f"backbone {config.backbone} reads {self.backbone.modality} but "
+                f"{config.benchmark} is {self.stream.modality} data; pick a matching backbone"
             )
-        processor = TextProcessor(self.backbone.tokenizer, config.data.max_length)
-        self.collate = processor.collate
-        self.train_items = processor.prepare(self.stream.train.items)
-        self.test_items = processor.prepare(self.stream.test.items)
+        self.processors = make_processors(self.backbone, config.data)
+        self.items = {
+            "train": self.processors["train"].prepare(self.stream.train.items),
+            "test": self.processors["test"].prepare(self.stream.test.items),
+        }
+        self.labels = {"train": self.stream.train.labels, "test": self.stream.test.labels}
         torch.manual_seed(config.seed)
         self.tuner = tuner_cls(tuner_config, self.backbone, self.stream.num_classes).to(self.device)
         self.training_tasks = self.stream.joint().tasks if config.train.joint else self.stream.tasks
         self.task_of_class = self.stream.task_of_class()
-        self.caches = None
+        # frozen query features are cached per sample where inputs are not augmented
+        self.caches = {}
         if tuner_cls.needs_query:
             size = config.train.eval_batch_size
-            self.caches = {
-                "train": FeatureCache(
-                    self.backbone, self.train_items, self.collate, self.device, size
-                ),
-                "test": FeatureCache(
-                    self.backbone, self.test_items, self.collate, self.device, size
-                ),
-            }
+            for split, processor in self.processors.items():
+                if not processor.augments:
+                    self.caches[split] = FeatureCache(
+                        self.backbone, self.items[split], processor.collate, self.device, size
+                    )
 
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
@@ -89,25 +113,29 @@ class Experiment:
     # -- batches -------------------------------------------------------------------------------
 
     def batches(self, split: str, indices: Sequence[int], batch_size: int) -> Iterator[Batch]:
-        items = self.train_items if split == "train" else self.test_items
-        labels = self.stream.train.labels if split == "train" else self.stream.test.labels
-        if self.caches is not None:
+        """Batches of ``indices`` in that order; inputs are collated (decoded) in workers."""
+        if split in self.caches:
             self.caches[split].fill(indices)
-        for start in range(0, len(indices), batch_size):
-            chunk = list(indices[start : start + batch_size])
-            index = torch.tensor(chunk)
-            inputs = {
-                k: v.to(self.device) for k, v in self.collate([items[i] for i in chunk]).items()
-            }
-            query = None if self.caches is None else self.caches[split].get(index).to(self.device)
-            yield Batch(
-                inputs, torch.tensor([labels[i] for i in chunk], device=self.device), index, query
-            )
+        chunks = [list(indices[i : i + batch_size]) for i in range(0, len(indices), batch_size)]
+        loader = DataLoader(
+            chunks,
+            batch_size=None,
+            collate_fn=Collate(self.items[split], self.labels[split], self.processors[split]),
+            num_workers=self.config.data.workers,
+        )
+        for index, labels, inputs in loader:
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            if split in self.caches:
+                query = self.caches[split].get(index).to(self.device)
+            elif self.tuner.needs_query:
+                query = self.backbone.features(inputs)
+            else:
+                query = None
+            yield Batch(inputs, labels.to(self.device), index, query)
 
     def indices_of(self, split: str, classes: Sequence[int]) -> list[int]:
         wanted = set(classes)
-        labels = self.stream.train.labels if split == "train" else self.stream.test.labels
-        return [i for i, label in enumerate(labels) if label in wanted]
+        return [i for i, label in enumerate(self.labels[split]) if label in wanted]
 
     # -- one task ------------------------------------------------------------------------------
 
@@ -311,6 +339,7 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         "num_tasks": T,
         "joint": config.train.joint,
         "train_per_class": config.data.train_per_class,
+        "test_per_class": config.data.test_per_class,
         "eval_split": config.data.eval_split,
         "acc_matrix": matrix,
         **figures,
