@@ -1,7 +1,11 @@
-"""CLINC150 (clinc150-15: 15 tasks of 10 intents) with the packaged MiniLM: every method's
-config in configs/clinc150/, then a markdown table (also written into the README).
+"""CLINC150 (clinc150-15: 15 tasks of 10 intents) with the packaged MiniLM: a suite of configs
+from configs/clinc150/, then a markdown table (also written into the README).
 
-    python benchmarks/clinc150.py --data-root ../shared/data [--seeds 0 1 2] [--train-per-class N]
+    python benchmarks/clinc150.py --data-root ../shared/data [--suite core|hash] [--seeds 0 1 2]
+        [--train-per-class N]
+
+Suites: core = the baselines of the core library (with training throughput next to the floor);
+hash = Hash, its ablations and the methods it is compared with.
 
 Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped.
 """
@@ -20,7 +24,10 @@ from promptcl import load_config, run
 from promptcl.learner import Experiment
 
 CONFIGS = REPO / "configs" / "clinc150"
-METHODS = ["ncm", "linear", "finetune", "joint", "l2p", "dualprompt"]
+SUITES = {
+    "core": ["ncm", "linear", "finetune", "joint", "l2p", "dualprompt"],
+    "hash": ["hash", "hash-pool", "hash-hdr", "hash-hgm", "hide", "norga", "dualprompt", "ncm"],
+}
 
 
 def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -67,45 +74,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--suite", default="core", choices=SUITES)
+    parser.add_argument("--methods", nargs="+", help="a subset of the suite's configs")
     parser.add_argument("--train-per-class", type=int, default=None)
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "clinc150.md")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args()
+    args.methods = args.methods or SUITES[args.suite]
+    args.out = args.out or REPO / "benchmarks" / "results" / f"clinc150-{args.suite}.md"
     if args.train_per_class is not None:
         args.runs = args.runs.with_name(f"{args.runs.name}-cap{args.train_per_class}")
 
     results = run_all(args)
-    speed_config = load_config(CONFIGS / "dualprompt.yaml", overrides(args, 0))
-    speed = measure(Experiment(speed_config), speed_config.train.batch_size)
     cap = (
         "all training data (100 per intent)"
         if args.train_per_class is None
         else (f"data.train_per_class={args.train_per_class}")
     )
-    text = "\n".join(
-        [
-            f"CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
-            f"seeds {' '.join(map(str, args.seeds))}, test split. "
-            "FAA/CAA/FM in %, mean ± std over seeds.",
-            "",
-            table(results),
-            "",
-            f"Training throughput (batch {speed_config.train.batch_size}, samples/s): dualprompt "
+    seeds = " ".join(map(str, args.seeds))
+    lines = [
+        f"CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
+        f"seeds {seeds}, test split. FAA/CAA/FM in %, mean ± std over seeds; trained params "
+        "count every tensor the method learns (prompts, keys, routers, heads, TII classifier).",
+        "",
+        table(results),
+        "",
+    ]
+    if args.suite == "core":
+        config = load_config(CONFIGS / "dualprompt.yaml", overrides(args, 0))
+        speed = measure(Experiment(config), config.train.batch_size)
+        lines += [
+            f"Training throughput (batch {config.train.batch_size}, samples/s): dualprompt "
             f"{speed['method']:.0f}, floor (frozen forward + backward to the inputs) "
             f"{speed['floor']:.0f}.",
             "",
-            f"Machine: {machine()}.",
-            f"Command: `python benchmarks/clinc150.py --data-root DATA --seeds "
-            f"{' '.join(map(str, args.seeds))}"
-            + (f" --train-per-class {args.train_per_class}`" if args.train_per_class else "`"),
         ]
-    )
+    command = f"python benchmarks/clinc150.py --data-root DATA --suite {args.suite} --seeds {seeds}"
+    if args.train_per_class:
+        command += f" --train-per-class {args.train_per_class}"
+    lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
+    text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
     if not args.no_readme:
-        update_readme_section("clinc150-results", text)
+        update_readme_section(f"clinc150-{args.suite}", text)
     print(text)
 
 

@@ -7,18 +7,9 @@ import sys
 
 import pytest
 
-TINY = [
-    "--set",
-    "backbone=tiny-bert",
-    "--set",
-    "data.train_per_class=2",
-    "--set",
-    "train.epochs=1",
-    "--set",
-    "tuner.g_blocks=[0]",
-    "--set",
-    "tuner.e_blocks=[1]",
-]
+SETTINGS = ["method=dualprompt", "backbone=tiny-bert", "data.train_per_class=2", "train.epochs=1",
+            "tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]  # fmt: skip
+TINY = [arg for setting in SETTINGS for arg in ("--set", setting)]
 
 
 def promptcl(*args, cwd=None):

@@ -37,3 +37,12 @@ def test_config_differences_ignore_result_free_keys():
     a = to_dict(load_config(None, ["data.root=/a", "train.lr=0.1"]))
     b = to_dict(load_config(None, ["data.root=/b", "train.lr=0.2", "train.device=cpu"]))
     assert config_differences(a, b) == ["train.lr"]
+
+
+def test_default_experiment_is_hash_on_the_builtin_intents_with_minilm():
+    config = load_config()
+    assert (config.method, config.benchmark, config.backbone) == (
+        "hash",
+        "builtin-intents",
+        "minilm-l6",
+    )

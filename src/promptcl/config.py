@@ -75,7 +75,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    method: str = "dualprompt"
+    method: str = "hash"
     benchmark: str = "builtin-intents"
     backbone: str = "minilm-l6"
     backbone_weights: str | None = field(
