@@ -35,13 +35,18 @@ def floor_step(exp: Experiment, batch) -> Callable[[], None]:
 
 
 def method_step(exp: Experiment, batch) -> Callable[[], None]:
+    """One optimiser step of the method (a class-mean update for methods that do not train)."""
     tuner = exp.tuner
     classes = exp.training_tasks[0]
     tuner.begin_task(0, classes)
+    if not tuner.trains:
+        return lambda: tuner.end_task(0, classes, [batch])
     optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=1e-9)
     tuner.train()
 
     def step() -> None:
+        if tuner.needs_query and "train" not in exp.caches:  # augmented inputs: no cache
+            batch.query = exp.backbone.features(batch.inputs)
         out = tuner(batch, task=torch.zeros_like(batch.labels))
         loss = F.cross_entropy(out.logits, batch.labels)
         loss = loss + sum(tuner.loss_terms(batch, out, 0).values())
@@ -52,11 +57,38 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
     return step
 
 
-def measure(exp: Experiment, batch_size: int, repeats: int = 10) -> dict[str, float]:
-    """Samples/s of the method's training step and of the floor, on the same training batch."""
+def eval_step(exp: Experiment, batch) -> Callable[[], None]:
+    """The method's evaluation forward (task inferred per sample), no gradients."""
+
+    def step() -> None:
+        with torch.no_grad():
+            exp.tuner(batch)
+
+    return step
+
+
+def eval_floor_step(exp: Experiment, batch) -> Callable[[], None]:
+    def step() -> None:
+        exp.backbone.features(batch.inputs)
+
+    return step
+
+
+def measure(
+    exp: Experiment, batch_size: int, repeats: int = 10, evaluation: bool = False
+) -> dict[str, float]:
+    """Samples/s of the method's training step and of the floor, on the same training batch;
+    with ``evaluation``, also of its evaluation forward and of a bare frozen forward."""
     indices = exp.indices_of("train", exp.training_tasks[0])[:batch_size]
     batch = next(exp.batches("train", indices, batch_size))
-    return {
+    speed = {
         "method": samples_per_second(method_step(exp, batch), batch_size, repeats),
         "floor": samples_per_second(floor_step(exp, batch), batch_size, repeats),
     }
+    if evaluation:
+        exp.tuner.eval()
+        classes = exp.training_tasks[0]
+        exp.tuner.end_task(0, classes, exp.batches("train", indices, batch_size))
+        speed["eval"] = samples_per_second(eval_step(exp, batch), batch_size, repeats)
+        speed["eval_floor"] = samples_per_second(eval_floor_step(exp, batch), batch_size, repeats)
+    return speed

@@ -1,7 +1,10 @@
 import pytest
+from conftest import REPO
 
-from promptcl.config import config_differences, load_config, to_dict
+from promptcl.config import build_dataclass, config_differences, load_config, to_dict
+from promptcl.data import BENCHMARKS
 from promptcl.errors import UsageError
+from promptcl.tuners import get_tuner
 
 
 def test_booleans_parse_as_booleans():
@@ -46,3 +49,11 @@ def test_default_experiment_is_hash_on_the_builtin_intents_with_minilm():
         "builtin-intents",
         "minilm-l6",
     )
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=str)
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    cls = get_tuner(config.method)
+    build_dataclass(cls.config_class, config.tuner, config.method)
+    assert config.benchmark in BENCHMARKS

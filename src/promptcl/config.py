@@ -79,7 +79,8 @@ class RunConfig:
     benchmark: str = "builtin-intents"
     backbone: str = "minilm-l6"
     backbone_weights: str | None = field(
-        default=None, metadata={"help": "Local weights file for timm backbones."}
+        default=None,
+        metadata={"help": "timm backbones: a local weights file, or 'random' (speed tests)."},
     )
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)

@@ -61,13 +61,15 @@ class TimmViT(Backbone):
         return self.model.forward_head(x, pre_logits=True)
 
 
-def load_timm_vit(name: str, weights: str | None = None, pretrained: bool = True) -> TimmViT:
+def load_timm_vit(name: str, weights: str | None = None) -> TimmViT:
     """``timm.create_model(name)`` with weights from a local file (safetensors, .pth/.bin loaded
-    with weights_only, .npz) or, when ``weights`` is None, from timm's hub."""
+    with weights_only, .npz), from timm's hub when ``weights`` is None, or random when
+    ``weights`` is "random" (speed measurements only)."""
     import timm
 
     kwargs: dict = {"num_classes": 0}
-    if weights is not None:
+    pretrained = weights != "random"
+    if pretrained and weights is not None:
         if not Path(weights).is_file():
             raise UsageError(f"weights file {weights} not found; pass backbone_weights=FILE")
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
