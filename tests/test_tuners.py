@@ -17,6 +17,7 @@ TINY_OPTIONS = {
     "hide": {"blocks": [0, 1], **FAST_STAGES},
     "norga": {"blocks": [0, 1], **FAST_STAGES},
     "hash": {"blocks": [0, 1], "num_experts": 4, **FAST_STAGES},
+    "softtf": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}},
 }
 
 

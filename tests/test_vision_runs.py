@@ -15,6 +15,7 @@ TINY = {
     "hide": ["tuner.blocks=[0,1]"],
     "norga": ["tuner.blocks=[0,1]"],
     "hash": ["tuner.num_experts=4"],
+    "softtf": ["tuner.dualprompt.g_blocks=[0]", "tuner.dualprompt.e_blocks=[1]"],
 }
 FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
 

@@ -31,6 +31,7 @@ from promptcl.tuners import (  # noqa: E402, F401
     linear,
     ncm,
     norga,
+    softtf,
 )
 
 __all__ = ["TUNERS", "Batch", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]
