@@ -96,15 +96,20 @@ def build_stream(
 
 def split_into_tasks(classes: Sequence[str], num_tasks: int, seed: int) -> list[list[str]]:
     """Shuffle the classes with ``seed`` and cut them into ``num_tasks`` near-equal tasks."""
-    if not 1 <= num_tasks <= len(classes):
-        raise UsageError(
-            f"cannot split {len(classes)} classes into {num_tasks} tasks; "
-            f"set data.num_tasks between 1 and {len(classes)}"
-        )
     order = sorted(classes)
     random.Random(seed).shuffle(order)
+    return cut_into_tasks(order, num_tasks)
+
+
+def cut_into_tasks(order: Sequence[str], num_tasks: int) -> list[list[str]]:
+    """Cut classes, kept in the given order, into ``num_tasks`` near-equal tasks."""
+    if not 1 <= num_tasks <= len(order):
+        raise UsageError(
+            f"cannot split {len(order)} classes into {num_tasks} tasks; "
+            f"set data.num_tasks between 1 and {len(order)}"
+        )
     bounds = [round(i * len(order) / num_tasks) for i in range(num_tasks + 1)]
-    return [order[bounds[i] : bounds[i + 1]] for i in range(num_tasks)]
+    return [list(order[bounds[i] : bounds[i + 1]]) for i in range(num_tasks)]
 
 
 def _split(pairs: Sequence[tuple[Any, str]], ids: dict[str, int]) -> Split:

@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 from promptcl.config import DataConfig
-from promptcl.data.stream import TaskStream, build_stream, split_into_tasks
+from promptcl.data.stream import TaskStream, build_stream, cut_into_tasks, split_into_tasks
 from promptcl.errors import UsageError
 
 ImageItem = str | np.ndarray
@@ -109,17 +109,6 @@ def _hold_out(pairs: Pairs) -> tuple[Pairs, Pairs]:
     return keep, [p for i, p in enumerate(pairs) if i in held]
 
 
-def _in_order(classes: Sequence[str], num_tasks: int) -> list[list[str]]:
-    """Cut ``classes``, kept in the given order, into ``num_tasks`` near-equal tasks."""
-    if not 1 <= num_tasks <= len(classes):
-        raise UsageError(
-            f"cannot split {len(classes)} classes into {num_tasks} tasks; "
-            f"set data.num_tasks between 1 and {len(classes)}"
-        )
-    bounds = [round(i * len(classes) / num_tasks) for i in range(num_tasks + 1)]
-    return [list(classes[bounds[i] : bounds[i + 1]]) for i in range(num_tasks)]
-
-
 class _ArrayUnpickler(pickle.Unpickler):
     """Rebuilds only plain containers and numpy arrays (the CIFAR python-version format)."""
 
@@ -187,7 +176,7 @@ def cifar100(cfg: DataConfig, seed: int) -> TaskStream:
         raise UsageError(f"{root / 'meta'} lacks fine_label_names; replace it") from None
     train, test = _cifar_pairs(root / "train", names), _cifar_pairs(root / "test", names)
     n = cfg.num_tasks or 10
-    tasks = _in_order(names, n) if seed == 0 else split_into_tasks(names, n, seed)
+    tasks = cut_into_tasks(names, n) if seed == 0 else split_into_tasks(names, n, seed)
     return _stream("cifar100", cfg, seed, train, test, tasks)
 
 
