@@ -52,13 +52,8 @@ class RunDir:
     ) -> None:
         write_json(self.path / "metrics.json", metrics)
         for name, heatmap in (heatmaps or {}).items():
-            plot_heatmap(
-                heatmap["matrix"],
-                self.path / f"{name}.png",
-                row_label=heatmap["row_label"],
-                col_label=heatmap["col_label"],
-                title=heatmap.get("title", ""),
-            )
+            options = {k: v for k, v in heatmap.items() if k != "matrix"}
+            plot_heatmap(heatmap["matrix"], self.path / f"{name}.png", **options)
         title = f"{metrics['method']} on {metrics['benchmark']} (seed {metrics['seed']})"
         plot_accuracy_matrix(metrics["acc_matrix"], self.path / "acc_matrix.png", title)
         plot_average_accuracy(

@@ -73,7 +73,8 @@ class Tuner(nn.Module):
         return {}
 
     def heatmaps(self) -> dict[str, dict[str, Any]]:
-        """name -> {"matrix", "row_label", "col_label", "title"}, drawn into the run directory."""
+        """name -> {"matrix", "row_label", "col_label", ...}: keyword arguments of
+        ``report.plots.plot_heatmap``, drawn into the run directory as name.png."""
         return {}
 
     @property

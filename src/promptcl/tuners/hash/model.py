@@ -177,6 +177,7 @@ class Hash(Tuner):
                 "matrix": (100 * usage[:, i]).tolist(),
                 "row_label": "task",
                 "col_label": "expert",
+                "row_names": [str(t + 1) for t in range(len(usage))],
                 "title": f"share of routed samples (%), block {block}",
             }
             for i, block in enumerate(self.blocks)
