@@ -11,7 +11,7 @@ TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
 
 
 def tiny(*overrides):
-    """A tiny random BERT on the built-in intents; dualprompt (the default) on its 2 blocks."""
+    """A tiny random BERT on the built-in intents; dualprompt unless a method is given."""
     base = [
         "backbone=tiny-bert",
         "data.train_per_class=4",
@@ -20,7 +20,7 @@ def tiny(*overrides):
         "train.progress=false",
     ]
     if not any(o.startswith("method=") for o in overrides):
-        base += ["tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]
+        base += ["method=dualprompt", "tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]
     return load_config(None, [*base, *overrides])
 
 
@@ -161,3 +161,12 @@ def test_real_minilm_ncm_on_clinc150(tmp_path, data_root):
     # the frozen MiniLM's class means separate CLINC150's intents well even from 10 samples each
     assert metrics["faa"] > 75
     assert metrics["trainable_params"] == 0
+
+
+def test_run_from_an_older_version_without_newer_keys_resumes(tmp_path):
+    run(tiny(), tmp_path / "a", stop_after=1)
+    path = tmp_path / "a" / "config.json"
+    config = json.loads(path.read_text())
+    del config["data"]["workers"], config["tuner"]["pull_coeff"]  # keys added later, defaults
+    path.write_text(json.dumps(config))
+    assert run(tiny(), tmp_path / "a", resume=True)["num_tasks"] == 4

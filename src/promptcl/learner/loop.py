@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 
 from promptcl import metrics
 from promptcl.backbones import Backbone, build_backbone
-from promptcl.config import DataConfig, RunConfig, build_dataclass, config_differences, to_dict
+from promptcl.config import (
+    DataConfig,
+    RunConfig,
+    build_dataclass,
+    config_differences,
+    load_config,
+    to_dict,
+)
 from promptcl.data import ImageProcessor, TextProcessor, build_benchmark
 from promptcl.errors import UsageError
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
@@ -243,6 +250,15 @@ class Experiment:
         }
 
 
+def saved_config(run_dir: RunDir) -> dict[str, Any]:
+    """The run's config.json with keys added to promptcl since then filled with their defaults
+    (a run made by an older version resumes as long as it matches on the keys it knew)."""
+    config = load_config(run_dir.path / "config.json")
+    options = build_dataclass(get_tuner(config.method).config_class, config.tuner, config.method)
+    config.tuner = to_dict(options)
+    return to_dict(config)
+
+
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
     """Check the run directory before any work: nothing is written here."""
     run_dir = RunDir(out)
@@ -273,7 +289,7 @@ def run(
     }
     saved = load_checkpoint(run_dir.checkpoint) if resume else None
     if resume:
-        diffs = config_differences(run_dir.read_config(), exp.config_dict())
+        diffs = config_differences(saved_config(run_dir), exp.config_dict())
         if diffs:
             raise UsageError(
                 f"{out} was made with another config (differs in {', '.join(diffs)}); "
