@@ -40,13 +40,17 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
     classes = exp.training_tasks[0]
     tuner.begin_task(0, classes)
     if not tuner.trains:
-        return lambda: tuner.end_task(0, classes, [batch])
+
+        def update() -> None:
+            refresh_query(exp, batch)
+            tuner.end_task(0, classes, [batch])
+
+        return update
     optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=1e-9)
     tuner.train()
 
     def step() -> None:
-        if tuner.needs_query and "train" not in exp.caches:  # augmented inputs: no cache
-            batch.query = exp.backbone.features(batch.inputs)
+        refresh_query(exp, batch)
         out = tuner(batch, task=torch.zeros_like(batch.labels))
         loss = F.cross_entropy(out.logits, batch.labels)
         loss = loss + sum(tuner.loss_terms(batch, out, 0).values())
@@ -57,11 +61,20 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
     return step
 
 
+def refresh_query(exp: Experiment, batch, split: str = "train") -> None:
+    """Recompute the frozen query where training does (augmented inputs are not cached)."""
+    if exp.tuner.needs_query and split not in exp.caches:
+        batch.query = exp.backbone.features(batch.inputs)
+
+
 def eval_step(exp: Experiment, batch) -> Callable[[], None]:
-    """The method's evaluation forward (task inferred per sample), no gradients."""
+    """The method's evaluation of new samples: the frozen query forward where the method needs
+    one (computed once per test sample), then its forward with the task inferred per sample."""
 
     def step() -> None:
         with torch.no_grad():
+            if exp.tuner.needs_query:
+                batch.query = exp.backbone.features(batch.inputs)
             exp.tuner(batch)
 
     return step

@@ -57,8 +57,9 @@ def main() -> None:
         f"Image throughput, `{args.model}` with random weights at 224 px, batch {args.batch_size},"
         " CPU. Floor: frozen forward + backward to the inputs (training), frozen forward"
         " (evaluation). A training step includes the frozen query forward where a method needs one"
-        " (augmented images are not cached); evaluation reuses cached queries of the test images"
-        " (computed once per sample). ncm's step is its class-mean update.",
+        " (augmented images are not cached); an evaluation step too (a test image's query is"
+        " computed once). ncm's training step is its class-mean update. Rows are measured one"
+        " after another; compare each method with the floor measured beside it.",
         "",
         markdown_table(header, rows),
         "",
