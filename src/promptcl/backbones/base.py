@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from promptcl.backbones.attention import Prefix, PrefixAttention
+from promptcl.errors import UsageError
 
 # a prefix computed from the hidden states entering its block (B, N, d) and their keep mask
 PrefixFn = Callable[[torch.Tensor, torch.Tensor | None], Prefix]
@@ -44,6 +45,11 @@ class Backbone(nn.Module):
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """Normed hidden states (B, N, d) -> the backbone's own pooled feature (B, d)."""
         raise NotImplementedError
+
+    def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
+        """Short name -> submodule path of block ``index``'s attention projections (and, with
+        ``mlp``, its MLP linears): the layers that weight masks wrap."""
+        raise UsageError(f"masked linears are not wired for {type(self).__name__} backbones")
 
     def train(self, mode: bool = True) -> Backbone:
         """The frozen backbone stays in eval mode: no dropout, deterministic features."""

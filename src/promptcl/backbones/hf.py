@@ -70,6 +70,16 @@ class HFEncoder(Backbone):
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x  # post-norm layers: the last LayerNorm is inside the last block
 
+    def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
+        names = {
+            "query": "attention.self.query",
+            "key": "attention.self.key",
+            "value": "attention.self.value",
+            "proj": "attention.output.dense",
+        }
+        names |= {"fc1": "intermediate.dense", "fc2": "output.dense"} if mlp else {}
+        return {name: f"layers.{index}.{path}" for name, path in names.items()}
+
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         if keep is None:
             return x.mean(dim=1)

@@ -48,9 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones.base import Backbone
-from promptcl.backbones.hf import HFEncoder
-from promptcl.backbones.vit import TimmViT
-from promptcl.errors import UsageError
 
 
 class TaskMasks(NamedTuple):
@@ -155,29 +152,8 @@ def mix_tasks(
 
 # -- installing the wrappers on a backbone -------------------------------------------------------
 
+
 # short name -> path inside a block; attention first, then the MLP (option ``mlp``)
-TIMM_ATTENTION = {"qkv": "attn.qkv", "proj": "attn.proj"}
-TIMM_MLP = {"fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-BERT_ATTENTION = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "proj": "attention.output.dense",
-}
-BERT_MLP = {"fc1": "intermediate.dense", "fc2": "output.dense"}
-
-
-def block_linear_paths(backbone: Backbone, index: int, mlp: bool = False) -> dict[str, str]:
-    """Short name -> path from the backbone of block ``index``'s attention (and MLP) linears."""
-    if isinstance(backbone, TimmViT):
-        block, names = f"model.blocks.{index}", {**TIMM_ATTENTION, **(TIMM_MLP if mlp else {})}
-    elif isinstance(backbone, HFEncoder):
-        block, names = f"layers.{index}", {**BERT_ATTENTION, **(BERT_MLP if mlp else {})}
-    else:
-        raise UsageError(f"masked linears are not wired for {type(backbone).__name__} backbones")
-    return {name: f"{block}.{path}" for name, path in names.items()}
-
-
 def install_masked_linears(
     backbone: Backbone, blocks: Sequence[int], mlp: bool = False
 ) -> dict[str, MaskedLinear]:
@@ -188,7 +164,7 @@ def install_masked_linears(
     """
     wrappers = {}
     for index in blocks:
-        for name, path in block_linear_paths(backbone, index, mlp).items():
+        for name, path in backbone.linear_paths(index, mlp).items():
             parent_path, _, attr = path.rpartition(".")
             parent = backbone.get_submodule(parent_path)
             layer = getattr(parent, attr)
@@ -261,7 +237,6 @@ __all__ = [
     "MaskedLinear",
     "TaskMaskBank",
     "TaskMasks",
-    "block_linear_paths",
     "install_masked_linears",
     "uninstall_masked_linears",
     "use_masks",

@@ -57,6 +57,11 @@ class TimmViT(Backbone):
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)
 
+    def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
+        names = {"qkv": "attn.qkv", "proj": "attn.proj"}
+        names |= {"fc1": "mlp.fc1", "fc2": "mlp.fc2"} if mlp else {}
+        return {name: f"model.blocks.{index}.{path}" for name, path in names.items()}
+
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         return self.model.forward_head(x, pre_logits=True)
 

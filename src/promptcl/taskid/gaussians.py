@@ -147,6 +147,29 @@ class ClassGaussians(nn.Module):
         return features.reshape(k * per_class, d), labels
 
 
+def train_epoch(
+    model: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    outside: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    max_norm: float | None = None,
+) -> None:
+    """One shuffled pass of cross-entropy over (features, labels), the ``outside`` classes'
+    logits masked; gradients clipped to ``max_norm`` when given."""
+    order = torch.randperm(labels.numel()).to(labels.device)
+    for start in range(0, labels.numel(), batch_size):
+        batch = order[start : start + batch_size]
+        logits = model(features[batch]).masked_fill(outside, float("-inf"))
+        loss = F.cross_entropy(logits, labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+
+
 def train_on_gaussians(
     model: nn.Module,
     params: Sequence[nn.Parameter],
@@ -185,13 +208,6 @@ def train_on_gaussians(
     with torch.enable_grad():
         for _ in range(epochs):
             features, labels = gaussians.sample(seen, samples_per_class, factors=factors)
-            order = torch.randperm(labels.numel()).to(labels.device)
-            for start in range(0, labels.numel(), batch_size):
-                batch = order[start : start + batch_size]
-                logits = model(features[batch]).masked_fill(outside, float("-inf"))
-                loss = F.cross_entropy(logits, labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            train_epoch(model, features, labels, outside, optimizer, batch_size)
             schedule.step()
     model.train(was_training)

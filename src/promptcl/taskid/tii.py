@@ -16,10 +16,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from promptcl.taskid.gaussians import ClassGaussians, Covariance, as_index, train_on_gaussians
+from promptcl.taskid.gaussians import (
+    ClassGaussians,
+    Covariance,
+    as_index,
+    train_epoch,
+    train_on_gaussians,
+)
 
 MAX_GRAD_NORM = 1.0  # HiDe's --clip-grad for the TII's training on real features
 
@@ -188,12 +193,4 @@ class TaskIdentityClassifier(nn.Module):
         self.train()
         features = features.detach().float()
         for _ in range(epochs):
-            order = torch.randperm(labels.numel()).to(labels.device)
-            for start in range(0, labels.numel(), batch_size):
-                batch = order[start : start + batch_size]
-                logits = self(features[batch]).masked_fill(outside, float("-inf"))
-                loss = F.cross_entropy(logits, labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.parameters(), MAX_GRAD_NORM)
-                optimizer.step()
+            train_epoch(self, features, labels, outside, optimizer, batch_size, MAX_GRAD_NORM)

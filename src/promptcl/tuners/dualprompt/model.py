@@ -53,7 +53,7 @@ class DualPrompt(Tuner):
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         task_pred = None
         if task is None:
-            task = task_pred = prompt_id(batch.query, torch.stack(list(self.keys)))
+            task = task_pred = self.infer_task(batch)
         e = torch.stack(list(self.e_prompts))[task]  # (B, n_e_blocks, 2, L_e, d)
         prefixes = merge_prefixes(
             prefixes_from(self.g_blocks, self.g_prompt),
@@ -62,6 +62,10 @@ class DualPrompt(Tuner):
         )
         hidden, keep = self.backbone(batch.inputs, prefixes=prefixes)
         return TunerOutput(self.head(self.backbone.pool(hidden, keep)), task_pred)
+
+    def infer_task(self, batch: Batch) -> torch.Tensor:
+        """(B,) Prompt ID: each sample's closest task key."""
+        return prompt_id(batch.query, torch.stack(list(self.keys)))
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         similarity = cosine(batch.query, self.keys[task].unsqueeze(0))  # (B, 1)

@@ -68,13 +68,9 @@ class SoftTF(Tuner):
         low, high = self.soft_config.uniform_range
         return nn.init.uniform_(mask, low, high)
 
-    def infer_task(self, batch: Batch) -> torch.Tensor:
-        """(B,) task of each sample at evaluation."""
-        raise NotImplementedError
-
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         task_pred = None
-        if task is None:
+        if task is None:  # infer_task: the base's (DualPrompt) or SoftL2P's task keys
             task = task_pred = self.infer_task(batch)
         with self.masks.use(task):
             out = super().forward(batch, task)
@@ -95,10 +91,8 @@ class SoftTF(Tuner):
 
 
 class SoftDualPrompt(SoftTF, DualPrompt):
-    """Soft-TF on DualPrompt: the task key picks each sample's E-prompt and masks."""
-
-    def infer_task(self, batch: Batch) -> torch.Tensor:
-        return prompt_id(batch.query, torch.stack(list(self.keys)))
+    """Soft-TF on DualPrompt: the task key picks each sample's E-prompt and masks
+    (DualPrompt.infer_task)."""
 
     def prompt_params_per_task(self) -> int:
         return (len(self.e_blocks) * 2 * self.config.e_length + 1) * self.backbone.dim
