@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
@@ -30,14 +31,17 @@ SUITES = {
 }
 
 
-def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
+def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[dict]]:
+    """Run (or reuse) configs/clinc150/METHOD.yaml for each method and seed, with ``extra``
+    overrides; METHOD -> metrics.json of each seed."""
     results: dict[str, list[dict]] = {}
     for method in args.methods:
         for seed in args.seeds:
             out = args.runs / f"{method}-s{seed}"
             done = out / "metrics.json"
             if not done.is_file():
-                config = load_config(CONFIGS / f"{method}.yaml", overrides(args, seed))
+                items = [*overrides(args, seed), *extra]
+                config = load_config(CONFIGS / f"{method}.yaml", items)
                 run(config, out, resume=(out / "config.json").is_file())
             metrics = json.loads(done.read_text())
             results.setdefault(method, []).append(metrics)

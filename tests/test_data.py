@@ -102,3 +102,29 @@ def test_dynamic_padding():
     batch = proc.collate([items[0], items[2]])
     assert batch["input_ids"].tolist() == [[1, 2], [1, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+
+
+def test_text4_shares_the_star_classes_between_yelp_and_amazon(data_root):
+    stream = build_benchmark("text4", DataConfig(root=str(data_root), test_per_class=5), 0)
+    assert stream.num_tasks == 4 and stream.num_classes == 5 + 4 + 14
+    yelp, agnews, dbpedia, amazon = stream.tasks  # order 4
+    assert yelp == amazon and len(agnews) == 4 and len(dbpedia) == 14
+    assert {stream.class_names[c] for c in yelp} == {
+        "very negative",
+        "negative",
+        "neutral",
+        "positive",
+        "very positive",
+    }
+    # every sample carries its data set; Yelp's test set and DBpedia's training set are cut off
+    # with a fixed seed, the same for every run seed
+    assert sorted(set(stream.test.tasks)) == [0, 1, 2, 3]
+    assert all(stream.test.tasks.count(t) == 5 * len(c) for t, c in enumerate(stream.tasks))
+    other = build_benchmark("text4", DataConfig(root=str(data_root), test_per_class=5), 1)
+    yelp_test = {x for x, t in zip(stream.test.items, stream.test.tasks, strict=True) if t == 0}
+    yelp_train = {x for x, t in zip(other.train.items, other.train.tasks, strict=True) if t == 0}
+    assert not yelp_test & yelp_train
+    reordered = build_benchmark("text4", DataConfig(root=str(data_root), order=7), 0)
+    assert [len(t) for t in reordered.tasks] == [4, 5, 5, 14]
+    with pytest.raises(UsageError, match="data.order"):
+        build_benchmark("text4", DataConfig(root=str(data_root), order=1), 0)

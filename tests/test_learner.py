@@ -114,7 +114,7 @@ def test_evaluation_batches_mix_tasks_and_training_masks_logits():
     def recording(batch, task=None):
         out = forward(batch, task)
         if task is None:
-            seen_batches.append({exp.task_of_class[c] for c in batch.labels.tolist()})
+            seen_batches.append({exp.sample_tasks["test"][i] for i in batch.index.tolist()})
         else:
             train_logits.append((task[0].item(), out.logits))
         return out
@@ -170,3 +170,47 @@ def test_run_from_an_older_version_without_newer_keys_resumes(tmp_path):
     del config["data"]["workers"], config["tuner"]["pull_coeff"]  # keys added later, defaults
     path.write_text(json.dumps(config))
     assert run(tiny(), tmp_path / "a", resume=True)["num_tasks"] == 4
+
+
+def test_batch_gradient_id_runs_on_task_pure_batches_and_is_flagged(tmp_path, monkeypatch):
+    config = tiny(
+        "method=softtf",
+        "tuner.task_id=gradient-batch",
+        "tuner.dualprompt.g_blocks=[0]",
+        "tuner.dualprompt.e_blocks=[1]",
+        "train.eval_batch_size=4",
+    )
+    exp = Experiment(config)
+    purity = []
+    original = exp.chunk_batches
+
+    def spy(split, chunks):
+        for batch in original(split, chunks):
+            purity.append(len({exp.sample_tasks["test"][i] for i in batch.index.tolist()}))
+            yield batch
+
+    monkeypatch.setattr(exp, "chunk_batches", spy)
+    exp.tuner.begin_task(0, exp.stream.tasks[0])
+    exp.tuner.begin_task(1, exp.stream.tasks[1])
+    result = exp.evaluate(2)
+    assert purity and set(purity) == {1}  # every evaluation batch holds one task
+    assert result["task_id_acc"] is not None
+    metrics = run(config, tmp_path / "run")
+    assert metrics["leaks_task_identity"] is True
+
+
+def test_tasks_sharing_classes_are_trained_and_scored_by_data_set(tmp_path, data_root):
+    config = tiny(
+        "method=ncm",
+        "benchmark=text4",
+        f"data.root={data_root}",
+        "data.train_per_class=3",
+        "data.test_per_class=4",
+    )
+    exp = Experiment(config)
+    yelp, amazon = 0, 3  # order 4: yelp, agnews, dbpedia, amazon
+    assert exp.stream.tasks[yelp] == exp.stream.tasks[amazon]
+    assert len(exp.indices_of("train", [amazon])) == 5 * 3
+    metrics = run(config, tmp_path / "run")
+    assert [len(row) for row in metrics["acc_matrix"]] == [4] * 4
+    assert all(a is not None for a in metrics["acc_matrix"][3])

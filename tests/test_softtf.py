@@ -8,7 +8,7 @@ from torch import nn
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.masked import (
     MaskedLinear,
-    TaskMasks,
+    TaskEdits,
     install_masked_linears,
     uninstall_masked_linears,
     use_masks,
@@ -68,9 +68,9 @@ def train(tuner, backbone, task, steps=3):
 def randomise_masks(tuner, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for masks in tuner.masks.values():
-            for m in masks:
-                m.copy_(0.5 + torch.rand(m.shape, generator=g))
+        for edits in tuner.edits.values():
+            for e in edits:
+                e.mask.copy_(0.5 + torch.rand(e.mask.shape, generator=g))
 
 
 def subset(batch, rows):
@@ -108,15 +108,15 @@ def test_per_sample_masks_equal_each_sample_alone_and_mixing_is_linear():
     masks = [torch.rand(7, 5, requires_grad=True) for _ in range(3)]
     x = torch.randn(6, 4, 5)
     task = torch.tensor([2, 0, 1, 0, 2, 2])
-    out = layer(x, TaskMasks(masks, task))
+    out = layer(x, TaskEdits(masks, task))
     for b, t in enumerate(task.tolist()):
         torch.testing.assert_close(out[b], layer(x[b : b + 1], masks[t])[0])
     one_hot = F.one_hot(task, 3).float()
-    torch.testing.assert_close(layer(x, TaskMasks(masks, one_hot)), out)
-    # Gradient ID's superposition: d out / d alpha_{b,i} = x_b (W * M_i)^T
+    torch.testing.assert_close(layer(x, TaskEdits(masks, one_hot)), out)
+    # Gradient ID's superposition: d out / d alpha_{b,i} = x_b (W * M_i)^T + b
     alpha = torch.full((6, 3), 1 / 3, requires_grad=True)
-    layer(x, TaskMasks(masks, alpha)).sum().backward()
-    expected = torch.stack([F.linear(x, layer.weight * m.detach()) for m in masks], 1)
+    layer(x, TaskEdits(masks, alpha)).sum().backward()
+    expected = torch.stack([F.linear(x, layer.weight * m.detach(), layer.bias) for m in masks], 1)
     torch.testing.assert_close(alpha.grad, expected.sum(dim=(2, 3)))
     out.sum().backward()
     assert all(m.grad is not None and m.grad.any() for m in masks)
@@ -168,20 +168,23 @@ def test_only_the_current_masks_train_and_old_ones_do_not_move(backbone):
     tuner.begin_task(0, TASKS[0])
     train(tuner, backbone, 0)
     tuner.begin_task(1, TASKS[1])
-    old = {n: m[0].detach().clone() for n, m in tuner.masks.items()}
-    assert all(len(m) == 2 for m in tuner.masks.values())  # seen tasks only
+    old = {n: e[0].mask.detach().clone() for n, e in tuner.edits.items()}
+    assert all(len(e) == 2 for e in tuner.edits.values())  # seen tasks only
     trained = {id(p) for g in tuner.param_groups() for p in g["params"]}
-    for masks in tuner.masks.values():
+    for edits in tuner.edits.values():
+        masks = [e.mask for e in edits]
         assert not masks[0].requires_grad and id(masks[0]) not in trained
         assert masks[1].requires_grad and id(masks[1]) in trained
     train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3]), task=1)
-    for masks in tuner.masks.values():
-        assert masks[0].grad is None
-        assert masks[1].grad is not None and masks[1].grad.any()
+    for edits in tuner.edits.values():
+        assert edits[0].mask.grad is None
+        assert edits[1].mask.grad is not None and edits[1].mask.grad.any()
     train(tuner, backbone, 1)
-    for name, masks in tuner.masks.items():
-        torch.testing.assert_close(masks[0], old[name], atol=0, rtol=0)
-        assert not torch.equal(masks[1], torch.ones_like(masks[1]))  # the current task trained
+    for name, edits in tuner.edits.items():
+        torch.testing.assert_close(edits[0].mask, old[name], atol=0, rtol=0)
+        assert not torch.equal(
+            edits[1].mask, torch.ones_like(edits[1].mask)
+        )  # the current task trained
 
 
 def test_backbone_weights_never_change_and_are_never_copied():
@@ -191,7 +194,7 @@ def test_backbone_weights_never_change_and_are_never_copied():
     for task in range(2):
         tuner.begin_task(task, TASKS[task])
         train(tuner, backbone, task, steps=2)
-    weights = [w.weight for w in tuner.masks.wrappers.values()]
+    weights = [w.weight for w in tuner.edits.wrappers.values()]
     assert len(weights) == 12
     for p in backbone.parameters():
         assert not p.requires_grad and p.grad is None
@@ -206,9 +209,9 @@ def test_backbone_weights_never_change_and_are_never_copied():
     state = tuner.trained_state()
     ptrs = {w.data_ptr() for w in weights}
     assert not [k for k, v in state.items() if v.data_ptr() in ptrs or "base_layer" in k]
-    masks = sum(v.numel() for k, v in state.items() if k.startswith("masks."))
+    masks = sum(v.numel() for k, v in state.items() if k.startswith("edits."))
     assert (
-        masks == 2 * sum(w.numel() for w in weights) == 2 * tuner.report()["mask_params_per_task"]
+        masks == 2 * sum(w.numel() for w in weights) == 2 * tuner.report()["edit_params_per_task"]
     )
 
 
@@ -233,14 +236,14 @@ def test_prompt_id_picks_each_samples_masks(backbone, base):
     for task in range(2):
         tuner.begin_task(task, TASKS[task])
     randomise_masks(tuner)
-    keys = tuner.keys if base == "dualprompt" else tuner.task_keys
+    keys = tuner.base.keys if base == "dualprompt" else tuner.task_keys
     d = backbone.dim
     basis = torch.eye(d)
     with torch.no_grad():
         keys[0].copy_(basis[0])
         keys[1].copy_(basis[1])
         if base == "dualprompt":  # same E-prompt for both tasks: only the masks differ
-            tuner.e_prompts[1].copy_(tuner.e_prompts[0])
+            tuner.base.e_prompts[1].copy_(tuner.base.e_prompts[0])
     batch = make_batch(backbone)
     batch.query = torch.stack([basis[0], basis[1] + 0.1 * basis[2], basis[1], basis[0] - basis[3]])
     with torch.no_grad():
@@ -258,16 +261,16 @@ def test_l2p_base_trains_pool_and_current_task_key(backbone):
     tuner.begin_task(1, TASKS[1])
     train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3]), task=1)
     assert tuner.task_keys[0].grad is None and tuner.task_keys[1].grad.any()
-    assert tuner.prompts.grad.any()  # L2P's shared pool trains on every task
+    assert tuner.base.prompts.grad.any()  # L2P's shared pool trains on every task
     report = tuner.report()
-    assert report["params_per_task"] == report["mask_params_per_task"] + backbone.dim
+    assert report["params_per_task"] == report["edit_params_per_task"] + backbone.dim
 
 
 def test_defaults_and_bad_options(backbone):
     tuner = make(backbone)
-    assert tuner.mask_blocks == [0, 1]  # the last 3 blocks, of a 2-block backbone
-    assert sorted(tuner.masks) == [f"b{b}_{n}" for b in (0, 1) for n in sorted(BERT_NAMES)]
-    assert make(backbone, blocks=[1], mlp=True).report()["mask_blocks"] == [1]
+    assert tuner.edit_blocks == [0, 1]  # the last 3 blocks, of a 2-block backbone
+    assert sorted(tuner.edits) == [f"b{b}_{n}" for b in (0, 1) for n in sorted(BERT_NAMES)]
+    assert make(backbone, blocks=[1], mlp=True).report()["edit_blocks"] == [1]
     with pytest.raises(UsageError, match="mask_init"):
         make(backbone, mask_init="zeros")
     with pytest.raises(UsageError, match="uniform_range"):

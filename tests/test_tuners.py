@@ -18,6 +18,9 @@ TINY_OPTIONS = {
     "norga": {"blocks": [0, 1], **FAST_STAGES},
     "hash": {"blocks": [0, 1], "num_experts": 4, **FAST_STAGES},
     "softtf": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}},
+    "wsn": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}},
+    "lora": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "rank": 2},
+    "adapter": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "bottleneck": 4},
 }
 
 

@@ -16,6 +16,13 @@ TINY = {
     "norga": ["tuner.blocks=[0,1]"],
     "hash": ["tuner.num_experts=4"],
     "softtf": ["tuner.dualprompt.g_blocks=[0]", "tuner.dualprompt.e_blocks=[1]"],
+    "wsn": ["tuner.dualprompt.g_blocks=[0]", "tuner.dualprompt.e_blocks=[1]"],
+    "lora": ["tuner.dualprompt.g_blocks=[0]", "tuner.dualprompt.e_blocks=[1]", "tuner.rank=2"],
+    "adapter": [
+        "tuner.dualprompt.g_blocks=[0]",
+        "tuner.dualprompt.e_blocks=[1]",
+        "tuner.bottleneck=4",
+    ],
 }
 FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
 

@@ -36,6 +36,9 @@ class DataConfig:
         default=None, metadata={"help": "Tasks for benchmarks whose split is not fixed."}
     )
     max_length: int = field(default=64, metadata={"help": "Token cap for text inputs."})
+    order: int = field(
+        default=4, metadata={"help": "text4: data-set order 4-7 of Soft-TF's table 2 (no Yahoo)."}
+    )
     train_file: str | None = field(
         default=None, metadata={"help": "text-csv / text-jsonl: training file."}
     )

@@ -7,7 +7,7 @@ from functools import partial
 
 from promptcl.config import DataConfig
 from promptcl.data.stream import Split, TaskStream, build_stream, split_into_tasks
-from promptcl.data.text import TextProcessor, builtin_intents, clinc150, text_file_stream
+from promptcl.data.text import TextProcessor, builtin_intents, clinc150, text4, text_file_stream
 from promptcl.data.vision import (
     ImageProcessor,
     cifar100,
@@ -44,6 +44,12 @@ register_benchmark(
     "clinc150-15",
     "CLINC150: 15 tasks of 10 intents in a seeded order",
     partial(clinc150, per_domain=False),
+)
+register_benchmark(
+    "text4",
+    "AG News, Yelp, Amazon, DBpedia: 4 tasks, one per data set (data.order 4-7); Yelp and "
+    "Amazon share the 5 star classes",
+    text4,
 )
 register_benchmark(
     "text-csv",

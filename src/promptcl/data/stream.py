@@ -1,7 +1,10 @@
-"""Task streams: an ordered list of tasks with disjoint classes, fixed by a seed.
+"""Task streams: an ordered list of tasks, fixed by a seed.
 
-Class ids follow the stream: task 0 holds ids 0..n_0-1, task 1 the next ones, and so on, so
-the head's columns are in task order and a task's classes form a contiguous range.
+Class ids follow the stream: task 0 holds ids 0..n_0-1, task 1 the next new ones, and so on,
+so the head's columns are in task order. Every sample carries the task it belongs to. Tasks
+usually have disjoint classes; a stream built from data sets (``build_stream_from_tasks``) may
+let two tasks share classes (Yelp and Amazon's five star ratings in ``text4``), and then a
+sample's task is its data set, not a function of its class.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from promptcl.errors import UsageError
 class Split:
     items: list[Any]  # raw inputs: texts, or image paths
     labels: list[int]  # class ids in stream order
+    tasks: list[int]  # the task of each sample
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,19 +45,12 @@ class TaskStream:
     def num_tasks(self) -> int:
         return len(self.tasks)
 
-    def task_of_class(self) -> list[int]:
-        owner = [0] * self.num_classes
-        for t, classes in enumerate(self.tasks):
-            for c in classes:
-                owner[c] = t
-        return owner
-
     def joint(self) -> TaskStream:
         """The same data as one task holding every class (the joint-training upper bound)."""
-        everything = [c for classes in self.tasks for c in classes]
-        return TaskStream(
-            self.name, self.class_names, [everything], self.train, self.test, self.modality
-        )
+        everything = sorted({c for classes in self.tasks for c in classes})
+        train = Split(self.train.items, self.train.labels, [0] * len(self.train))
+        test = Split(self.test.items, self.test.labels, [0] * len(self.test))
+        return TaskStream(self.name, self.class_names, [everything], train, test, self.modality)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,22 +72,72 @@ def build_stream(
     modality: str = "text",
     test_per_class: int | None = None,
 ) -> TaskStream:
-    """Number the classes in task order and keep the samples of those classes.
+    """Number the classes in task order and keep the samples of those classes (tasks must have
+    disjoint classes; a sample's task is its class's).
 
     train_per_class / test_per_class keep a seeded random subset of each class's samples.
     """
     class_names = [c for task in tasks for c in task]
     if len(set(class_names)) != len(class_names):
         raise ValueError("tasks must have disjoint classes")
+    owner = {c: t for t, task in enumerate(tasks) for c in task}
+    parts = [
+        [(item, label, owner[label]) for item, label in pairs if label in owner]
+        for pairs in (train, test)
+    ]
+    return _stream(
+        name, class_names, tasks, *parts, train_per_class, test_per_class, seed, modality
+    )
+
+
+def build_stream_from_tasks(
+    name: str,
+    tasks: Sequence[tuple[Sequence[tuple[Any, str]], Sequence[tuple[Any, str]]]],
+    train_per_class: int | None,
+    seed: int,
+    modality: str = "text",
+    test_per_class: int | None = None,
+) -> TaskStream:
+    """One task per (train pairs, test pairs) in order; tasks may share class names, which then
+    share a class id. Caps apply per task and class."""
+    task_classes = [sorted({label for _, label in train}) for train, _ in tasks]
+    class_names = list(dict.fromkeys(c for classes in task_classes for c in classes))
+    train = [(item, label, t) for t, (pairs, _) in enumerate(tasks) for item, label in pairs]
+    test = [(item, label, t) for t, (_, pairs) in enumerate(tasks) for item, label in pairs]
+    return _stream(
+        name,
+        class_names,
+        task_classes,
+        train,
+        test,
+        train_per_class,
+        test_per_class,
+        seed,
+        modality,
+    )
+
+
+def _stream(
+    name: str,
+    class_names: list[str],
+    tasks: Sequence[Sequence[str]],
+    train: Sequence[tuple[Any, str, int]],
+    test: Sequence[tuple[Any, str, int]],
+    train_per_class: int | None,
+    test_per_class: int | None,
+    seed: int,
+    modality: str,
+) -> TaskStream:
     ids = {c: i for i, c in enumerate(class_names)}
     train_split = _cap(_split(train, ids), train_per_class, seed, "train_per_class")
     test_split = _cap(_split(test, ids), test_per_class, seed, "test_per_class")
-    for split, which in ((train_split, "training"), (test_split, "test")):
-        missing = set(range(len(class_names))) - set(split.labels)
-        if missing:
-            example = class_names[min(missing)]
-            raise UsageError(f"{name}: class {example!r} has no {which} samples; check the data")
     task_ids = [[ids[c] for c in task] for task in tasks]
+    for split, which in ((train_split, "training"), (test_split, "test")):
+        present = set(zip(split.tasks, split.labels, strict=True))
+        missing = [(t, c) for t, task in enumerate(task_ids) for c in task if (t, c) not in present]
+        if missing:
+            example = class_names[missing[0][1]]
+            raise UsageError(f"{name}: class {example!r} has no {which} samples; check the data")
     return TaskStream(name, class_names, task_ids, train_split, test_split, modality)
 
 
@@ -112,19 +159,24 @@ def cut_into_tasks(order: Sequence[str], num_tasks: int) -> list[list[str]]:
     return [list(order[bounds[i] : bounds[i + 1]]) for i in range(num_tasks)]
 
 
-def _split(pairs: Sequence[tuple[Any, str]], ids: dict[str, int]) -> Split:
-    kept = [(item, ids[label]) for item, label in pairs if label in ids]
-    return Split([item for item, _ in kept], [label for _, label in kept])
+def _split(rows: Sequence[tuple[Any, str, int]], ids: dict[str, int]) -> Split:
+    kept = [(item, ids[label], task) for item, label, task in rows if label in ids]
+    return Split([r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept])
 
 
 def _cap(split: Split, per_class: int | None, seed: int, key: str) -> Split:
+    """A seeded random subset of ``per_class`` samples of each (task, class)."""
     if per_class is None:
         return split
     if per_class < 1:
         raise UsageError(f"data.{key} must be at least 1 (or null for all data)")
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for i, label in enumerate(split.labels):
-        by_class[label].append(i)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, group in enumerate(zip(split.tasks, split.labels, strict=True)):
+        groups[group].append(i)
     rng = random.Random(seed)
-    keep = sorted(i for idx in by_class.values() for i in rng.sample(idx, min(per_class, len(idx))))
-    return Split([split.items[i] for i in keep], [split.labels[i] for i in keep])
+    keep = sorted(i for idx in groups.values() for i in rng.sample(idx, min(per_class, len(idx))))
+    return Split(
+        [split.items[i] for i in keep],
+        [split.labels[i] for i in keep],
+        [split.tasks[i] for i in keep],
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from promptcl.config import DataConfig
-from promptcl.data.stream import TaskStream, build_stream, split_into_tasks
+from promptcl.data.stream import TaskStream, build_stream, build_stream_from_tasks, split_into_tasks
 from promptcl.errors import UsageError
 
 BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
@@ -95,6 +95,78 @@ def builtin_intents(cfg: DataConfig, seed: int) -> TaskStream:
         seed,
         test_per_class=cfg.test_per_class,
     )
+
+
+# de Masson d'Autume et al. (2019)'s orders i-iv, numbered 4-7 by IDBR, SLM and Soft-TF, with
+# Yahoo Answers (not available here) left out
+TEXT4_ORDERS = {
+    4: ["yelp", "agnews", "dbpedia", "amazon"],
+    5: ["dbpedia", "agnews", "amazon", "yelp"],
+    6: ["yelp", "amazon", "dbpedia", "agnews"],
+    7: ["agnews", "yelp", "amazon", "dbpedia"],
+}
+TEXT4_SPLIT_SEED = 0  # fixed: the same cut for every run seed
+
+
+def text4(cfg: DataConfig, seed: int) -> TaskStream:
+    """AG News, Yelp, Amazon, DBpedia: one task per data set, in ``data.order``. Yelp and Amazon
+    share the five star classes. The files lack two splits: Yelp's test set is 20% of its
+    training file, DBpedia's training set half of its test file, cut per class with a fixed
+    seed. ``data.eval_split=val`` holds out 10% of each training set (per class, fixed seed)
+    and evaluates on it."""
+    root = data_root(cfg, "text4", "text4")
+    if cfg.order not in TEXT4_ORDERS:
+        raise UsageError(f"data.order must be one of {sorted(TEXT4_ORDERS)}, not {cfg.order}")
+    if cfg.eval_split not in ("test", "val"):
+        raise UsageError("data.eval_split must be test or val")
+    tasks = []
+    for name in TEXT4_ORDERS[cfg.order]:
+        train, test = _text4_splits(root / name, name)
+        if cfg.eval_split == "val":
+            train, test = _held_out(train, 0.1)
+        tasks.append((train, test))
+    return build_stream_from_tasks(
+        "text4", tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
+    )
+
+
+def _text4_splits(folder: Path, name: str) -> tuple[list, list]:
+    files = {split: folder / f"{split}.json" for split in ("train", "test")}
+    found = {split: _text4_rows(path) for split, path in files.items() if path.is_file()}
+    if not found:
+        raise UsageError(f"{folder} holds neither train.json nor test.json; check data.root")
+    if "train" not in found:  # DBpedia: half of the test file trains
+        found["test"], found["train"] = _held_out(found["test"], 0.5)
+    elif "test" not in found:  # Yelp: a fifth of the training file tests
+        found["train"], found["test"] = _held_out(found["train"], 0.2)
+    return found["train"], found["test"]
+
+
+def _text4_rows(path: Path) -> list[tuple[str, str]]:
+    rows = read_json(path)
+    ok = isinstance(rows, list) and all(
+        isinstance(r, dict)
+        and isinstance(r.get("sentence"), str)
+        and isinstance(r.get("label"), str)
+        for r in rows
+    )
+    if not ok:
+        raise UsageError(f'{path} must be a list of {{"label": str, "sentence": str}}')
+    return [(r["sentence"], r["label"]) for r in rows]
+
+
+def _held_out(rows: list[tuple[str, str]], share: float) -> tuple[list, list]:
+    """Cut ``share`` of each class's rows off (seeded, fixed): (kept, held out)."""
+    by_class: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(rows):
+        by_class.setdefault(label, []).append(i)
+    rng = random.Random(TEXT4_SPLIT_SEED)
+    held = set()
+    for label in sorted(by_class):
+        idx = by_class[label]
+        held.update(rng.sample(idx, round(share * len(idx))))
+    kept = [r for i, r in enumerate(rows) if i not in held]
+    return kept, [r for i, r in enumerate(rows) if i in held]
 
 
 def _resolve(cfg: DataConfig, file: str | None, key: str, benchmark: str) -> Path:

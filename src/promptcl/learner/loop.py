@@ -102,8 +102,9 @@ class Experiment:
         self.labels = {"train": self.stream.train.labels, "test": self.stream.test.labels}
         torch.manual_seed(config.seed)
         self.tuner = tuner_cls(tuner_config, self.backbone, self.stream.num_classes).to(self.device)
-        self.training_tasks = self.stream.joint().tasks if config.train.joint else self.stream.tasks
-        self.task_of_class = self.stream.task_of_class()
+        training = self.stream.joint() if config.train.joint else self.stream
+        self.training_tasks = training.tasks
+        self.sample_tasks = {"train": training.train.tasks, "test": self.stream.test.tasks}
         # frozen query features are cached per sample where inputs are not augmented
         self.caches = {}
         if tuner_cls.needs_query:
@@ -121,9 +122,12 @@ class Experiment:
 
     def batches(self, split: str, indices: Sequence[int], batch_size: int) -> Iterator[Batch]:
         """Batches of ``indices`` in that order; inputs are collated (decoded) in workers."""
+        return self.chunk_batches(split, cut(indices, batch_size))
+
+    def chunk_batches(self, split: str, chunks: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        """One batch per chunk of indices."""
         if split in self.caches:
-            self.caches[split].fill(indices)
-        chunks = [list(indices[i : i + batch_size]) for i in range(0, len(indices), batch_size)]
+            self.caches[split].fill([i for chunk in chunks for i in chunk])
         loader = DataLoader(
             chunks,
             batch_size=None,
@@ -140,21 +144,22 @@ class Experiment:
                 query = None
             yield Batch(inputs, labels.to(self.device), index, query)
 
-    def indices_of(self, split: str, classes: Sequence[int]) -> list[int]:
-        wanted = set(classes)
-        return [i for i, label in enumerate(self.labels[split]) if label in wanted]
+    def indices_of(self, split: str, tasks: Sequence[int]) -> list[int]:
+        """Positions of the samples of ``tasks`` in ``split``."""
+        wanted = set(tasks)
+        return [i for i, task in enumerate(self.sample_tasks[split]) if task in wanted]
 
     # -- one task ------------------------------------------------------------------------------
 
     def train_task(self, task: int) -> dict[str, Any]:
         cfg, tuner = self.config.train, self.tuner
         classes = self.training_tasks[task]
-        indices = self.indices_of("train", classes)
+        indices = self.indices_of("train", [task])
         outside = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
         if cfg.mask_logits:
             outside[list(classes)] = False
         else:  # every class seen so far competes
-            outside[: max(classes) + 1] = False
+            outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
         # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
         groups = [
             {**g, "lr": cfg.lr * g.get("lr_scale", 1.0)}
@@ -217,24 +222,32 @@ class Experiment:
         """Accuracy per seen task on mixed batches; task identity inferred per sample."""
         tasks = self.stream.tasks[:num_seen]
         seen = [c for classes in tasks for c in classes]
-        indices = self.indices_of("test", seen)
-        random.Random(self.config.seed).shuffle(indices)
+        size = self.config.train.eval_batch_size
+        if self.tuner.leaks_task_identity:  # task-pure batches (DESIGN section 3), flagged
+            chunks = []
+            for task in range(num_seen):
+                pure = self.indices_of("test", [task])
+                random.Random(self.config.seed).shuffle(pure)
+                chunks += cut(pure, size)
+        else:
+            indices = self.indices_of("test", range(num_seen))
+            random.Random(self.config.seed).shuffle(indices)
+            chunks = cut(indices, size)
         unseen = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
         unseen[seen] = False
         correct, total = [0] * num_seen, [0] * num_seen
         task_pred, task_true = [], []
         self.tuner.eval()
-        size = self.config.train.eval_batch_size
         for batch in tqdm(
-            self.batches("test", indices, size),
-            total=-(-len(indices) // size),
+            self.chunk_batches("test", chunks),
+            total=len(chunks),
             desc=f"evaluate {num_seen} task(s)",
             disable=None if self.config.train.progress else True,
             leave=False,
         ):
             out = self.tuner(batch)
             pred = out.logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
-            true_task = [self.task_of_class[c] for c in batch.labels.tolist()]
+            true_task = [self.sample_tasks["test"][i] for i in batch.index.tolist()]
             for t, ok in zip(true_task, (pred == batch.labels).tolist(), strict=True):
                 correct[t] += ok
                 total[t] += 1
@@ -248,6 +261,10 @@ class Experiment:
             if task_pred and not self.config.train.joint
             else None,
         }
+
+
+def cut(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
 
 def saved_config(run_dir: RunDir) -> dict[str, Any]:

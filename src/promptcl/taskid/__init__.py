@@ -1,6 +1,7 @@
 """Task-identity inference components, shared by the tuners that need one."""
 
 from promptcl.taskid.gaussians import ClassGaussians, train_on_gaussians
+from promptcl.taskid.gradient import entropy, gradient_id
 from promptcl.taskid.keymatch import cosine, match_keys, prompt_id
 from promptcl.taskid.tii import TaskIdentityClassifier, TIIOptions
 
@@ -9,6 +10,8 @@ __all__ = [
     "TIIOptions",
     "TaskIdentityClassifier",
     "cosine",
+    "entropy",
+    "gradient_id",
     "match_keys",
     "prompt_id",
     "train_on_gaussians",

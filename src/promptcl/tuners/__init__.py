@@ -23,15 +23,18 @@ def get_tuner(name: str) -> type[Tuner]:
 
 # importing a method's package registers it
 from promptcl.tuners import (  # noqa: E402, F401
+    adapter,
     dualprompt,
     finetune,
     hash,
     hide,
     l2p,
     linear,
+    lora,
     ncm,
     norga,
     softtf,
+    wsn,
 )
 
 __all__ = ["TUNERS", "Batch", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]

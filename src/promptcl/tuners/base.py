@@ -83,19 +83,19 @@ class Tuner(nn.Module):
         return False
 
     def own_parameters(self) -> Iterable[nn.Parameter]:
-        return (p for n, p in self.named_parameters() if not n.startswith("backbone."))
+        return (p for n, p in self.named_parameters() if not in_backbone(n))
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """Every tensor the method learned or accumulated, without the frozen backbone."""
         return {
             k: v.detach().cpu().contiguous()
             for k, v in self.state_dict().items()
-            if not k.startswith("backbone.")
+            if not in_backbone(k)
         }
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("backbone.")]
+        missing = [k for k in missing if not in_backbone(k)]
         if missing or unexpected:
             raise ValueError(f"checkpoint does not fit {self.name}: {missing or unexpected}")
 
@@ -106,6 +106,12 @@ class Tuner(nn.Module):
         super().train(mode)
         self.backbone.train(False)
         return self
+
+
+def in_backbone(name: str) -> bool:
+    """Whether a parameter or buffer name lies in the frozen backbone (also when a tuner runs
+    another tuner as a submodule: ``base.backbone.*``)."""
+    return "backbone" in name.split(".")
 
 
 def uniform_(tensor: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:

@@ -51,10 +51,16 @@ class DualPrompt(Tuner):
             self.keys[old].requires_grad_(False)
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+        """task: (B,) E-prompt per sample, or (B, T) weights of a superposition of the seen
+        tasks' E-prompts (Gradient ID of Soft-TF); None: Prompt ID."""
         task_pred = None
         if task is None:
             task = task_pred = self.infer_task(batch)
-        e = torch.stack(list(self.e_prompts))[task]  # (B, n_e_blocks, 2, L_e, d)
+        e_prompts = torch.stack(list(self.e_prompts))  # (T, n_e_blocks, 2, L_e, d)
+        if task.is_floating_point():
+            e = torch.einsum("bt,t...->b...", task, e_prompts)
+        else:
+            e = e_prompts[task]  # (B, n_e_blocks, 2, L_e, d)
         prefixes = merge_prefixes(
             prefixes_from(self.g_blocks, self.g_prompt),
             prefixes_from(self.e_blocks, e),
@@ -70,3 +76,10 @@ class DualPrompt(Tuner):
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         similarity = cosine(batch.query, self.keys[task].unsqueeze(0))  # (B, 1)
         return {"pull": self.config.pull_coeff * (1 - similarity).mean()}
+
+    def report(self) -> dict[str, int]:
+        """Parameters each task adds: its E-prompt and key."""
+        return {
+            "params_per_task": (len(self.e_blocks) * 2 * self.config.e_length + 1)
+            * self.backbone.dim
+        }

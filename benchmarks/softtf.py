@@ -1,0 +1,157 @@
+"""Soft-TransFormers and its baselines with the packaged MiniLM, on `clinc150-15` or `text4`:
+dualprompt, softtf (Prompt ID), softtf with per-sample Gradient ID, softtf with the flagged
+batch mode, wsn, lora, adapter (budgets matched to softtf's masks), ncm. Writes a markdown
+table (also into the README).
+
+    python benchmarks/softtf.py --data-root ../shared/data [--benchmark clinc150-15|text4]
+        [--seeds 0 1 2] [--train-per-class N] [--test-per-class N]
+
+Inference time per sample is measured apart from the runs, on the same trained tensors (the
+softtf Prompt ID run of seed 0 after its last task), for each task-inference mode, on the same
+mixed test batches, one thread: timings inside runs share the machine with other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from clinc150 import run_all
+from common import REPO, machine, markdown_table, mean_std, update_readme_section
+
+from promptcl import load_config
+from promptcl.learner import Experiment
+from promptcl.learner.checkpoint import load_checkpoint
+
+METHODS = [
+    "dualprompt",
+    "softtf",
+    "softtf-gradient",
+    "softtf-batch",
+    "wsn",
+    "lora",
+    "adapter",
+    "ncm",
+]
+MODES = {"softtf": "prompt", "softtf-gradient": "gradient", "softtf-batch": "gradient-batch"}
+
+
+def time_inference(run_dir: Path, batches: int = 4) -> dict[str, float]:
+    """Seconds per test sample of each task-inference mode on a trained softtf run."""
+    config = load_config(run_dir / "config.json", ["train.progress=false"])
+    exp = Experiment(config)
+    tensors, state = load_checkpoint(run_dir / "checkpoint")
+    for task in range(state["tasks_done"]):
+        exp.tuner.begin_task(task, exp.training_tasks[task])
+    exp.tuner.load_trained_state(tensors)
+    exp.tuner.eval()
+    indices = exp.indices_of("test", range(exp.stream.num_tasks))
+    size = config.train.eval_batch_size
+    data = list(exp.batches("test", indices[: batches * size], size))  # queries cached
+    seconds = {}
+    for method, mode in MODES.items():
+        exp.tuner.config.task_id = mode
+        with torch.no_grad():
+            exp.tuner(data[0])  # warm-up
+            start = time.perf_counter()
+            for batch in data:
+                exp.tuner(batch)
+        seconds[method] = (time.perf_counter() - start) / sum(len(b.labels) for b in data)
+    return seconds
+
+
+def table(results: dict[str, list[dict]], seconds: dict[str, float]) -> str:
+    rows = []
+    for method, runs in results.items():
+        leaks = runs[0]["leaks_task_identity"]
+        per_task = runs[0].get("params_per_task")
+        ratio = seconds.get(method)
+        rows.append(
+            [
+                method + (" (leaks task identity)" if leaks else ""),
+                mean_std([m["faa"] for m in runs]),
+                mean_std([m["caa"] for m in runs]),
+                mean_std([m["fm"] for m in runs]),
+                mean_std([m["task_id_acc"] for m in runs]),
+                f"{per_task:,}" if per_task is not None else "-",
+                f"{ratio / seconds['softtf']:.2f}" if ratio is not None else "-",
+            ]
+        )
+    header = [
+        "method",
+        "FAA",
+        "CAA",
+        "FM",
+        "task-id acc",
+        "params per task",
+        "infer time / Prompt ID",
+    ]
+    return markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--benchmark", default="clinc150-15", choices=["clinc150-15", "text4"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--test-per-class", type=int, default=None)
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args()
+    if "softtf" not in args.methods:
+        raise SystemExit("--methods must include softtf (the reference of the time column)")
+    caps = ""
+    if args.train_per_class is not None:
+        caps += f"-cap{args.train_per_class}"
+    if args.test_per_class is not None:
+        caps += f"-test{args.test_per_class}"
+    args.runs = REPO / "runs" / f"bench-softtf-{args.benchmark}{caps}"
+    extra = [f"benchmark={args.benchmark}"]
+    if args.test_per_class is not None:
+        extra.append(f"data.test_per_class={args.test_per_class}")
+
+    results = run_all(args, extra)
+    torch.set_num_threads(1)
+    seconds = time_inference(args.runs / f"softtf-s{args.seeds[0]}")
+    data = (
+        "all training data"
+        if args.train_per_class is None
+        else f"data.train_per_class={args.train_per_class}"
+    )
+    if args.test_per_class is not None:
+        data += f", data.test_per_class={args.test_per_class}"
+    seeds = " ".join(map(str, args.seeds))
+    lines = [
+        f"`{args.benchmark}`, packaged MiniLM-L6, {data}, seeds {seeds}, test split. "
+        "FAA/CAA/FM in %, mean ± std over seeds. Params per task: what one task adds "
+        "(edits + E-prompt + key). Inference time: per test sample, relative to softtf's "
+        f"Prompt ID on the same trained tensors ({seconds['softtf'] * 1e3:.1f} ms/sample, "
+        "1 thread, batch of the run's eval_batch_size, frozen queries cached).",
+        "",
+        table(results, seconds),
+        "",
+    ]
+    command = (
+        f"python benchmarks/softtf.py --data-root DATA --benchmark {args.benchmark} --seeds {seeds}"
+    )
+    if args.train_per_class is not None:
+        command += f" --train-per-class {args.train_per_class}"
+    if args.test_per_class is not None:
+        command += f" --test-per-class {args.test_per_class}"
+    lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
+    text = "\n".join(lines)
+    out = REPO / "benchmarks" / "results" / f"softtf-{args.benchmark}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    (args.runs / "inference_seconds.json").write_text(json.dumps(seconds, indent=1))
+    if not args.no_readme:
+        update_readme_section(f"softtf-{args.benchmark}", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
