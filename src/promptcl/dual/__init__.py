@@ -1,0 +1,1 @@
+"""Prompt learning on frozen dual-encoder (CLIP-style) models."""
