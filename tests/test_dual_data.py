@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import REPO
+from safetensors.torch import load_file
 
 from promptcl.cli import main
 from promptcl.config import build_dataclass
@@ -145,6 +146,8 @@ def test_tiny_bert_round_with_cross_dataset_transfer(tmp_path):
     out = tmp_path / "run"
     for name in ("config.json", "class_split.json", "metrics.json", "log.jsonl", "b2n.png"):
         assert (out / name).is_file(), name
+    saved = load_file(out / "prompts.safetensors")
+    assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [0, 1] and log[0]["lr"] == 1e-5

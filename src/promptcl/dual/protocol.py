@@ -11,8 +11,8 @@ Optimiser: SGD with momentum; per-epoch learning rate as Dassl's constant warmup
 (CoOp / MaPLe / MPL): warmup_lr for the warmup epochs, then lr * (1 + cos(pi * k / epochs)) / 2
 with k counting epochs since the warmup.
 
-Run directory: config.json, class_split.json, log.jsonl (a line per epoch), metrics.json and
-b2n.png (bars of base, novel and HM).
+Run directory: config.json, class_split.json, log.jsonl (a line per epoch), metrics.json,
+b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensors only).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -278,6 +279,9 @@ def run_b2n(config: B2NConfig, out: str | Path) -> dict[str, Any]:
         "final_loss": log[-1]["loss"] if log else None,
         "device": str(exp.device),
     }
+    trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
+    if trained:
+        save_file(trained, out / "prompts.safetensors")
     write_json(out / "metrics.json", metrics)
     title = f"{config.method} on {config.benchmark} (seed {config.seed})"
     bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
