@@ -67,6 +67,13 @@ def add_b2n_parser(commands) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     b2n.add_argument("--out", type=Path, help="run directory (default: runs/b2n-<method>-...)")
+    b2n.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="evaluate these trained prompts (an earlier run's prompts.safetensors) instead of "
+        "training",
+    )
 
 
 def command_list() -> None:
@@ -115,7 +122,7 @@ def command_b2n(args: argparse.Namespace) -> None:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
     out = args.out or Path("runs") / name
-    m = run_b2n(config, out)
+    m = run_b2n(config, out, args.prompts)
 
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"

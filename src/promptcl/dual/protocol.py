@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -228,12 +228,31 @@ def prepare_out(out: Path) -> None:
         raise UsageError(f"{out} already exists; pass a new --out")
 
 
-def run_b2n(config: B2NConfig, out: str | Path) -> dict[str, Any]:
-    """Train on the base classes, evaluate base, novel and transfer targets; returns (and writes)
-    metrics.json's content."""
+def load_prompts(exp: B2NExperiment, path: Path) -> None:
+    """Trained tensors of an earlier run (its prompts.safetensors) into the method."""
+    if not path.is_file():
+        raise UsageError(f"{path} not found; pass the prompts.safetensors of an earlier run")
+    tensors = load_file(path)
+    expected = exp.method.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise UsageError(
+            f"{path} does not hold {exp.config.method} prompts of these options; "
+            "use the config of the run that made it"
+        )
+    exp.method.load_state_dict(tensors)
+
+
+def run_b2n(
+    config: B2NConfig, out: str | Path, prompts: str | Path | None = None
+) -> dict[str, Any]:
+    """Train on the base classes (or load trained ``prompts``), evaluate base, novel and
+    transfer targets; returns (and writes) metrics.json's content."""
     out = Path(out)
     prepare_out(out)
     exp = B2NExperiment(config)
+    if prompts is not None:
+        load_prompts(exp, Path(prompts))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", to_dict(config))
     split = {
@@ -245,7 +264,7 @@ def run_b2n(config: B2NConfig, out: str | Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     (out / "log.jsonl").write_text("", encoding="utf-8")
-    log = exp.fit(out / "log.jsonl")
+    log = exp.fit(out / "log.jsonl") if prompts is None else []
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -278,6 +297,7 @@ def run_b2n(config: B2NConfig, out: str | Path) -> dict[str, Any]:
         "eval_seconds": time.perf_counter() - start,
         "final_loss": log[-1]["loss"] if log else None,
         "device": str(exp.device),
+        "prompts_from": None if prompts is None else str(prompts),
     }
     trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
     if trained:
