@@ -105,7 +105,15 @@ def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> RunConfig:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked."""
-    cfg = OmegaConf.structured(RunConfig)
+    return load_structured(RunConfig, path, overrides, "run")
+
+
+def load_structured(
+    schema: type, path: str | Path | None, overrides: list[str] | tuple[str, ...], command: str
+) -> Any:
+    """Fill the dataclass ``schema`` (with a ``data.root`` key) from its defaults, a YAML file
+    and ``key=value`` overrides; ``command`` names the CLI command whose --help lists the keys."""
+    cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
             path = Path(path)
@@ -118,9 +126,12 @@ def load_config(
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as err:
         raise UsageError(
-            f"bad config: {_one_line(err)}; `promptcl run --help` lists keys"
+            f"bad config: {_one_line(err)}; `promptcl {command} --help` lists keys"
         ) from None
-    config: RunConfig = OmegaConf.to_object(cfg)
+    try:
+        config = OmegaConf.to_object(cfg)
+    except ValueError as err:  # raised by a config's __post_init__
+        raise UsageError(f"bad config: {err}") from None
     if config.data.root is None and os.environ.get("PROMPTCL_DATA"):
         config.data.root = os.environ["PROMPTCL_DATA"]
     return config

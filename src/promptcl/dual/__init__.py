@@ -1,1 +1,2 @@
-"""Prompt learning on frozen dual-encoder (CLIP-style) models."""
+"""Prompt learning for dual encoders (CLIP-like): MPL and the methods it is compared with,
+the base-to-novel and cross-dataset protocols (DESIGN section 5)."""

@@ -136,3 +136,25 @@ def plot_average_accuracy(
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def plot_bars(
+    values: Mapping[str, float | None],
+    path: str | os.PathLike[str],
+    title: str = "",
+    ylabel: str = "accuracy (%)",
+) -> None:
+    """One annotated bar per label (base / novel / HM of a base-to-novel run); None is skipped."""
+    shown = {k: float(v) for k, v in values.items() if v is not None}
+    if not shown:
+        raise ValueError("no values to plot")
+    fig = Figure(figsize=(max(3.5, 1.1 * len(shown) + 1.5), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    bars = ax.bar(list(shown), list(shown.values()), color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", padding=2)
+    ax.set_ylim(0, max(100.0, max(shown.values()) * 1.1))
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)

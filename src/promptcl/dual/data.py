@@ -1,0 +1,294 @@
+"""Base-to-novel data: labelled queries (utterances or images) with readable class names.
+
+Text: CLINC150 (150 intents, out-of-scope left out), Banking77 (CSV files with columns text and
+category) and HWU64 as distributed for few-shot intent detection (per split a folder with a
+``seq.in`` file of utterances and a ``label`` file, one per line). Images: the 11 data sets of
+the CoOp protocol through ``promptcl.dual.coop.load_coop`` (imported when used), and random
+images for tests. Class names are made readable ("pto_request" -> "pto request") and slotted
+into a template, by default ``INTENT_TEMPLATE`` for intents and the data set's own for images.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+from promptcl.data.text import read_json
+from promptcl.errors import UsageError
+
+INTENT_TEMPLATE = "a request about {}"  # see docs/METHODS.md: chosen on the validation split
+Sample = tuple[Any, int]  # (utterance, image path or uint8 array; class index)
+
+
+@dataclass
+class LabelledData:
+    name: str
+    modality: str  # "text" or "image"
+    classnames: list[str]  # readable
+    template: str
+    train: list[Sample]
+    test: list[Sample]  # the evaluation split (test, or val with data.eval_split=val)
+    seeded_order: bool = True  # intents: seeded class order; CoOp sets: their label order
+
+    def class_order(self, seed: int) -> list[int]:
+        order = sorted(range(len(self.classnames)), key=lambda c: self.classnames[c])
+        if self.seeded_order:
+            random.Random(seed).shuffle(order)
+        else:
+            order = list(range(len(self.classnames)))
+        return order
+
+
+def base_novel(order: Sequence[int]) -> tuple[list[int], list[int]]:
+    """First ceil(C/2) classes of the order are base, the rest novel (CoOp's subsample_classes)."""
+    m = math.ceil(len(order) / 2)
+    return list(order[:m]), list(order[m:])
+
+
+def few_shot(samples: Sequence[Sample], classes: Sequence[int], shots: int | None, seed: int):
+    """``shots`` samples per class of ``classes``, drawn with ``seed`` (all when fewer)."""
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_class[sample[1]].append(sample)
+    rng = random.Random(seed)
+    picked = []
+    for c in classes:
+        pool = by_class[c]
+        picked += pool if shots is None or len(pool) <= shots else rng.sample(pool, shots)
+    return picked
+
+
+def cap_per_class(samples: Sequence[Sample], cap: int | None) -> list[Sample]:
+    if cap is None:
+        return list(samples)
+    seen: dict[int, int] = defaultdict(int)
+    kept = []
+    for sample in samples:
+        if seen[sample[1]] < cap:
+            seen[sample[1]] += 1
+            kept.append(sample)
+    return kept
+
+
+def readable(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("/", " ").split())
+
+
+def _index(pairs: list[tuple[Any, str]], names: list[str]) -> list[Sample]:
+    index = {n: i for i, n in enumerate(names)}
+    return [(item, index[label]) for item, label in pairs if label in index]
+
+
+def _text_data(name: str, train, test, template: str | None) -> LabelledData:
+    raw = sorted({label for _, label in train})
+    unknown = sorted({label for _, label in test} - set(raw))
+    if unknown:
+        raise UsageError(f"{name}: evaluation labels missing from training data: {unknown[:3]}")
+    return LabelledData(
+        name,
+        "text",
+        [readable(n) for n in raw],
+        template or INTENT_TEMPLATE,
+        _index(train, raw),
+        _index(test, raw),
+    )
+
+
+def _folder(root: str | None, name: str, folder: str, hint: str) -> Path:
+    if root is None:
+        raise UsageError(
+            f"benchmark {name} needs a data root: pass --set data.root=DIR or set PROMPTCL_DATA "
+            f"(DIR/{folder} holds {hint})"
+        )
+    path = Path(root).expanduser() / folder
+    if not path.is_dir():
+        raise UsageError(f"{path} not found; put {hint} there or fix data.root")
+    return path
+
+
+def clinc150(root: str | None, split: str, template: str | None) -> LabelledData:
+    path = _folder(root, "clinc150", "clinc150", "data_full.json")
+    data = read_json(path / "data_full.json")
+    if not isinstance(data, dict) or "train" not in data or split not in data:
+        raise UsageError(f"{path / 'data_full.json'} lacks the 'train' or '{split}' list")
+    pairs = {}
+    for key in ("train", split):
+        rows = data[key]
+        if not all(isinstance(r, list) and len(r) == 2 for r in rows):
+            raise UsageError(f"{path / 'data_full.json'}: '{key}' must hold [text, intent] pairs")
+        pairs[key] = [(t, i) for t, i in rows if i != "oos"]
+    return _text_data("clinc150", pairs["train"], pairs[split], template)
+
+
+def _split_file(folder: Path, split: str, names: dict[str, tuple[str, ...]]) -> Path:
+    for candidate in names[split]:
+        if (folder / candidate).exists():
+            return folder / candidate
+    wanted = " or ".join(names[split])
+    raise UsageError(f"{folder} has no {wanted}; add it or set data.eval_split=test")
+
+
+def banking77(root: str | None, split: str, template: str | None) -> LabelledData:
+    path = _folder(
+        root, "banking77", "banking77", "train.csv and test.csv (columns text, category)"
+    )
+    files = {"train": ("train.csv",), "test": ("test.csv",), "val": ("val.csv", "valid.csv")}
+    rows = {s: _read_banking(_split_file(path, s, files)) for s in ("train", split)}
+    return _text_data("banking77", rows["train"], rows[split], template)
+
+
+def _read_banking(path: Path) -> list[tuple[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"text", "category"} <= set(reader.fieldnames):
+            raise UsageError(f"{path} needs columns text and category (found {reader.fieldnames})")
+        return [(row["text"], row["category"]) for row in reader]
+
+
+def hwu64(root: str | None, split: str, template: str | None) -> LabelledData:
+    path = _folder(root, "hwu64", "hwu64", "train/ and test/ folders with seq.in and label files")
+    folders = {"train": ("train",), "test": ("test",), "val": ("valid", "val", "dev")}
+    rows = {s: _read_seq_in(_split_file(path, s, folders)) for s in ("train", split)}
+    return _text_data("hwu64", rows["train"], rows[split], template)
+
+
+def _read_seq_in(folder: Path) -> list[tuple[str, str]]:
+    lines = {}
+    for name in ("seq.in", "label"):
+        if not (folder / name).is_file():
+            raise UsageError(f"{folder / name} not found; each split folder needs seq.in and label")
+        lines[name] = (folder / name).read_text(encoding="utf-8").splitlines()
+    texts, labels = lines["seq.in"], lines["label"]
+    if len(texts) != len(labels):
+        raise UsageError(
+            f"{folder}: seq.in has {len(texts)} lines but label has {len(labels)}; "
+            "they must match line by line"
+        )
+    return [(t.strip(), y.strip()) for t, y in zip(texts, labels, strict=True) if t.strip()]
+
+
+RANDOM_CLASSES = ["apple", "bicycle", "cloud", "dog", "guitar", "house", "river", "tree"]
+
+
+def random_images(root: str | None, split: str, template: str | None) -> LabelledData:
+    """8 classes of random 32 x 32 images (8 train, 4 test each): mechanics only."""
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> list[Sample]:
+        shape = (32, 32, 3)
+        return [
+            (rng.integers(0, 256, shape, dtype=np.uint8), c)
+            for c in range(len(RANDOM_CLASSES))
+            for _ in range(n)
+        ]
+
+    train, test = draw(8), draw(4)
+    return LabelledData(
+        "random-images", "image", RANDOM_CLASSES, template or "a photo of a {}.", train, test
+    )
+
+
+def coop_images(name: str, root: str | None, split: str, template: str | None) -> LabelledData:
+    """A data set of the CoOp protocol (its split files) via promptcl.dual.coop.load_coop."""
+    try:
+        from promptcl.dual.coop import COOP_DATASETS, load_coop
+    except ImportError:
+        raise UsageError(
+            "the CoOp image data sets need promptcl.dual.coop, which this install lacks"
+        ) from None
+    if name not in COOP_DATASETS:
+        raise UsageError(
+            f"unknown CoOp data set {name!r}; choose one of: {', '.join(COOP_DATASETS)}"
+        )
+    if root is None:
+        raise UsageError(f"coop:{name} needs a data root: pass --set data.root=DIR")
+    images = load_coop(name, Path(root).expanduser())
+    test = images.val if split == "val" else images.test
+    return LabelledData(
+        f"coop:{name}",
+        "image",
+        [readable(n) for n in images.classnames],
+        template or images.template,
+        [(str(p), y) for p, y in images.train],
+        [(str(p), y) for p, y in test],
+        seeded_order=False,
+    )
+
+
+Loader = Callable[[str | None, str, str | None], LabelledData]
+# name -> (one-line description, loader(root, eval split, template or None))
+B2N_BENCHMARKS: dict[str, tuple[str, Loader]] = {}
+
+
+def register_b2n_benchmark(name: str, description: str, loader: Loader) -> None:
+    if name in B2N_BENCHMARKS:
+        raise ValueError(f"base-to-novel benchmark {name!r} is already registered")
+    B2N_BENCHMARKS[name] = (description, loader)
+
+
+register_b2n_benchmark(
+    "clinc150", "CLINC150's 150 intents (no out-of-scope), 75 base + 75 novel", clinc150
+)
+register_b2n_benchmark(
+    "banking77", "your Banking77 CSVs: data.root/banking77/{train,test}.csv", banking77
+)
+register_b2n_benchmark("hwu64", "your HWU64: data.root/hwu64/{train,test}/{seq.in,label}", hwu64)
+register_b2n_benchmark("random-images", "8 classes of random 32 px images: tests", random_images)
+B2N_PATTERNS = {"coop:NAME": "an image data set of the CoOp protocol under data.root (CLIP)"}
+
+
+def load_b2n_data(name: str, root: str | None, split: str, template: str | None) -> LabelledData:
+    if split not in ("test", "val"):
+        raise UsageError(f"data.eval_split={split!r}; use test, or val to choose settings")
+    if name in B2N_BENCHMARKS:
+        data = B2N_BENCHMARKS[name][1](root, split, template)
+    elif name.startswith("coop:") and name[5:]:
+        data = coop_images(name[5:], root, split, template)
+    else:
+        known = ", ".join([*B2N_BENCHMARKS, *B2N_PATTERNS])
+        raise UsageError(f"unknown base-to-novel benchmark {name!r}; choose one of: {known}")
+    if not data.train or not data.test:
+        raise UsageError(f"{name} has no {'training' if not data.train else split} samples")
+    return data
+
+
+class ClipImages:
+    """CLIP's preprocessing: bicubic resize of the short side + center crop (evaluation), or
+    random resized crop + horizontal flip (training, as in the CoOp / MaPLe / MPL configs)."""
+
+    augments = True
+
+    def __init__(self, size: int, mean, std, train: bool) -> None:
+        bicubic = T.InterpolationMode.BICUBIC
+        crop = (
+            [T.RandomResizedCrop(size, interpolation=bicubic), T.RandomHorizontalFlip()]
+            if train
+            else [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
+        )
+        self.transform = T.Compose(
+            [T.ToImage(), *crop, T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+        )
+        self.augments = train
+
+    def prepare(self, items: list) -> list:
+        return items
+
+    def load(self, item) -> Image.Image:
+        if isinstance(item, np.ndarray):
+            return Image.fromarray(item).convert("RGB")
+        with Image.open(item) as image:
+            return image.convert("RGB")
+
+    def collate(self, items: list) -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.stack([self.transform(self.load(i)) for i in items])}

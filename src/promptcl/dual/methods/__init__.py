@@ -1,0 +1,37 @@
+"""Dual-encoder methods by name: a module here plus one ``register_method`` line below."""
+
+from __future__ import annotations
+
+from promptcl.dual.methods.base import DualMethod
+from promptcl.dual.methods.coop import CoOp, CoOpConfig
+from promptcl.dual.methods.ivlp import IVLP, IVLPConfig
+from promptcl.dual.methods.maple import MaPLe, MaPLeConfig
+from promptcl.dual.methods.mpl import MPL, MPLConfig
+from promptcl.dual.methods.zeroshot import ZeroShot, ZeroShotConfig
+from promptcl.errors import UsageError
+
+# name -> (config dataclass, method class)
+DUAL_METHODS: dict[str, tuple[type, type[DualMethod]]] = {}
+
+
+def register_method(name: str, config_class: type, method_class: type[DualMethod]) -> None:
+    if name in DUAL_METHODS:
+        raise ValueError(f"dual-encoder method {name!r} is already registered")
+    DUAL_METHODS[name] = (config_class, method_class)
+
+
+def get_method(name: str) -> tuple[type, type[DualMethod]]:
+    if name not in DUAL_METHODS:
+        raise UsageError(
+            f"unknown dual-encoder method {name!r}; choose one of: {', '.join(DUAL_METHODS)}"
+        )
+    return DUAL_METHODS[name]
+
+
+register_method("zeroshot", ZeroShotConfig, ZeroShot)
+register_method("coop", CoOpConfig, CoOp)
+register_method("ivlp", IVLPConfig, IVLP)
+register_method("maple", MaPLeConfig, MaPLe)
+register_method("mpl", MPLConfig, MPL)
+
+__all__ = ["DUAL_METHODS", "DualMethod", "get_method", "register_method"]

@@ -1,0 +1,98 @@
+"""What every dual-encoder method shares: the learned text context and deep prompt stacks."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from promptcl.dual.context import CTX_INITS
+from promptcl.dual.encoders import DualEncoder, Prompts, Tower
+
+PROMPT_STD = 0.02  # N(0, 0.02) for every randomly initialised prompt (CoOp, VPT, MaPLe, MPL)
+
+
+@dataclass
+class ContextConfig:
+    n_ctx: int = field(
+        default=2, metadata={"help": "Learned context vectors at the label encoder's input."}
+    )
+    ctx_init: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | template (replace the first n_ctx template words, start from their "
+            "embeddings) | random (replace the words before the class name, N(0, 0.02)) | "
+            "prepend (before the whole template, N(0, 0.02))."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 0:
+            raise ValueError(f"n_ctx={self.n_ctx} must be >= 0")
+        if self.ctx_init not in CTX_INITS:
+            raise ValueError(f"ctx_init={self.ctx_init!r}; choose one of: {', '.join(CTX_INITS)}")
+
+
+def check_depth(depth: int) -> None:
+    if depth < 1:
+        raise ValueError(f"depth={depth} must be >= 1 (1: the input prompts only)")
+
+
+def prompt_depth(depth: int, tower: Tower) -> int:
+    """Prompted blocks 1..J of a tower; J is capped at the tower's depth (6 for MiniLM-L6)."""
+    return min(depth, tower.num_blocks)
+
+
+def random_prompts(count: int, length: int, dim: int) -> nn.ParameterList:
+    """``count`` prompts of shape (length, dim), each drawn from N(0, 0.02)."""
+    return nn.ParameterList(
+        nn.Parameter(torch.randn(length, dim) * PROMPT_STD) for _ in range(count)
+    )
+
+
+def cloned_linears(count: int, d_in: int, d_out: int) -> nn.ModuleList:
+    """``count`` linear maps that start as copies of one random Linear (the public MaPLe and MPL
+    code clone a single layer for every deep coupling)."""
+    first = nn.Linear(d_in, d_out)
+    return nn.ModuleList(copy.deepcopy(first) for _ in range(count))
+
+
+class DualMethod(nn.Module):
+    """Trainable prompts for a frozen DualEncoder: ``label_prompts`` and ``query_prompts`` give
+    each side's Prompts; the encoder is passed in, never stored as trainable state."""
+
+    description = ""
+
+    def __init__(self, config: Any, encoder: DualEncoder, init_ids: list[int] | None) -> None:
+        super().__init__()
+        self.config = config
+
+    @staticmethod
+    def text_layout(config: Any) -> tuple[int, str]:
+        """(n_ctx, ctx_init) of the class texts this method reads."""
+        return config.n_ctx, config.ctx_init
+
+    def label_prompts(self) -> Prompts:
+        return Prompts()
+
+    def query_prompts(self) -> Prompts:
+        return Prompts()
+
+    def num_trained_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def make_context(encoder: DualEncoder, n_ctx: int, init_ids: list[int] | None) -> nn.Parameter:
+    """CoOp's context vectors (n_ctx, d_word): the template words' embeddings or N(0, 0.02)."""
+    if init_ids is not None:
+        with torch.no_grad():
+            ids = torch.tensor(init_ids, dtype=torch.long)
+            return nn.Parameter(encoder.label.word_embeddings(ids).detach().clone())
+    return nn.Parameter(torch.randn(n_ctx, encoder.label.dim) * PROMPT_STD)
+
+
+def context_or_none(ctx: torch.Tensor) -> torch.Tensor | None:
+    return ctx if ctx.shape[0] else None

@@ -1,0 +1,21 @@
+"""zeroshot: the frozen dual encoder with the hand-written template (CLIP's zero-shot rule)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from promptcl.dual.methods.base import DualMethod
+
+
+@dataclass
+class ZeroShotConfig:
+    """No options: nothing is learned."""
+
+
+class ZeroShot(DualMethod):
+    description = "frozen encoders, hand-written template, nothing learned"
+
+    @staticmethod
+    def text_layout(config: Any) -> tuple[int, str]:
+        return 0, "auto"

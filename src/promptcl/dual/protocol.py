@@ -1,0 +1,309 @@
+"""Base-to-novel and cross-dataset evaluation of prompts learned on a frozen dual encoder.
+
+Classes are ordered (intents: by a seeded shuffle; CoOp image sets: their label order) and
+split in two halves, base and novel. Training sees ``shots`` samples per base class and
+minimises the cross-entropy of logit_scale * cos(f(x), g(t_c)) over the base classes. Base
+accuracy is measured over the base classes on base test samples, novel accuracy over the novel
+classes on novel test samples, HM = 2bn / (b + n). Targets in ``transfer`` are evaluated over
+all their classes with the learned prompts (cross-dataset transfer).
+
+Optimiser: SGD with momentum; per-epoch learning rate as Dassl's constant warmup + cosine
+(CoOp / MaPLe / MPL): warmup_lr for the warmup epochs, then lr * (1 + cos(pi * k / epochs)) / 2
+with k counting epochs since the warmup.
+
+Run directory: config.json, class_split.json, log.jsonl (a line per epoch), metrics.json,
+b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensors only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from promptcl.config import build_dataclass, to_dict
+from promptcl.data.text import TextProcessor
+from promptcl.dual.config import B2NConfig
+from promptcl.dual.context import ClassTexts, class_texts
+from promptcl.dual.data import (
+    ClipImages,
+    LabelledData,
+    Sample,
+    base_novel,
+    cap_per_class,
+    few_shot,
+    load_b2n_data,
+)
+from promptcl.dual.encoders import build_dual_encoder
+from promptcl.dual.methods import get_method
+from promptcl.errors import UsageError
+from promptcl.learner.loop import Collate, resolve_device
+from promptcl.report.plots import plot_bars
+from promptcl.report.rundir import write_json
+
+
+def epoch_lr(cfg, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based): constant warmup, then cosine."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+
+
+def harmonic_mean(base: float | None, novel: float | None) -> float | None:
+    if base is None or novel is None:
+        return None
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+
+
+def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
+    """Keep the samples of ``classes``, labelled by their position in ``classes``."""
+    position = {c: i for i, c in enumerate(classes)}
+    return [(item, position[y]) for item, y in samples if y in position]
+
+
+class B2NExperiment:
+    """Everything a run needs, built and checked before anything is written to disk."""
+
+    def __init__(self, config: B2NConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.train.device)
+        config_cls, method_cls = get_method(config.method)
+        options = build_dataclass(config_cls, config.tuner, config.method)
+        config.tuner = to_dict(options)
+        self.layout = method_cls.text_layout(options)
+        data = self.load(config.benchmark)
+        self.encoder = build_dual_encoder(config.backbone, config.logit_scale)
+        self.check_modality(data)
+        order = data.class_order(config.seed)
+        self.base, self.novel = (order, []) if config.data.all_classes else base_novel(order)
+        self.names = {
+            "base": self.names_of(data, self.base),
+            "novel": self.names_of(data, self.novel),
+        }
+        self.train = relabel(few_shot(data.train, self.base, config.shots, config.seed), self.base)
+        test = cap_per_class(data.test, config.data.test_per_class)
+        self.tests = {"base": relabel(test, self.base), "novel": relabel(test, self.novel)}
+        self.texts = {k: self.class_texts(v, data.template) for k, v in self.names.items() if v}
+        self.targets = {}
+        for name in config.transfer:
+            target = self.load(name)
+            self.check_modality(target)
+            samples = cap_per_class(target.test, config.data.test_per_class)
+            self.targets[name] = (samples, self.class_texts(target.classnames, target.template))
+        init_ids = self.texts["base"].init_ids
+        torch.manual_seed(config.seed)
+        self.method = method_cls(options, self.encoder, init_ids)
+        self.encoder.to(self.device)
+        self.method.to(self.device)
+        self.processors = self.make_processors()
+
+    def load(self, name: str) -> LabelledData:
+        cfg = self.config.data
+        return load_b2n_data(name, cfg.root, cfg.eval_split, cfg.template)
+
+    def check_modality(self, data: LabelledData) -> None:
+        if data.modality != self.encoder.modality:
+            raise UsageError(
+                f"backbone {self.config.backbone} encodes {self.encoder.modality} queries but "
+                f"{data.name} is {data.modality} data; pick a matching backbone"
+            )
+
+    @staticmethod
+    def names_of(data: LabelledData, classes: Sequence[int]) -> list[str]:
+        return [data.classnames[c] for c in classes]
+
+    def class_texts(self, names: list[str], template: str) -> ClassTexts:
+        tower = self.encoder.label
+        n_ctx, ctx_init = self.layout
+        return class_texts(tower.tokenizer, names, template, n_ctx, ctx_init, tower.max_length)
+
+    def make_processors(self) -> dict[str, Any]:
+        if self.encoder.modality == "text":
+            text = TextProcessor(self.encoder.query.tokenizer, self.config.data.max_length)
+            return {"train": text, "test": text}
+        image = self.encoder.image
+        return {split: ClipImages(**image, train=split == "train") for split in ("train", "test")}
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def batches(
+        self, split: str, samples: Sequence[Sample], batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        processor = self.processors[split]
+        items = processor.prepare([item for item, _ in samples])
+        labels = [y for _, y in samples]
+        chunks = [
+            list(range(i, min(i + batch_size, len(items))))
+            for i in range(0, len(items), batch_size)
+        ]
+        loader = DataLoader(
+            chunks,
+            batch_size=None,
+            collate_fn=Collate(items, labels, processor),
+            num_workers=self.config.data.workers,
+        )
+        for _, y, inputs in loader:
+            yield y.to(self.device), {k: v.to(self.device) for k, v in inputs.items()}
+
+    def bar(self, iterable, total: int, desc: str):
+        progress = self.config.train.progress
+        return tqdm(
+            iterable, total=total, desc=desc, disable=None if progress else True, leave=False
+        )
+
+    # -- training and evaluation ---------------------------------------------------------------
+
+    def fit(self, log_path: Path | None = None) -> list[dict[str, Any]]:
+        """Train on the base shots; returns one log row per epoch (appended to ``log_path``
+        as each epoch ends)."""
+        cfg, method, encoder = self.config.train, self.method, self.encoder
+        params = [p for p in method.parameters() if p.requires_grad]
+        if not params or cfg.epochs == 0:
+            return []
+        optimizer = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        texts = self.texts["base"].inputs(self.device)
+        method.train()
+        log = []
+        for epoch in range(cfg.epochs):
+            lr = epoch_lr(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            seed = self.config.seed * 100_003 + epoch + 1
+            order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+            samples = [self.train[i] for i in order]
+            total, steps = 0.0, 0
+            batches = self.batches("train", samples, cfg.batch_size)
+            steps_per_epoch = -(-len(samples) // cfg.batch_size)
+            bar = self.bar(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+            for labels, inputs in bar:
+                classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
+                queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
+                loss = F.cross_entropy(encoder.scores(queries, classes), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                total, steps = total + loss.item(), steps + 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            seconds = time.perf_counter() - start
+            log.append({"epoch": epoch, "lr": lr, "loss": total / steps, "seconds": seconds})
+            if log_path is not None:
+                with log_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(log[-1]) + "\n")
+        method.eval()
+        return log
+
+    @torch.no_grad()
+    def accuracy(self, samples: Sequence[Sample], texts: ClassTexts, desc: str) -> float | None:
+        """Accuracy (%) of samples over the classes of ``texts``; None without samples."""
+        if not samples:
+            return None
+        self.method.eval()
+        classes = self.encoder.encode_labels(texts.inputs(self.device), self.method.label_prompts())
+        size = self.config.train.eval_batch_size
+        prompts = self.method.query_prompts()
+        correct = 0
+        batches = self.batches("test", samples, size)
+        for labels, inputs in self.bar(batches, -(-len(samples) // size), desc):
+            queries = self.encoder.encode_queries(inputs, prompts)
+            correct += (self.encoder.scores(queries, classes).argmax(1) == labels).sum().item()
+        return 100.0 * correct / len(samples)
+
+
+def prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists; pass a new --out")
+
+
+def load_prompts(exp: B2NExperiment, path: Path) -> None:
+    """Trained tensors of an earlier run (its prompts.safetensors) into the method."""
+    if not path.is_file():
+        raise UsageError(f"{path} not found; pass the prompts.safetensors of an earlier run")
+    tensors = load_file(path)
+    expected = exp.method.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise UsageError(
+            f"{path} does not hold {exp.config.method} prompts of these options; "
+            "use the config of the run that made it"
+        )
+    exp.method.load_state_dict(tensors)
+
+
+def run_b2n(
+    config: B2NConfig, out: str | Path, prompts: str | Path | None = None
+) -> dict[str, Any]:
+    """Train on the base classes (or load trained ``prompts``), evaluate base, novel and
+    transfer targets; returns (and writes) metrics.json's content."""
+    out = Path(out)
+    prepare_out(out)
+    exp = B2NExperiment(config)
+    if prompts is not None:
+        load_prompts(exp, Path(prompts))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", to_dict(config))
+    split = {
+        "base": exp.names["base"],
+        "novel": exp.names["novel"],
+        "train_samples": len(exp.train),
+    }
+    write_json(out / "class_split.json", split)
+
+    start = time.perf_counter()
+    (out / "log.jsonl").write_text("", encoding="utf-8")
+    log = exp.fit(out / "log.jsonl") if prompts is None else []
+    train_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    base = exp.accuracy(exp.tests["base"], exp.texts["base"], "evaluate base")
+    novel = (
+        exp.accuracy(exp.tests["novel"], exp.texts["novel"], "evaluate novel")
+        if "novel" in exp.texts
+        else None
+    )
+    transfer = {
+        name: exp.accuracy(samples, texts, f"evaluate {name}")
+        for name, (samples, texts) in exp.targets.items()
+    }
+    metrics = {
+        "method": config.method,
+        "benchmark": config.benchmark,
+        "backbone": config.backbone,
+        "seed": config.seed,
+        "shots": config.shots,
+        "eval_split": config.data.eval_split,
+        "num_base": len(exp.base),
+        "num_novel": len(exp.novel),
+        "base_acc": base,
+        "novel_acc": novel,
+        "hm": harmonic_mean(base, novel),
+        "transfer": transfer,
+        "logit_scale": exp.encoder.logit_scale,
+        "trainable_params": exp.method.num_trained_parameters(),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - start,
+        "final_loss": log[-1]["loss"] if log else None,
+        "device": str(exp.device),
+        "prompts_from": None if prompts is None else str(prompts),
+    }
+    trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
+    if trained:
+        save_file(trained, out / "prompts.safetensors")
+    write_json(out / "metrics.json", metrics)
+    title = f"{config.method} on {config.benchmark} (seed {config.seed})"
+    bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
+    plot_bars(bars, out / "b2n.png", title)
+    return metrics
