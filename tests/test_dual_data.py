@@ -104,7 +104,7 @@ def test_banking77_and_hwu64_loaders(tmp_path):
         (write_banking, "banking77", "val", "val.csv"),
         (write_hwu, "hwu64", "val", "valid"),
         (write_hwu, "nope", "test", "choose one of"),
-        (write_hwu, "coop:pets", "test", "coop"),
+        (write_hwu, "coop:pets", "test", "unknown CoOp data set"),
     ],
 )
 def test_bad_data_is_a_one_line_usage_error(tmp_path, setup, name, split, message):
