@@ -159,6 +159,22 @@ def cut_into_tasks(order: Sequence[str], num_tasks: int) -> list[list[str]]:
     return [list(order[bounds[i] : bounds[i + 1]]) for i in range(num_tasks)]
 
 
+def hold_out(pairs: Sequence[tuple[Any, str]], share: float) -> tuple[list, list]:
+    """Cut ``share`` of each class's (item, label) pairs off, at least one of a class with two or
+    more, with the fixed seed 0 (the cut does not depend on the run seed): (kept, held out)."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, (_, label) in enumerate(pairs):
+        by_class[label].append(i)
+    rng = random.Random(0)
+    held = set()
+    for label in sorted(by_class):
+        idx = by_class[label]
+        size = max(1, round(share * len(idx))) if len(idx) > 1 else 0
+        held.update(rng.sample(idx, size))
+    kept = [p for i, p in enumerate(pairs) if i not in held]
+    return kept, [p for i, p in enumerate(pairs) if i in held]
+
+
 def _split(rows: Sequence[tuple[Any, str, int]], ids: dict[str, int]) -> Split:
     kept = [(item, ids[label], task) for item, label, task in rows if label in ids]
     return Split([r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept])

@@ -11,7 +11,13 @@ from typing import Any
 import torch
 
 from promptcl.config import DataConfig
-from promptcl.data.stream import TaskStream, build_stream, build_stream_from_tasks, split_into_tasks
+from promptcl.data.stream import (
+    TaskStream,
+    build_stream,
+    build_stream_from_tasks,
+    hold_out,
+    split_into_tasks,
+)
 from promptcl.errors import UsageError
 
 BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
@@ -105,7 +111,6 @@ TEXT4_ORDERS = {
     6: ["yelp", "amazon", "dbpedia", "agnews"],
     7: ["agnews", "yelp", "amazon", "dbpedia"],
 }
-TEXT4_SPLIT_SEED = 0  # fixed: the same cut for every run seed
 
 
 def text4(cfg: DataConfig, seed: int) -> TaskStream:
@@ -123,7 +128,7 @@ def text4(cfg: DataConfig, seed: int) -> TaskStream:
     for name in TEXT4_ORDERS[cfg.order]:
         train, test = _text4_splits(root / name, name)
         if cfg.eval_split == "val":
-            train, test = _held_out(train, 0.1)
+            train, test = hold_out(train, 0.1)
         tasks.append((train, test))
     return build_stream_from_tasks(
         "text4", tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
@@ -136,9 +141,9 @@ def _text4_splits(folder: Path, name: str) -> tuple[list, list]:
     if not found:
         raise UsageError(f"{folder} holds neither train.json nor test.json; check data.root")
     if "train" not in found:  # DBpedia: half of the test file trains
-        found["test"], found["train"] = _held_out(found["test"], 0.5)
+        found["test"], found["train"] = hold_out(found["test"], 0.5)
     elif "test" not in found:  # Yelp: a fifth of the training file tests
-        found["train"], found["test"] = _held_out(found["train"], 0.2)
+        found["train"], found["test"] = hold_out(found["train"], 0.2)
     return found["train"], found["test"]
 
 
@@ -153,20 +158,6 @@ def _text4_rows(path: Path) -> list[tuple[str, str]]:
     if not ok:
         raise UsageError(f'{path} must be a list of {{"label": str, "sentence": str}}')
     return [(r["sentence"], r["label"]) for r in rows]
-
-
-def _held_out(rows: list[tuple[str, str]], share: float) -> tuple[list, list]:
-    """Cut ``share`` of each class's rows off (seeded, fixed): (kept, held out)."""
-    by_class: dict[str, list[int]] = {}
-    for i, (_, label) in enumerate(rows):
-        by_class.setdefault(label, []).append(i)
-    rng = random.Random(TEXT4_SPLIT_SEED)
-    held = set()
-    for label in sorted(by_class):
-        idx = by_class[label]
-        held.update(rng.sample(idx, round(share * len(idx))))
-    kept = [r for i, r in enumerate(rows) if i not in held]
-    return kept, [r for i, r in enumerate(rows) if i in held]
 
 
 def _resolve(cfg: DataConfig, file: str | None, key: str, benchmark: str) -> Path:

@@ -12,7 +12,6 @@ import math
 import pickle
 import random
 import struct
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,13 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 from promptcl.config import DataConfig
-from promptcl.data.stream import TaskStream, build_stream, cut_into_tasks, split_into_tasks
+from promptcl.data.stream import (
+    TaskStream,
+    build_stream,
+    cut_into_tasks,
+    hold_out,
+    split_into_tasks,
+)
 from promptcl.errors import UsageError
 
 ImageItem = str | np.ndarray
@@ -87,26 +92,12 @@ def _stream(
     """build_stream on the test split, or with data.eval_split=val on a fixed held-out share
     (VAL_FRACTION, at least one sample) of each class's training data."""
     if cfg.eval_split == "val":
-        train, test = _hold_out(train)
+        train, test = hold_out(train, VAL_FRACTION)
     elif cfg.eval_split != "test":
         raise UsageError(f"data.eval_split is {cfg.eval_split!r}; set it to 'test' or 'val'")
     return build_stream(
         name, train, test, tasks, cfg.train_per_class, seed, "image", cfg.test_per_class
     )
-
-
-def _hold_out(pairs: Pairs) -> tuple[Pairs, Pairs]:
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, (_, label) in enumerate(pairs):
-        by_class[label].append(i)
-    rng = random.Random(0)  # fixed: the validation set does not depend on the run seed
-    held = set()
-    for label in sorted(by_class):
-        idx = by_class[label]
-        size = max(1, round(VAL_FRACTION * len(idx))) if len(idx) > 1 else 0
-        held.update(rng.sample(idx, size))
-    keep = [p for i, p in enumerate(pairs) if i not in held]
-    return keep, [p for i, p in enumerate(pairs) if i in held]
 
 
 class _ArrayUnpickler(pickle.Unpickler):
