@@ -44,9 +44,7 @@ def time_inference(run_dir: Path, batches: int = 4) -> dict[str, float]:
     config = load_config(run_dir / "config.json", ["train.progress=false"])
     exp = Experiment(config)
     tensors, state = load_checkpoint(run_dir / "checkpoint")
-    for task in range(state["tasks_done"]):
-        exp.tuner.begin_task(task, exp.training_tasks[task])
-    exp.tuner.load_trained_state(tensors)
+    exp.restore(tensors, state["tasks_done"])
     exp.tuner.eval()
     indices = exp.indices_of("test", range(exp.stream.num_tasks))
     size = config.train.eval_batch_size
@@ -68,7 +66,7 @@ def table(results: dict[str, list[dict]], seconds: dict[str, float]) -> str:
     for method, runs in results.items():
         leaks = runs[0]["leaks_task_identity"]
         per_task = runs[0].get("params_per_task")
-        ratio = seconds.get(method)
+        spent = seconds.get(method)
         rows.append(
             [
                 method + (" (leaks task identity)" if leaks else ""),
@@ -77,7 +75,7 @@ def table(results: dict[str, list[dict]], seconds: dict[str, float]) -> str:
                 mean_std([m["fm"] for m in runs]),
                 mean_std([m["task_id_acc"] for m in runs]),
                 f"{per_task:,}" if per_task is not None else "-",
-                f"{ratio / seconds['softtf']:.2f}" if ratio is not None else "-",
+                f"{spent / seconds['softtf']:.2f}" if spent is not None else "-",
             ]
         )
     header = [

@@ -316,6 +316,11 @@ class TaskEditBank(nn.ModuleDict):
         """Context manager: the wrapped layers apply ``choice(task)`` within the block."""
         return use_masks(self.choice(task))
 
+    @property
+    def num_tasks(self) -> int:
+        """Tasks that have edits: the seen tasks."""
+        return len(next(iter(self.values()))) if self else 0
+
     def params_per_task(self) -> int:
         """Parameters of one task's edits (of the newest task; every task has the same)."""
         return sum(

@@ -115,6 +115,13 @@ class Experiment:
                         self.backbone, self.items[split], processor.collate, self.device, size
                     )
 
+    def restore(self, tensors: dict[str, torch.Tensor], tasks_done: int) -> None:
+        """The tuner as it was after ``tasks_done`` tasks, from its checkpointed tensors."""
+        for task in range(tasks_done):
+            torch.manual_seed(task_seed(self.config.seed, task))
+            self.tuner.begin_task(task, self.training_tasks[task])
+        self.tuner.load_trained_state(tensors)
+
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
 
@@ -316,10 +323,7 @@ def run(
         run_dir.create(exp.config_dict(), exp.stream.describe())
     if saved is not None:
         tensors, state = saved
-        for task in range(state["tasks_done"]):
-            torch.manual_seed(task_seed(config.seed, task))
-            exp.tuner.begin_task(task, exp.training_tasks[task])
-        exp.tuner.load_trained_state(tensors)
+        exp.restore(tensors, state["tasks_done"])
 
     for task in range(state["tasks_done"], len(exp.training_tasks)):
         if stop_after is not None and task >= stop_after:

@@ -144,7 +144,7 @@ class EditTuner(Tuner):
                 return self.base.infer_task(batch)
             return prompt_id(batch.query, torch.stack(list(self.task_keys)))
         seen = (self.class_task >= 0).nonzero().squeeze(1)
-        num_tasks = int(self.class_task.max()) + 1
+        num_tasks = self.edits.num_tasks
         top = -(-len(seen) // num_tasks) if self.config.entropy_top else None
 
         def logits_of(alpha: torch.Tensor) -> torch.Tensor:
