@@ -46,7 +46,11 @@ class MaPLe(DualMethod):
         self.ctx = make_context(encoder, config.n_ctx, init_ids)  # P_0: (n_ctx, d_word)
         self.text = random_prompts(self.depth - 1, config.n_ctx, d_text)  # P_1 .. P_{J-1}
         self.couple_input = nn.Linear(d_text, d_query)  # F_0
-        self.couple = cloned_linears(self.depth - 1, d_text, d_query)  # F_1 .. F_{J-1}
+        self.couple = self.make_couplings(d_text, d_query)
+
+    def make_couplings(self, d_text: int, d_query: int) -> nn.ModuleList:
+        """F_1 .. F_{J-1}."""
+        return cloned_linears(self.depth - 1, d_text, d_query)
 
     def label_prompts(self) -> Prompts:
         steps = {block + 1: PromptStep(p) for block, p in enumerate(self.text)}

@@ -13,21 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from promptcl.dual.encoders import DualEncoder, Prompts, PromptStep
-from promptcl.dual.methods.base import (
-    ContextConfig,
-    DualMethod,
-    check_depth,
-    cloned_linears,
-    context_or_none,
-    make_context,
-    prompt_depth,
-    random_prompts,
-)
+from promptcl.dual.encoders import Prompts, PromptStep
+from promptcl.dual.methods.base import cloned_linears
+from promptcl.dual.methods.maple import MaPLe, MaPLeConfig
 
 
 @dataclass
-class MPLConfig(ContextConfig):
+class MPLConfig(MaPLeConfig):
     n_ctx: int = field(default=1, metadata={"help": "Text prompt tokens per block (MPL: 1)."})
     ctx_init: str = field(
         default="prepend",
@@ -39,14 +31,9 @@ class MPLConfig(ContextConfig):
     n_rm: int = field(
         default=1, metadata={"help": "Newest carried query tokens dropped at blocks 2..J."}
     )
-    depth: int = field(
-        default=9,
-        metadata={"help": "J: prompted blocks 1..J (capped at the encoder's depth: 6 for MiniLM)."},
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_depth(self.depth)
         if self.n_add < 1 or self.n_rm < 0:
             raise ValueError(f"n_add={self.n_add} must be >= 1 and n_rm={self.n_rm} >= 0")
         if not self.n_rm < self.n_add * self.n_ctx + 1:
@@ -66,26 +53,19 @@ def carried_counts(n_ctx: int, n_add: int, n_rm: int, depth: int, num_blocks: in
     return counts
 
 
-class MPL(DualMethod):
+class MPL(MaPLe):
+    """MaPLe's text side, context and input coupling F_0; the query side carries its prompts."""
+
     description = "MaPLe with modular carry: drop the n_rm newest query prompts, add n_add groups"
 
-    def __init__(self, config: MPLConfig, encoder: DualEncoder, init_ids: list[int] | None) -> None:
-        super().__init__(config, encoder, init_ids)
-        self.depth = min(prompt_depth(config.depth, t) for t in (encoder.label, encoder.query))
-        d_text, d_query = encoder.label.dim, encoder.query.dim
-        self.ctx = make_context(encoder, config.n_ctx, init_ids)  # P_0: (n_ctx, d_word)
-        self.text = random_prompts(self.depth - 1, config.n_ctx, d_text)  # P_1 .. P_{J-1}
-        self.couple_input = nn.Linear(d_text, d_query)  # F_0
-        # F_{l,a}: every coupling starts from one random init, as the public code clones it
-        couplings = cloned_linears(config.n_add * (self.depth - 1), d_text, d_query)
-        self.couple = nn.ModuleList(
-            couplings[a * (self.depth - 1) : (a + 1) * (self.depth - 1)]
-            for a in range(config.n_add)
-        )  # [a][l - 1]
-
-    def label_prompts(self) -> Prompts:
-        steps = {block + 1: PromptStep(p) for block, p in enumerate(self.text)}
-        return Prompts(ctx=context_or_none(self.ctx), steps=steps)
+    def make_couplings(self, d_text: int, d_query: int) -> nn.ModuleList:
+        """F_{l,a}, indexed [a][l - 1]: every coupling starts from one random init, as the
+        public code clones it."""
+        per_group = self.depth - 1
+        couplings = cloned_linears(self.config.n_add * per_group, d_text, d_query)
+        return nn.ModuleList(
+            couplings[a * per_group : (a + 1) * per_group] for a in range(self.config.n_add)
+        )
 
     def added(self) -> list[torch.Tensor]:
         """New query tokens of blocks 0..J-1: (n_ctx, d) then (n_add * n_ctx, d) each."""
