@@ -148,6 +148,27 @@ def test_batch_mode_is_flagged_and_names_one_task(backbone):
     assert len(set(pred.tolist())) == 1
 
 
+@pytest.mark.parametrize("base", ["dualprompt", "l2p"])
+def test_gradient_id_runs_the_task_independent_blocks_once(base, backbone, monkeypatch):
+    tuner = seen_tasks(make("softtf", backbone, base=base, blocks=[1], task_id="gradient"), 3)
+    assert tuner.trunk_depth == 1  # dualprompt: E-prompt and edits in block 1; l2p: edits
+    batch = make_batch(backbone)
+    with torch.no_grad():  # the two passes without the shared trunk
+        task = tuner.infer_task(batch)
+        with tuner.edits.use(task):
+            expected = tuner.base(batch, task).logits
+    calls, run_block = [], backbone.run_block
+    monkeypatch.setattr(
+        backbone, "run_block", lambda i, *rest: calls.append(i) or run_block(i, *rest)
+    )
+    with torch.no_grad():
+        out = tuner(batch)
+    assert torch.equal(out.task_pred, task)
+    torch.testing.assert_close(out.logits, expected)
+    assert calls == [0, 1, 1]  # block 0 once; block 1 in the superposed and the final pass
+    assert backbone._trunk is None
+
+
 # -- the baselines' edits -------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ DualPrompt and task-identity classifiers).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,6 +22,16 @@ from promptcl.errors import UsageError
 PrefixFn = Callable[[torch.Tensor, torch.Tensor | None], Prefix]
 
 
+@dataclass
+class _Trunk:
+    """Hidden states entering block ``depth`` for one inputs mapping (Backbone.shared_trunk)."""
+
+    depth: int
+    inputs: Mapping[str, torch.Tensor] | None = None
+    x: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+
+
 class Backbone(nn.Module):
     """Subclasses set the attributes below and implement embed, run_block, final_norm, pool."""
 
@@ -29,6 +41,7 @@ class Backbone(nn.Module):
     num_blocks: int
     num_prefix_tokens: int  # tokens before the content ([CLS], register tokens): prompts go after
     attentions: nn.ModuleList  # PrefixAttention per block
+    _trunk: _Trunk | None = None  # set by shared_trunk
 
     def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inputs -> token embeddings (B, N, d) and keep mask (B, N) (None: all tokens real)."""
@@ -67,16 +80,37 @@ class Backbone(nn.Module):
         prefixes: block index -> prefix keys/values for that block's attention, or a function
         that computes them from the hidden states entering the block (routing, as in Hash).
         """
-        x, keep = self.embed(inputs)
-        if prompts is not None:
-            x, keep = insert_prompts(x, keep, prompts, self.num_prefix_tokens)
+        trunk, start = self._trunk, 0
+        if trunk is not None and trunk.inputs is inputs:
+            x, keep, start = trunk.x, trunk.keep, trunk.depth
+        else:
+            x, keep = self.embed(inputs)
+            if prompts is not None:
+                x, keep = insert_prompts(x, keep, prompts, self.num_prefix_tokens)
         prefixes = prefixes or {}
-        for i in range(self.num_blocks):
+        for i in range(start, self.num_blocks):
+            if trunk is not None and i == trunk.depth:
+                trunk.inputs, trunk.x, trunk.keep = inputs, x.detach(), keep
             prefix = prefixes.get(i)
             if callable(prefix):
                 prefix = prefix(x, keep)
             x = self.run_block(i, x, keep, prefix)
         return self.final_norm(x), keep
+
+    @contextmanager
+    def shared_trunk(self, depth: int) -> Iterator[None]:
+        """Forwards inside the context share the hidden states entering block ``depth``: the
+        first forward on an inputs mapping stores them (detached), later forwards on the same
+        mapping object start there. For callers whose forwards differ only from block ``depth``
+        on (same prompts, same prefixes below it), e.g. Gradient ID's superposed and final
+        passes."""
+        if not 0 <= depth < self.num_blocks:
+            raise ValueError(f"trunk depth must be in [0, {self.num_blocks}), got {depth}")
+        self._trunk = _Trunk(depth)
+        try:
+            yield
+        finally:
+            self._trunk = None
 
     @torch.no_grad()
     def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:

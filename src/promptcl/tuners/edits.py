@@ -28,6 +28,7 @@ Task identity at evaluation (``task_id``):
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -130,12 +131,23 @@ class EditTuner(Tuner):
         self.params_per_task = self.num_trained_parameters() - before
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
-        task_pred = None
-        if task is None:
-            task = task_pred = self.infer_task(batch)
-        with self.edits.use(task):
-            out = self.base(batch, task)
-        return out if task_pred is None else replace(out, task_pred=task_pred)
+        if task is not None:
+            with self.edits.use(task):
+                return self.base(batch, task)
+        # Gradient ID's superposed pass and the final pass share the blocks below the first
+        # task-dependent one
+        shared = self.config.task_id != "prompt"
+        with self.backbone.shared_trunk(self.trunk_depth) if shared else nullcontext():
+            task = self.infer_task(batch)
+            with self.edits.use(task):
+                out = self.base(batch, task)
+        return replace(out, task_pred=task)
+
+    @property
+    def trunk_depth(self) -> int:
+        """The first block whose computation depends on the task (edits, E-prompts)."""
+        e_blocks = self.base.e_blocks if isinstance(self.base, DualPrompt) else []
+        return min([*self.edit_blocks, *e_blocks], default=self.backbone.num_blocks - 1)
 
     def infer_task(self, batch: Batch) -> torch.Tensor:
         """(B,) task per sample (one task for the whole batch in gradient-batch mode)."""
