@@ -9,6 +9,9 @@ table (also into the README).
 Inference time per sample is measured apart from the runs, on the same trained tensors (the
 softtf Prompt ID run of seed 0 after its last task), for each task-inference mode, on the same
 mixed test batches, one thread: timings inside runs share the machine with other jobs.
+A second table evaluates the per-task methods' final tensors of the first seed with each
+task-inference mode and with the task given, which separates what a method learns from what
+task inference costs it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from common import REPO, machine, markdown_table, mean_std, update_readme_sectio
 from promptcl import load_config
 from promptcl.learner import Experiment
 from promptcl.learner.checkpoint import load_checkpoint
+from promptcl.tuners.edits import EditTuner
 
 METHODS = [
     "dualprompt",
@@ -37,18 +41,27 @@ METHODS = [
     "adapter",
     "ncm",
 ]
+# trained with the true task: the final tensors can be evaluated under any task inference
+PER_TASK = ["dualprompt", "softtf", "wsn", "lora", "adapter"]
 MODES = {"softtf": "prompt", "softtf-gradient": "gradient", "softtf-batch": "gradient-batch"}
+
+
+def restored(run_dir: Path) -> Experiment:
+    """A finished run's experiment with its trained tensors after the last task, in eval mode."""
+    config = load_config(run_dir / "config.json", ["train.progress=false"])
+    exp = Experiment(config)
+    tensors, state = load_checkpoint(run_dir / "checkpoint")
+    exp.restore(tensors, state["tasks_done"])
+    exp.tuner.eval()
+    return exp
 
 
 def time_inference(run_dir: Path, batches: int = 4) -> dict[str, float]:
     """Seconds per test sample of each task-inference mode on a trained softtf run; key
     "softtf-query" is Prompt ID paying its frozen query pass, as on inputs never seen before
     (Gradient ID needs no query)."""
-    config = load_config(run_dir / "config.json", ["train.progress=false"])
-    exp = Experiment(config)
-    tensors, state = load_checkpoint(run_dir / "checkpoint")
-    exp.restore(tensors, state["tasks_done"])
-    exp.tuner.eval()
+    exp = restored(run_dir)
+    config = exp.config
     indices = exp.indices_of("test", range(exp.stream.num_tasks))
     size = config.train.eval_batch_size
     data = list(exp.batches("test", indices[: batches * size], size))  # queries cached
@@ -71,6 +84,45 @@ def time_inference(run_dir: Path, batches: int = 4) -> dict[str, float]:
         lambda b: exp.tuner(replace(b, query=exp.backbone.features(b.inputs)))
     )
     return seconds
+
+
+def accuracy_by_task_inference(run_dir: Path) -> dict[str, float | None]:
+    """FAA (%: accuracy per task after the last one, averaged over tasks) with each test
+    sample's task named by Prompt ID, by per-sample Gradient ID, or given (the truth: a
+    diagnostic of what task inference costs, not a class-incremental result). Cached in the
+    run directory."""
+    cached = run_dir / "accuracy_by_task_inference.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    exp = restored(run_dir)
+    tuner = exp.tuner
+    indices = exp.indices_of("test", range(exp.stream.num_tasks))
+    modes = ["prompt", "gradient", "given"] if isinstance(tuner, EditTuner) else ["prompt", "given"]
+    accuracy: dict[str, float | None] = {"prompt": None, "gradient": None, "given": None}
+    tasks = torch.tensor(exp.sample_tasks["test"])
+    for mode in modes:
+        correct = torch.zeros(exp.stream.num_tasks)
+        for batch in exp.batches("test", indices, exp.config.train.eval_batch_size):
+            truth = tasks[batch.index.cpu()]
+            task = truth.to(batch.labels.device) if mode == "given" else None
+            if mode != "given" and isinstance(tuner, EditTuner):
+                tuner.config.task_id = mode
+            with torch.no_grad():
+                right = (tuner(batch, task).logits.argmax(dim=1) == batch.labels).cpu()
+            correct.index_add_(0, truth, right.float())
+        total = torch.bincount(tasks[indices], minlength=exp.stream.num_tasks)
+        accuracy[mode] = 100 * (correct / total).mean().item()
+    cached.write_text(json.dumps(accuracy, indent=1))
+    return accuracy
+
+
+def task_inference_table(runs: Path, methods: list[str], seed: int) -> str:
+    rows = []
+    for method in methods:
+        accuracy = accuracy_by_task_inference(runs / f"{method}-s{seed}")
+        rows.append([method, *(f"{v:.2f}" if v is not None else "-" for v in accuracy.values())])
+    header = [f"method (seed {seed})", "Prompt ID", "Gradient ID", "task given (not CIL)"]
+    return markdown_table(header, rows)
 
 
 def table(results: dict[str, list[dict]], seconds: dict[str, float]) -> str:
@@ -149,6 +201,12 @@ def main() -> None:
         f"({seconds['softtf-query'] * 1e3:.1f} ms/sample; Gradient ID needs no query).",
         "",
         table(results, seconds),
+        "",
+        "FAA (%) of the same trained tensors evaluated with each sample's task named by "
+        "Prompt ID, by per-sample Gradient ID, or given (training always uses the true task, "
+        "so only evaluation differs):",
+        "",
+        task_inference_table(args.runs, [m for m in PER_TASK if m in args.methods], args.seeds[0]),
         "",
     ]
     command = (
