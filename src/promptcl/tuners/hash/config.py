@@ -19,7 +19,7 @@ class HashConfig:
         default=2, metadata={"help": "M: most-used experts protected at the start of a task."}
     )
     hdr: bool = field(default=True, metadata={"help": "History-aware dynamic routing."})
-    delta: float = field(default=1.0, metadata={"help": "HDR: score penalty of protected experts."})
+    delta: float = field(default=0.1, metadata={"help": "HDR: score penalty of protected experts."})
     penalty: str = field(
         default="constant", metadata={"help": "HDR penalty phi: constant, proportional."}
     )
