@@ -129,14 +129,25 @@ def main() -> None:
         "",
     ]
     if "mpl-ctx2" in results:
-        lines += [
+        note = (
             "mpl-ctx2 is MPL with settings chosen on the validation split "
             "(configs/b2n/clinc150/mpl-ctx2.yaml: 2 context tokens from the template as MaPLe, "
-            "n_add 1, n_rm 1). Its seed-0 test row evaluates the prompts trained in that "
-            "validation run (`promptcl b2n --prompts`): training never sees the evaluation split "
-            "and is bit-identical (same per-epoch losses), and its train seconds are that run's.",
-            "",
-        ]
+            "n_add 1, n_rm 1)."
+        )
+        reused = [str(m["seed"]) for m in results["mpl-ctx2"] if m.get("prompts_from")]
+        if reused:
+            rows = (
+                f"row for seed {reused[0]} evaluates"
+                if len(reused) == 1
+                else f"rows for seeds {', '.join(reused)} evaluate"
+            )
+            note += (
+                f" Its test {rows} the prompts trained in that "
+                "validation run (`promptcl b2n --prompts`): training never sees the evaluation "
+                "split and is bit-identical (same per-epoch losses), and its train seconds are "
+                "that run's."
+            )
+        lines += [note, ""]
     lines += [
         f"Machine: {machine()}.",
         f"Command: `python benchmarks/b2n.py --data-root DATA --seeds {seeds} --methods "
