@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from promptcl.backbones import Prefix, PrefixGate, build_backbone
+from promptcl.backbones.base import input_prompts
 from promptcl.backbones.attention import PrefixAttention
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.vit import tiny_vit
@@ -107,7 +108,7 @@ def test_prompts_extend_sequence_and_mask():
     inputs = text_inputs(backbone)
     prompts = torch.randn(len(TEXTS), 4, backbone.dim)
     with torch.no_grad():
-        x, keep = backbone(inputs, prompts=prompts)
+        x, keep = backbone(inputs, input_prompts(prompts))
     assert x.shape[1] == inputs["input_ids"].shape[1] + 4
     assert keep[:, 1:5].all() and torch.equal(keep[:, 5:], inputs["attention_mask"][:, 1:].bool())
 

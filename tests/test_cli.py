@@ -61,7 +61,7 @@ def write(path, text):
     [
         (["--set", "method=nope"], "unknown method 'nope'"),
         (["--set", "benchmark=nope"], "unknown benchmark 'nope'"),
-        (["--set", "train.epoch=3"], "Key 'epoch' not in 'TrainConfig'"),
+        (["--set", "train.epoch=3"], "Key 'epoch' not in 'ContinualTrainConfig'"),
         (["--set", "benchmark=clinc150"], "needs a data root"),
         (["--set", "benchmark=clinc150", "--set", "data.root=/no/such/dir"], "not found"),
         (["--set", "tuner.e_lenght=2"], "e_lenght"),

@@ -18,7 +18,9 @@ def test_yaml_then_overrides(tmp_path):
     path.write_text("method: l2p\ntrain:\n  lr: 0.01\n  epochs: 2\ntuner:\n  top_k: 3\n")
     config = load_config(path, ["train.epochs=7", "seed=4"])
     assert (config.method, config.train.lr, config.train.epochs, config.seed) == ("l2p", 0.01, 7, 4)
-    assert config.tuner == {"top_k": 3}
+    # the method's options, validated and completed with their defaults
+    assert config.tuner == {"pool_size": 10, "length": 5, "top_k": 3, "pull_coeff": 0.1,
+                            "prompt_init": 1.0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,43 @@ def test_every_shipped_config_is_valid(path):
     cls = get_tuner(config.method)
     build_dataclass(cls.config_class, config.tuner, config.method)
     assert config.benchmark in BENCHMARKS
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=-0.1", "train.lr"),
+        ("train.lr=nan", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.eval_batch_size=0", "train.eval_batch_size"),
+        ("train.epochs=-1", "train.epochs"),
+        ("train.grad_clip=0", "train.grad_clip"),
+        ("train.optimizer=lion", "train.optimizer"),
+        ("train.schedule=linear", "train.schedule"),
+        ("data.workers=-1", "data.workers"),
+        ("data.max_length=0", "data.max_length"),
+        ("data.train_per_class=0", "data.train_per_class"),
+        ("data.eval_split=dev", "data.eval_split"),
+        ("data.crop_scale=[0.5,0.2]", "data.crop_scale"),
+        ("tuner.top_k=0", "top_k"),
+        ("method=nope", "unknown method"),
+    ],
+)
+def test_bad_values_fail_at_load_in_one_line(override, message):
+    """Every config checks its values when it is built, before a command writes anything."""
+    with pytest.raises(UsageError, match=message) as err:
+        load_config(None, ["method=l2p", override])
+    assert "\n" not in str(err.value)
+
+
+def test_b2n_shares_the_data_and_training_keys():
+    from promptcl.dual.config import load_b2n_config
+
+    config = load_b2n_config(None, ["train.lr=0.01", "data.max_length=32"])
+    assert (config.train.optimizer, config.train.schedule, config.train.batch_size) == (
+        "sgd", "cosine", 4)  # fmt: skip
+    assert config.train.lr == 0.01 and config.data.max_length == 32
+    with pytest.raises(UsageError, match="train.lr"):
+        load_b2n_config(None, ["train.lr=-1"])
+    with pytest.raises(UsageError, match="mask_logits"):  # a continual-only key
+        load_b2n_config(None, ["train.mask_logits=false"])

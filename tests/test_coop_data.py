@@ -10,10 +10,7 @@ from PIL import Image
 
 from promptcl.dual.coop import (
     COOP_DATASETS,
-    base_novel_split,
-    few_shot,
     load_coop,
-    select_classes,
 )
 from promptcl.errors import UsageError
 
@@ -231,48 +228,3 @@ def test_malformed_split(tmp_path, content, why):
 def test_unknown_name(tmp_path):
     with pytest.raises(UsageError, match=r"unknown CoOp data set 'pets'; choose one of imagenet, "):
         load_coop("pets", tmp_path)
-
-
-def test_base_novel_split():
-    base, novel = base_novel_split(100)
-    assert (base, novel) == (list(range(50)), list(range(50, 100)))
-    base, novel = base_novel_split(101)
-    assert (len(base), len(novel)) == (51, 50)
-    assert base[-1] == 50 and novel[0] == 51
-    assert [len(s) for s in base_novel_split(397)] == [199, 198]
-    with pytest.raises(UsageError, match="at least 2 classes"):
-        base_novel_split(1)
-
-
-def test_select_classes(tmp_path):
-    zhou_tree(tmp_path, "oxford_pets")
-    data = load_coop("oxford_pets", tmp_path)
-    base, novel = base_novel_split(data.num_classes)
-    b, n = select_classes(data, base), select_classes(data, novel)
-    assert b.classnames == ["american bulldog", "abyssinian"]
-    assert n.classnames == ["Apply Eye Makeup"]
-    assert [y for _, y in b.train] == [0, 0, 1, 1] and [y for _, y in n.test] == [0]
-    assert n.test[0][0] == data.test[2][0] and n.template == data.template
-    with pytest.raises(UsageError, match="distinct ids"):
-        select_classes(data, [0, 0])
-
-
-SAMPLES = [(Path(f"c{y}/{i}.jpg"), y) for y in range(4) for i in range(10 if y < 3 else 2)]
-
-
-def test_few_shot_counts_and_determinism():
-    drawn = few_shot(SAMPLES, 4, seed=1)
-    assert Counter(y for _, y in drawn) == {0: 4, 1: 4, 2: 4, 3: 4}
-    assert all(s in SAMPLES for s in drawn)
-    assert len(set(drawn[:12])) == 12  # no repeats where a class has enough samples
-    assert few_shot(SAMPLES, 4, seed=1) == drawn
-    assert few_shot(SAMPLES, 4, seed=2) != drawn
-
-
-def test_few_shot_small_classes():
-    drawn = few_shot(SAMPLES, 4, seed=0)  # Dassl's default: class 3 drawn with replacement
-    assert len([s for s in drawn if s[1] == 3]) == 4
-    kept = few_shot(SAMPLES, 4, seed=0, repeat=False)  # or kept whole
-    assert sorted(s for s in kept if s[1] == 3) == SAMPLES[-2:]
-    assert few_shot(SAMPLES, 0, seed=0) == SAMPLES  # NUM_SHOTS < 1: all data
-    assert len(few_shot(SAMPLES, 16, seed=0, repeat=False)) == 32

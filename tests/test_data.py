@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from promptcl.config import DataConfig
+from promptcl.config import StreamDataConfig
 from promptcl.data import TextProcessor, build_benchmark
 from promptcl.errors import UsageError
 
@@ -16,16 +16,16 @@ def check_stream(stream, num_tasks, classes_per_task):
 
 
 def test_builtin_intents():
-    stream = build_benchmark("builtin-intents", DataConfig(), seed=0)
+    stream = build_benchmark("builtin-intents", StreamDataConfig(), seed=0)
     check_stream(stream, 4, [6, 6, 6, 6])
     assert len(stream.train) == 24 * 20 and len(stream.test) == 24 * 5
-    again = build_benchmark("builtin-intents", DataConfig(), seed=0)
-    other = build_benchmark("builtin-intents", DataConfig(), seed=1)
+    again = build_benchmark("builtin-intents", StreamDataConfig(), seed=0)
+    other = build_benchmark("builtin-intents", StreamDataConfig(), seed=1)
     assert again.class_names == stream.class_names != other.class_names
 
 
 def test_clinc150_domains(data_root):
-    stream = build_benchmark("clinc150", DataConfig(root=str(data_root)), seed=0)
+    stream = build_benchmark("clinc150", StreamDataConfig(root=str(data_root)), seed=0)
     check_stream(stream, 10, [15] * 10)
     domains = json.loads((data_root / "clinc150" / "domains.json").read_text())
     tasks = stream.describe()["tasks"]
@@ -34,7 +34,7 @@ def test_clinc150_domains(data_root):
 
 
 def test_clinc150_15_with_cap_and_val(data_root):
-    cfg = DataConfig(root=str(data_root), train_per_class=7, eval_split="val")
+    cfg = StreamDataConfig(root=str(data_root), train_per_class=7, eval_split="val")
     stream = build_benchmark("clinc150-15", cfg, seed=3)
     check_stream(stream, 15, [10] * 15)
     assert len(stream.train) == 150 * 7 and len(stream.test) == 150 * 20
@@ -42,9 +42,9 @@ def test_clinc150_15_with_cap_and_val(data_root):
 
 def test_missing_root_and_folder(tmp_path):
     with pytest.raises(UsageError, match="needs a data root"):
-        build_benchmark("clinc150", DataConfig(), seed=0)
+        build_benchmark("clinc150", StreamDataConfig(), seed=0)
     with pytest.raises(UsageError, match="not found"):
-        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+        build_benchmark("clinc150", StreamDataConfig(root=str(tmp_path)), seed=0)
 
 
 def test_wrong_format(tmp_path):
@@ -53,10 +53,10 @@ def test_wrong_format(tmp_path):
     (folder / "domains.json").write_text('{"a": ["x", "y"]}')
     (folder / "data_full.json").write_text('{"train": [{"text": "hi"}], "test": []}')
     with pytest.raises(UsageError, match="list of \\[text, label\\] pairs"):
-        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+        build_benchmark("clinc150", StreamDataConfig(root=str(tmp_path)), seed=0)
     (folder / "data_full.json").write_text("not json")
     with pytest.raises(UsageError, match="not valid JSON"):
-        build_benchmark("clinc150", DataConfig(root=str(tmp_path)), seed=0)
+        build_benchmark("clinc150", StreamDataConfig(root=str(tmp_path)), seed=0)
 
 
 def test_csv_and_jsonl(tmp_path):
@@ -68,9 +68,11 @@ def test_csv_and_jsonl(tmp_path):
     (tmp_path / "train.jsonl").write_text(
         "".join(json.dumps({"utterance": t, "intent": c}) + "\n" for t, c in rows)
     )
-    cfg = DataConfig(root=str(tmp_path), train_file="train.csv", test_file="train.csv", num_tasks=3)
+    cfg = StreamDataConfig(
+        root=str(tmp_path), train_file="train.csv", test_file="train.csv", num_tasks=3
+    )
     check_stream(build_benchmark("text-csv", cfg, 0), 3, [2, 2, 2])
-    cfg = DataConfig(
+    cfg = StreamDataConfig(
         root=str(tmp_path),
         train_file="train.jsonl",
         test_file="test.jsonl",
@@ -83,7 +85,7 @@ def test_csv_and_jsonl(tmp_path):
         cfg.text_column = "text"
         build_benchmark("text-jsonl", cfg, 0)
     with pytest.raises(UsageError, match="no columns"):
-        bad = DataConfig(
+        bad = StreamDataConfig(
             root=str(tmp_path), train_file="train.csv", test_file="train.csv", label_column="intent"
         )
         build_benchmark("text-csv", bad, 0)
@@ -105,7 +107,7 @@ def test_dynamic_padding():
 
 
 def test_text4_shares_the_star_classes_between_yelp_and_amazon(data_root):
-    stream = build_benchmark("text4", DataConfig(root=str(data_root), test_per_class=5), 0)
+    stream = build_benchmark("text4", StreamDataConfig(root=str(data_root), test_per_class=5), 0)
     assert stream.num_tasks == 4 and stream.num_classes == 5 + 4 + 14
     yelp, agnews, dbpedia, amazon = stream.tasks  # order 4
     assert yelp == amazon and len(agnews) == 4 and len(dbpedia) == 14
@@ -120,11 +122,11 @@ def test_text4_shares_the_star_classes_between_yelp_and_amazon(data_root):
     # with a fixed seed, the same for every run seed
     assert sorted(set(stream.test.tasks)) == [0, 1, 2, 3]
     assert all(stream.test.tasks.count(t) == 5 * len(c) for t, c in enumerate(stream.tasks))
-    other = build_benchmark("text4", DataConfig(root=str(data_root), test_per_class=5), 1)
+    other = build_benchmark("text4", StreamDataConfig(root=str(data_root), test_per_class=5), 1)
     yelp_test = {x for x, t in zip(stream.test.items, stream.test.tasks, strict=True) if t == 0}
     yelp_train = {x for x, t in zip(other.train.items, other.train.tasks, strict=True) if t == 0}
     assert not yelp_test & yelp_train
-    reordered = build_benchmark("text4", DataConfig(root=str(data_root), order=7), 0)
+    reordered = build_benchmark("text4", StreamDataConfig(root=str(data_root), order=7), 0)
     assert [len(t) for t in reordered.tasks] == [4, 5, 5, 14]
     with pytest.raises(UsageError, match="data.order"):
-        build_benchmark("text4", DataConfig(root=str(data_root), order=1), 0)
+        build_benchmark("text4", StreamDataConfig(root=str(data_root), order=1), 0)

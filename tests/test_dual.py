@@ -4,15 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from promptcl.backbones.clip import ClipImage, tiny_clip_model
+from promptcl.backbones.dual import TEXT_LOGIT_SCALE, dual_encoder
 from promptcl.backbones.hf import HFEncoder, tiny_bert
-from promptcl.config import build_dataclass
-from promptcl.dual.clip import clip_dual, tiny_clip_model
+from promptcl.config import TrainConfig, build_dataclass
 from promptcl.dual.context import class_texts
-from promptcl.dual.encoders import TEXT_LOGIT_SCALE, text_pair
 from promptcl.dual.methods import DUAL_METHODS, get_method, register_method
 from promptcl.dual.methods.mpl import carried_counts
-from promptcl.dual.protocol import epoch_lr, harmonic_mean
 from promptcl.errors import UsageError
+from promptcl.runtime import epoch_lr
 
 NAMES = ["freeze account", "pto request", "weather", "book flight"]
 TEMPLATE = "a request about {}"
@@ -35,7 +35,7 @@ TRAINED = {
 
 @pytest.fixture(scope="module")
 def bert_pair():
-    return text_pair(tiny_bert(), None)
+    return dual_encoder(tiny_bert())
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,7 @@ def clip_model():
 
 @pytest.fixture(scope="module")
 def clip_pair(clip_model):
-    model, tokenizer = clip_model
-    return clip_dual(model, tokenizer, None)
+    return dual_encoder(ClipImage(*clip_model))
 
 
 def queries(encoder):
@@ -92,7 +91,7 @@ def test_coop_started_from_the_template_words_equals_zeroshot(bert_pair):
 
 def test_text_pair_without_prompts_is_the_plain_encoder(bert_pair):
     inputs = queries(bert_pair)
-    backbone = bert_pair.query.encoder
+    backbone = bert_pair.query
     with torch.no_grad():
         plain = F.normalize(backbone.features(inputs), dim=-1)
         assert torch.allclose(bert_pair.encode_queries(inputs), plain, atol=1e-6)
@@ -132,7 +131,7 @@ def deeper_bert_pair(blocks):
         vocab_size=tokenizer.vocab_size, num_hidden_layers=blocks, num_attention_heads=4, **sizes
     )
     torch.manual_seed(0)
-    return text_pair(HFEncoder(BertModel(config, add_pooling_layer=False), tokenizer), None)
+    return dual_encoder(HFEncoder(BertModel(config, add_pooling_layer=False), tokenizer))
 
 
 def observed_counts(encoder, method, inputs):
@@ -140,9 +139,9 @@ def observed_counts(encoder, method, inputs):
     lengths, run_block = [], encoder.query.run_block
     base = inputs["input_ids"].shape[1]
 
-    def spy(index, x, keep):
+    def spy(index, x, keep, prefix):
         lengths.append(x.shape[1] - base)
-        return run_block(index, x, keep)
+        return run_block(index, x, keep, prefix)
 
     encoder.query.run_block = spy
     try:
@@ -172,14 +171,14 @@ def test_mpl_keeps_the_oldest_and_drops_the_newest_carried_tokens():
     encoder = deeper_bert_pair(3)
     method, _ = build("mpl", {"n_ctx": 1, "n_add": 2, "n_rm": 1, "depth": 3}, encoder)
     with torch.no_grad():  # tell the two groups apart (they start as clones)
-        for coupling in method.couple[1]:
+        for coupling in method.groups[0]:
             coupling.bias.add_(1.0)
     seen = {}
     run_block = encoder.query.run_block
 
-    def spy(index, x, keep):
+    def spy(index, x, keep, prefix):
         seen[index] = x[:, 1:4].clone()
-        out = run_block(index, x, keep)
+        out = run_block(index, x, keep, prefix)
         seen[f"out{index}"] = out[:, 1:4].clone()
         return out
 
@@ -202,9 +201,11 @@ def test_maple_replaces_and_coupling_shapes(clip_pair):
     assert [tuple(t.shape) for t in method.coupled()] == [(2, 48), (2, 48)]
     mpl, _ = build("mpl", {"n_ctx": 2, "n_add": 3, "n_rm": 1, "depth": 2}, clip_pair)
     assert [tuple(t.shape) for t in mpl.added()] == [(2, 48), (6, 48)]
-    assert len(mpl.couple) == 3 and all(len(group) == 1 for group in mpl.couple)
+    # MaPLe's couplings F_l plus two more groups, one coupling per deep block each
+    assert len(mpl.couple) == 1 and [len(group) for group in mpl.groups] == [1, 1]
+    assert [tuple(t.shape) for t in mpl.coupled()] == [(2, 48), (2, 48)]  # MaPLe's part
     # every coupling starts from one random init, as in the public code
-    assert torch.equal(mpl.couple[0][0].weight, mpl.couple[2][0].weight)
+    assert torch.equal(mpl.couple[0].weight, mpl.groups[1][0].weight)
 
 
 @pytest.mark.parametrize("kind", ["bert_pair", "clip_pair"])
@@ -267,12 +268,61 @@ def test_class_texts_tokenise_like_the_whole_sentence(bert_pair):
 
 
 def test_learning_rate_schedule_and_harmonic_mean():
-    from promptcl.dual.config import B2NTrainConfig
+    from promptcl.metrics import harmonic_mean
 
-    cfg = B2NTrainConfig(epochs=5, lr=0.0035, warmup_epochs=1, warmup_lr=1e-5)
+    cfg = TrainConfig(epochs=5, lr=0.0035, schedule="cosine", warmup_epochs=1, warmup_lr=1e-5)
     lrs = [epoch_lr(cfg, e) for e in range(5)]
     assert lrs[0] == 1e-5 and lrs[1] == pytest.approx(0.0035)
     assert lrs[2] == pytest.approx(0.0035 * (1 + 0.80901699) / 2)
     assert lrs[1] > lrs[2] > lrs[3] > lrs[4] > 0
     assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
-    assert harmonic_mean(80.0, None) is None and harmonic_mean(0.0, 0.0) == 0.0
+    assert harmonic_mean(0.0, 0.0) == 0.0
+    assert epoch_lr(TrainConfig(lr=0.01), 3) == 0.01  # constant: the continual default
+
+
+def test_clip_directory_is_one_backbone_for_both_commands(tmp_path, clip_model):
+    """clip:DIR gives CLIP's image tower as a continual backbone (class token before the
+    projection, as transformers pools it) and, in a dual encoder, its text tower beside it."""
+    from promptcl.backbones import build_backbone, build_dual_encoder
+
+    model, tokenizer = clip_model
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    backbone = build_backbone(f"clip:{tmp_path}")
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = backbone.features({"pixel_values": pixels})
+        ref = model.vision_model(pixel_values=pixels).pooler_output
+    assert backbone.modality == "image" and torch.allclose(ours, ref, atol=1e-5)
+    encoder = build_dual_encoder(f"clip:{tmp_path}")
+    assert encoder.label.modality == "text" and encoder.query.num_blocks == 2
+
+
+def test_causal_prefix_attention_lets_every_token_see_the_prefix(clip_pair):
+    """CLIP's text attention with a prefix: content keys stay causal and padding-masked, the
+    prefix keys are visible from every position (checked against the formula)."""
+    from promptcl.backbones import Prefix
+
+    attention = clip_pair.label.attentions[0]
+    base = attention.base_layer
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 32, generator=g)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    prefix = Prefix(torch.randn(3, 32, generator=g), torch.randn(3, 32, generator=g))
+    with torch.no_grad():
+        got = attention(x, keep, prefix)
+        heads = base.num_heads
+
+        def split(t):  # (B, L, d) -> (B, H, L, dh)
+            return t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+        q, k, v = (split(p(x)) for p in (base.q_proj, base.k_proj, base.v_proj))
+        pk, pv = (split(t.expand(2, -1, -1)) for t in prefix[:2])
+        scores = q @ torch.cat([pk, k], dim=2).transpose(-2, -1) * base.scale  # (B, H, 5, 8)
+        allowed = torch.cat(
+            [torch.ones(5, 3, dtype=torch.bool), torch.ones(5, 5, dtype=torch.bool).tril()], dim=1
+        )[None, None] & torch.cat([torch.ones(2, 3, dtype=torch.bool), keep], 1)[:, None, None]
+        weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        context = (weights @ torch.cat([pv, v], dim=2)).transpose(1, 2).reshape(2, 5, 32)
+        expected = base.out_proj(context)
+    assert torch.allclose(got, expected, atol=1e-5)

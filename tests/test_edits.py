@@ -234,7 +234,7 @@ def test_adapters_sit_after_attention_output_and_mlp(backbone):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_superposed_layer_gradients_match_finite_differences(shared):
-    from promptcl.backbones.masked import Superposed
+    from promptcl.tuners.editbank import Superposed
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from promptcl import load_config
+from promptcl.backbones.base import masked_mean
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
 from promptcl.learner import Experiment
 from promptcl.tuners import Batch, get_tuner
-from promptcl.tuners.hash.routing import masked_mean
 
 FAST = {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}}
 

@@ -8,7 +8,6 @@ from torch import nn
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.masked import (
     MaskedLinear,
-    TaskEdits,
     install_masked_linears,
     uninstall_masked_linears,
     use_masks,
@@ -17,6 +16,7 @@ from promptcl.backbones.vit import tiny_vit
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
 from promptcl.tuners import Batch
+from promptcl.tuners.editbank import TaskEdits
 from promptcl.tuners.softtf import SoftTF, SoftTFConfig
 
 NUM_CLASSES = 9

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from promptcl.taskid.gaussians import ClassGaussians
 from promptcl.taskid.tii import TaskIdentityClassifier, TIIOptions
-from promptcl.tuners.align import TAPOptions, align_head, collect_features
-from promptcl.tuners.base import Batch
+from promptcl.tuners.align import TAPOptions, align_head
 
 TASKS = [[0, 1], [2, 3], [4, 5]]
 CLASS_TASK = torch.tensor([0, 0, 1, 1, 2, 2])
@@ -239,14 +238,3 @@ def test_align_head_ignores_unseen_classes():
         head, gaussians, [0, 1, 2, 3], epochs=2, lr=0.01, batch_size=32, samples_per_class=16
     )
     assert torch.equal(head.weight[4:], unseen_before)  # no gradient, no weight decay
-
-
-def test_collect_features():
-    batches = [
-        Batch({"x": torch.ones(2, 3)}, torch.tensor([0, 1]), torch.tensor([0, 1])),
-        Batch({"x": 2 * torch.ones(1, 3)}, torch.tensor([2]), torch.tensor([2])),
-    ]
-    features, labels = collect_features(lambda b: b.inputs["x"] * 2, batches)
-    assert features.shape == (3, 3) and labels.tolist() == [0, 1, 2]
-    assert features[:, 0].tolist() == [2.0, 2.0, 4.0]
-    assert not features.requires_grad

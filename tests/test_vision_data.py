@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from promptcl.config import DataConfig
+from promptcl.config import StreamDataConfig
 from promptcl.data import split_into_tasks, vision
 from promptcl.data.vision import (
     FASHION_MNIST_SYSTEM,
@@ -52,7 +52,7 @@ def write_png(path, value=(10, 20, 30), size=(8, 8)) -> None:
 
 
 def test_imagefolder_cifar10_mini(data_root):
-    cfg = DataConfig(root=str(data_root / "cifar10-mini"))
+    cfg = StreamDataConfig(root=str(data_root / "cifar10-mini"))
     stream = image_folder(cfg, seed=0)
     check_tasks(stream, 5)
     assert stream.num_classes == 10
@@ -67,12 +67,12 @@ def test_imagefolder_cifar10_mini(data_root):
     again = image_folder(cfg, seed=0)
     assert again.class_names == stream.class_names and again.train.items == stream.train.items
     assert image_folder(cfg, seed=1).class_names != stream.class_names
-    assert image_folder(DataConfig(root=cfg.root, num_tasks=10), 0).num_tasks == 10
+    assert image_folder(StreamDataConfig(root=cfg.root, num_tasks=10), 0).num_tasks == 10
 
-    capped = image_folder(DataConfig(root=cfg.root, train_per_class=7), seed=0)
+    capped = image_folder(StreamDataConfig(root=cfg.root, train_per_class=7), seed=0)
     assert np.bincount(capped.train.labels).tolist() == [7] * 10
 
-    val = image_folder(DataConfig(root=cfg.root, eval_split="val"), seed=0)
+    val = image_folder(StreamDataConfig(root=cfg.root, eval_split="val"), seed=0)
     assert len(val.train) == 900 and len(val.test) == 100
     assert not set(val.train.items) & set(val.test.items)
     assert set(val.test.items) <= set(stream.train.items)
@@ -112,7 +112,7 @@ def write_cifar(folder, per_class=(2, 1)) -> None:
 
 def test_cifar100_label_order_and_images(tmp_path):
     write_cifar(tmp_path / "cifar100")
-    stream = cifar100(DataConfig(root=str(tmp_path)), seed=0)
+    stream = cifar100(StreamDataConfig(root=str(tmp_path)), seed=0)
     check_tasks(stream, 10)
     assert stream.class_names == fake_names()  # seed 0: CIFAR-100's own label order 0..99
     assert [len(t) for t in stream.tasks] == [10] * 10
@@ -122,7 +122,7 @@ def test_cifar100_label_order_and_images(tmp_path):
             assert image.shape == (32, 32, 3) and image.dtype == np.uint8
             assert (image[..., 0] == fake_names().index(stream.class_names[label])).all()
 
-    shuffled = cifar100(DataConfig(root=str(tmp_path), num_tasks=20), seed=1)
+    shuffled = cifar100(StreamDataConfig(root=str(tmp_path), num_tasks=20), seed=1)
     check_tasks(shuffled, 20)
     assert [len(t) for t in shuffled.tasks] == [5] * 20
     expected = split_into_tasks(fake_names(), 20, 1)
@@ -131,14 +131,14 @@ def test_cifar100_label_order_and_images(tmp_path):
 
 def test_cifar100_in_its_tarball_folder(tmp_path):
     write_cifar(tmp_path / "cifar100" / "cifar-100-python", per_class=(1, 1))
-    assert len(cifar100(DataConfig(root=str(tmp_path)), seed=0).train) == 100
+    assert len(cifar100(StreamDataConfig(root=str(tmp_path)), seed=0).train) == 100
 
 
 def test_cifar100_refuses_arbitrary_pickles(tmp_path):
     write_cifar(tmp_path / "cifar100", per_class=(1, 1))
     (tmp_path / "cifar100" / "meta").write_bytes(pickle.dumps({b"x": os.getcwd}, protocol=2))
     with pytest.raises(UsageError, match="not a CIFAR-100 python-version file"):
-        cifar100(DataConfig(root=str(tmp_path)), seed=0)
+        cifar100(StreamDataConfig(root=str(tmp_path)), seed=0)
 
 
 # ---- folder data sets in their official layouts (fake, tiny PNGs) --------------------------
@@ -149,7 +149,7 @@ def test_imagenet_r_fixed_split(tmp_path):
         for i in range(5):
             write_png(tmp_path / "imagenet-r" / f"n0{w}" / f"{i}.jpg")
     (tmp_path / "imagenet-r" / "README.txt").write_text("ImageNet-R")
-    cfg = DataConfig(root=str(tmp_path), num_tasks=3)
+    cfg = StreamDataConfig(root=str(tmp_path), num_tasks=3)
     stream = imagenet_r(cfg, seed=0)
     check_tasks(stream, 3)
     assert np.bincount(stream.train.labels).tolist() == [4, 4, 4]
@@ -178,7 +178,7 @@ def test_cub200_official_layout(tmp_path):
         ("classes.txt", [f"{c} {n}" for c, n in enumerate(classes, 1)]),
     ):
         (root / file).write_text("\n".join(lines) + "\n")
-    stream = cub200(DataConfig(root=str(tmp_path), num_tasks=3), seed=0)
+    stream = cub200(StreamDataConfig(root=str(tmp_path), num_tasks=3), seed=0)
     check_tasks(stream, 3)
     assert sorted(stream.class_names) == [c.split(".")[1] for c in classes]
     assert len(stream.train) == 6 and len(stream.test) == 3
@@ -199,7 +199,7 @@ def test_tinyimagenet_official_layout(tmp_path):
         write_png(root / "val" / "images" / f"val_{k}.JPEG")
         rows.append(f"val_{k}.JPEG\t{w}\t0\t0\t8\t8")
     (root / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
-    stream = tinyimagenet(DataConfig(root=str(tmp_path), num_tasks=2), seed=0)
+    stream = tinyimagenet(StreamDataConfig(root=str(tmp_path), num_tasks=2), seed=0)
     check_tasks(stream, 2)
     assert sorted(stream.class_names) == wnids
     assert len(stream.train) == 12 and len(stream.test) == 4
@@ -228,7 +228,7 @@ def write_fake_fashion(folder, per_class=2) -> None:
 def test_fashion_mnist_system_package():
     if not FASHION_MNIST_SYSTEM.is_dir():
         pytest.skip(f"{FASHION_MNIST_SYSTEM} missing: apt-get install dataset-fashion-mnist")
-    stream = fashion_mnist(DataConfig(), seed=0)
+    stream = fashion_mnist(StreamDataConfig(), seed=0)
     check_tasks(stream, 5)
     assert sorted(stream.class_names) == sorted(vision.FASHION_MNIST_CLASSES)
     assert all(len(t) == 2 for t in stream.tasks)
@@ -240,7 +240,7 @@ def test_fashion_mnist_system_package():
 
 def test_fashion_mnist_from_data_root(tmp_path):
     write_fake_fashion(tmp_path / "fashion-mnist")
-    stream = fashion_mnist(DataConfig(root=str(tmp_path)), seed=3)
+    stream = fashion_mnist(StreamDataConfig(root=str(tmp_path)), seed=3)
     check_tasks(stream, 5)
     assert len(stream.train) == 20 and len(stream.test) == 20
     for image, label in zip(stream.train.items, stream.train.labels, strict=True):
@@ -252,15 +252,15 @@ def test_fashion_mnist_bad_idx(tmp_path):
     write_fake_fashion(folder)
     write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((20, 28, 28)), magic_type=0x0D)
     with pytest.raises(UsageError, match="not an IDX file"):
-        fashion_mnist(DataConfig(root=str(tmp_path)), seed=0)
+        fashion_mnist(StreamDataConfig(root=str(tmp_path)), seed=0)
     write_fake_fashion(folder)
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(UsageError, match="cannot be read"):
-        fashion_mnist(DataConfig(root=str(tmp_path)), seed=0)
+        fashion_mnist(StreamDataConfig(root=str(tmp_path)), seed=0)
     with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(bytes((0, 0, 8, 1)) + struct.pack(">I", 99) + bytes(3))
     with pytest.raises(UsageError, match="truncated"):
-        fashion_mnist(DataConfig(root=str(tmp_path)), seed=0)
+        fashion_mnist(StreamDataConfig(root=str(tmp_path)), seed=0)
 
 
 # ---- missing data --------------------------------------------------------------------------
@@ -278,18 +278,18 @@ def test_fashion_mnist_bad_idx(tmp_path):
 )
 def test_missing_data_is_one_line(tmp_path, builder, folder, hint):
     with pytest.raises(UsageError) as err:
-        builder(DataConfig(root=str(tmp_path)), 0)
+        builder(StreamDataConfig(root=str(tmp_path)), 0)
     message = str(err.value)
     assert "\n" not in message and hint in message
     assert f"not found under {tmp_path / folder if folder else tmp_path}:" in message
     with pytest.raises(UsageError, match="data.root"):
-        builder(DataConfig(), 0)
+        builder(StreamDataConfig(), 0)
 
 
 def test_missing_fashion_mnist(tmp_path, monkeypatch):
     monkeypatch.setattr(vision, "FASHION_MNIST_SYSTEM", tmp_path / "nowhere")
     with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist") as err:
-        fashion_mnist(DataConfig(root=str(tmp_path)), 0)
+        fashion_mnist(StreamDataConfig(root=str(tmp_path)), 0)
     assert "\n" not in str(err.value) and str(tmp_path / "fashion-mnist") in str(err.value)
 
 
@@ -297,7 +297,7 @@ def test_cifar100_missing_meta(tmp_path):
     write_cifar(tmp_path / "cifar100", per_class=(1, 1))
     (tmp_path / "cifar100" / "meta").unlink()
     with pytest.raises(UsageError, match="train, test and meta"):
-        cifar100(DataConfig(root=str(tmp_path)), 0)
+        cifar100(StreamDataConfig(root=str(tmp_path)), 0)
 
 
 # ---- ImageProcessor ------------------------------------------------------------------------

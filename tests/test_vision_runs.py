@@ -27,20 +27,23 @@ TINY = {
 FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
 
 
-def overrides(method):
+def overrides(method, backbone="tiny-vit"):
     options = TINY.get(method, [])
     if method in ("hide", "norga", "hash"):
         options = [*options, *FAST_STAGES]
-    return ["backbone=tiny-vit", f"method={method}", "train.epochs=1", "train.batch_size=16",
+    return [f"backbone={backbone}", f"method={method}", "train.epochs=1", "train.batch_size=16",
             "train.progress=false", "data.train_per_class=6", *options]  # fmt: skip
 
 
+@pytest.mark.parametrize("backbone", ["tiny-vit", "tiny-clip"])  # timm, and CLIP's image tower
 @pytest.mark.parametrize("method", list(TUNERS))
-def test_cifar10_mini(tmp_path, data_root, method):
+def test_cifar10_mini(tmp_path, data_root, method, backbone):
     root = data_root / "cifar10-mini"
     config = load_config(
-        None, [*overrides(method), "benchmark=imagefolder", f"data.root={root}", "data.num_tasks=2"]
-    )
+        None,
+        [*overrides(method, backbone), "benchmark=imagefolder", f"data.root={root}",
+         "data.num_tasks=2"],
+    )  # fmt: skip
     metrics = run(config, tmp_path / "run")
     assert len(metrics["acc_matrix"]) == 2 and metrics["leaks_task_identity"] is False
     assert all(0 <= a <= 100 for row in metrics["acc_matrix"] for a in row if a is not None)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from datetime import datetime
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from promptcl.config import RunConfig, load_config
 from promptcl.errors import UsageError
@@ -27,7 +30,37 @@ def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return lines
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_method(argv: list[str], default: str) -> str:
+    """The method a command line picks (--set method=..., else --config's), for --help."""
+    method = default
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--config":
+            # --help must not fail on a bad file; running will say why
+            with contextlib.suppress(Exception):
+                method = OmegaConf.load(argv[i + 1]).get("method", method)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--set" and argv[i + 1].startswith("method="):
+            method = argv[i + 1].partition("=")[2]
+    return method
+
+
+def keys_epilog(schema: type, method: str, options_of) -> str:
+    """The --help epilog: every key of ``schema``, then the chosen method's tuner.* keys."""
+    lines = ["config keys (--set KEY=VALUE):", *config_keys(schema)]
+    try:
+        options = options_of(method)
+    except UsageError as err:
+        return "\n".join([*lines, f"  tuner.* = options of the chosen method ({err})"])
+    tuner = config_keys(options, "tuner.") or ["  (none)"]
+    hint = "(--set method=NAME --help lists another method's)"
+    return "\n".join([*lines, f"options of method {method!r} {hint}:", *tuner])
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from promptcl.config import tuner_options
+    from promptcl.dual.config import B2NConfig, method_options
+
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="promptcl", description="Prompts, prefixes and masks on frozen transformers."
     )
@@ -36,9 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run (or resume) a continual-learning experiment",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (--set KEY=VALUE):\n"
-        + "\n".join(config_keys())
-        + "\n  tuner.* = options of the chosen method (see docs/METHODS.md)",
+        epilog=keys_epilog(RunConfig, chosen_method(argv, "hash"), tuner_options),
     )
     run.add_argument("--config", type=Path, help="YAML file of config keys")
     run.add_argument(
@@ -46,21 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, help="run directory (default: runs/<method>-...)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    add_b2n_parser(commands)
-    commands.add_parser("list", help="methods, backbones and benchmarks")
-    return parser
-
-
-def add_b2n_parser(commands) -> None:
-    from promptcl.dual.config import B2NConfig
-
     b2n = commands.add_parser(
         "b2n",
         help="learn prompts of a dual encoder on base classes; test on base and novel classes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (--set KEY=VALUE):\n"
-        + "\n".join(config_keys(B2NConfig))
-        + "\n  tuner.* = options of the chosen method (see docs/METHODS.md)",
+        epilog=keys_epilog(B2NConfig, chosen_method(argv, "mpl"), method_options),
     )
     b2n.add_argument("--config", type=Path, help="YAML file of config keys")
     b2n.add_argument(
@@ -74,19 +95,28 @@ def add_b2n_parser(commands) -> None:
         help="evaluate these trained prompts (an earlier run's prompts.safetensors) instead of "
         "training",
     )
+    commands.add_parser("list", help="methods, backbones and benchmarks")
+    return parser
 
 
 def command_list() -> None:
-    from promptcl.backbones import NAMED_BACKBONES, PATTERNS
+    from promptcl.backbones import BACKBONES
     from promptcl.data import BENCHMARKS
+    from promptcl.dual.data import B2N_BENCHMARKS
+    from promptcl.dual.methods import DUAL_METHODS
     from promptcl.tuners import TUNERS
 
-    sections = {
-        "methods": {name: cls.description for name, cls in TUNERS.items()},
-        "backbones": {**{n: d for n, (d, _) in NAMED_BACKBONES.items()}, **PATTERNS},
-        "benchmarks": {name: description for name, (description, _) in BENCHMARKS.items()},
+    methods = {
+        name: f"{cls.description}; task identity: {task_inference(cls)}"
+        for name, cls in TUNERS.items()
     }
-    sections |= dual_sections()
+    sections = {
+        "methods (promptcl run)": methods,
+        "dual-encoder methods (promptcl b2n)": DUAL_METHODS.describe(),
+        "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
+        "benchmarks (promptcl run)": BENCHMARKS.describe(),
+        "benchmarks (promptcl b2n)": B2N_BENCHMARKS.describe(),
+    }
     for title, entries in sections.items():
         print(f"{title}:")
         width = max(map(len, entries))
@@ -94,24 +124,12 @@ def command_list() -> None:
             print(f"  {name:<{width}}  {description}")
 
 
-def dual_sections() -> dict[str, dict[str, str]]:
-    from promptcl.dual.data import B2N_BENCHMARKS, B2N_PATTERNS
-    from promptcl.dual.encoders import DUAL_BACKBONES, DUAL_PATTERNS
-    from promptcl.dual.methods import DUAL_METHODS
-
-    return {
-        "dual-encoder methods (promptcl b2n)": {
-            name: method.description for name, (_, method) in DUAL_METHODS.items()
-        },
-        "dual-encoder backbones": {
-            **{name: d for name, (d, _) in DUAL_BACKBONES.items()},
-            **DUAL_PATTERNS,
-        },
-        "b2n benchmarks": {
-            **{name: d for name, (d, _) in B2N_BENCHMARKS.items()},
-            **B2N_PATTERNS,
-        },
-    }
+def task_inference(cls: type) -> str:
+    """How a method names each test sample's task: its tuner.task_id choices, or a fixed rule."""
+    for f in dataclasses.fields(cls.config_class):
+        if f.name == "task_id":
+            return f"tuner.task_id (default {f.default}): {f.metadata.get('help', '')}"
+    return cls.task_inference
 
 
 def command_b2n(args: argparse.Namespace) -> None:
@@ -175,7 +193,7 @@ def format_summary(m: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         if args.command == "list":
             command_list()

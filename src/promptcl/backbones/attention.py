@@ -33,7 +33,14 @@ class Prefix(NamedTuple):
 
 
 class PrefixAttention(nn.Module):
-    """Base class: subclasses say how the frozen ``base_layer`` projects and outputs."""
+    """Base class: subclasses say how the frozen ``base_layer`` projects and outputs.
+
+    ``causal``: token i attends to tokens <= i only (CLIP's text tower); prefix positions are
+    attended to by every token. ``scale``: the score scale, None for 1/sqrt(d_head).
+    """
+
+    causal: bool = False
+    scale: float | None = None
 
     def __init__(self, base_layer: nn.Module, num_heads: int) -> None:
         super().__init__()
@@ -48,12 +55,30 @@ class PrefixAttention(nn.Module):
         """(B, N, H * d_head) -> (B, N, d)."""
         raise NotImplementedError
 
+    def heads_of(self, x: torch.Tensor, *projections: nn.Module) -> tuple[torch.Tensor, ...]:
+        """(B, N, d) through each projection, split per head: (B, H, N, d_head) each."""
+        B, N, _ = x.shape
+        return tuple(p(x).view(B, N, self.num_heads, -1).transpose(1, 2) for p in projections)
+
     def split_heads(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """(B, L, d) or (L, d) -> (B, H, L, d_head)."""
         if t.dim() == 2:
             t = t.unsqueeze(0).expand(batch, -1, -1)
         B, L, d = t.shape
         return t.reshape(B, L, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def mask(self, keep: torch.Tensor | None, n: int, prefix_length: int) -> torch.Tensor | None:
+        """Boolean attention mask, True = may attend: (B, 1, 1, Lp + N) from the keep mask,
+        (B or 1, 1, N, Lp + N) when causal; None when every position may attend."""
+        if keep is not None and prefix_length:  # prefix positions are always attended to
+            keep = torch.cat([keep.new_ones(keep.shape[0], prefix_length), keep], dim=1)
+        mask = keep[:, None, None, :] if keep is not None else None
+        if not self.causal:
+            return mask
+        device = keep.device if keep is not None else None
+        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+        causal = torch.cat([causal.new_ones(n, prefix_length), causal], dim=1)[None, None]
+        return causal if mask is None else causal & mask
 
     def forward(
         self,
@@ -65,19 +90,18 @@ class PrefixAttention(nn.Module):
         B, N, _ = x.shape
         q, k, v = self.project(x)  # (B, H, N, dh)
         if prefix is None:
-            mask = keep[:, None, None, :] if keep is not None else None  # (B, 1, 1, N)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            mask = self.mask(keep, N, 0)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
             return self.output(context.transpose(1, 2).reshape(B, N, -1))
         pk, pv = self.split_heads(prefix.key, B).to(k.dtype), self.split_heads(prefix.value, B)
         v = torch.cat([pv.to(v.dtype), v], dim=2)  # (B, H, Lp + N, dh)
-        if keep is not None:  # prefix positions are always attended to
-            keep = torch.cat([keep.new_ones(B, pk.shape[2]), keep], dim=1)
-        mask = keep[:, None, None, :] if keep is not None else None  # (B, 1, 1, Lp + N)
+        mask = self.mask(keep, N, pk.shape[2])  # (B, 1, 1 or N, Lp + N)
         if prefix.gate is None:
             k = torch.cat([pk, k], dim=2)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # frozen: no dropout
+            # frozen: no dropout
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         else:
-            context = gated_attention(q, pk, k, v, mask, prefix.gate)
+            context = gated_attention(q, pk, k, v, mask, prefix.gate, self.scale)
         return self.output(context.transpose(1, 2).reshape(B, N, -1))
 
 
@@ -88,12 +112,13 @@ def gated_attention(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     gate: PrefixGate,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Attention whose prefix scores pass through NoRGa's gate (Le et al. 2024, eq. 9).
 
     q, k: (B, H, N, dh); prefix_key: (B, H, Lp, dh); v: (B, H, Lp + N, dh) -> (B, H, N, dh).
     """
-    scale = q.shape[-1] ** -0.5
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     prefix_scores = (q @ prefix_key.transpose(-2, -1)) * scale  # (B, H, N, Lp)
     prefix_scores = prefix_scores + gate.alpha * gate.activation(gate.tau * prefix_scores)
     scores = torch.cat([prefix_scores, (q @ k.transpose(-2, -1)) * scale], dim=-1)
@@ -133,11 +158,23 @@ class BertPrefixAttention(PrefixAttention):
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         base = self.base_layer
-        B, N, _ = x.shape
-        shape = (B, N, base.num_attention_heads, base.attention_head_size)
-        return tuple(
-            proj(x).view(shape).transpose(1, 2) for proj in (base.query, base.key, base.value)
-        )
+        return self.heads_of(x, base.query, base.key, base.value)
 
     def output(self, context: torch.Tensor) -> torch.Tensor:
         return context
+
+
+class ClipPrefixAttention(PrefixAttention):
+    """Wraps transformers' ``CLIPAttention`` (separate q/k/v projections, ``out_proj``)."""
+
+    def __init__(self, base_layer: nn.Module, causal: bool) -> None:
+        super().__init__(base_layer, base_layer.num_heads)
+        self.causal = causal
+        self.scale = base_layer.scale
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        base = self.base_layer
+        return self.heads_of(x, base.q_proj, base.k_proj, base.v_proj)
+
+    def output(self, context: torch.Tensor) -> torch.Tensor:
+        return self.base_layer.out_proj(context)

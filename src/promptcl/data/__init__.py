@@ -1,11 +1,11 @@
-"""Benchmarks by name: each builds a TaskStream from a DataConfig and a seed."""
+"""Benchmarks by name: each builds a TaskStream from a StreamDataConfig and a seed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
 
-from promptcl.config import DataConfig
+from promptcl.config import StreamDataConfig
 from promptcl.data.stream import Split, TaskStream, build_stream, split_into_tasks
 from promptcl.data.text import TextProcessor, builtin_intents, clinc150, text4, text_file_stream
 from promptcl.data.vision import (
@@ -17,17 +17,15 @@ from promptcl.data.vision import (
     imagenet_r,
     tinyimagenet,
 )
-from promptcl.errors import UsageError
+from promptcl.registry import Registry
 
-BENCHMARKS: dict[str, tuple[str, Callable[[DataConfig, int], TaskStream]]] = {}
+BENCHMARKS: Registry[Callable[[StreamDataConfig, int], TaskStream]] = Registry("benchmark")
 
 
 def register_benchmark(
-    name: str, description: str, builder: Callable[[DataConfig, int], TaskStream]
-):
-    if name in BENCHMARKS:
-        raise ValueError(f"benchmark {name!r} is already registered")
-    BENCHMARKS[name] = (description, builder)
+    name: str, description: str, builder: Callable[[StreamDataConfig, int], TaskStream]
+) -> None:
+    BENCHMARKS.add(name, builder, description)
 
 
 register_benchmark(
@@ -89,10 +87,8 @@ register_benchmark(
 )
 
 
-def build_benchmark(name: str, cfg: DataConfig, seed: int) -> TaskStream:
-    if name not in BENCHMARKS:
-        raise UsageError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name][1](cfg, seed)
+def build_benchmark(name: str, cfg: StreamDataConfig, seed: int) -> TaskStream:
+    return BENCHMARKS.get(name)(cfg, seed)
 
 
 __all__ = [

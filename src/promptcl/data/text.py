@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from promptcl.config import DataConfig
+from promptcl.config import StreamDataConfig
 from promptcl.data.stream import (
     TaskStream,
     build_stream,
@@ -23,7 +23,7 @@ from promptcl.errors import UsageError
 BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
 
 
-def data_root(cfg: DataConfig, benchmark: str, folder: str) -> Path:
+def data_root(cfg: StreamDataConfig, benchmark: str, folder: str) -> Path:
     if cfg.root is None:
         raise UsageError(
             f"benchmark {benchmark} needs a data root: pass --set data.root=DIR or set "
@@ -64,7 +64,7 @@ def _splits(data: Any, path: Path, eval_split: str) -> tuple[list, list]:
     return _pairs(data["train"], path, "train"), _pairs(data[eval_split], path, eval_split)
 
 
-def clinc150(cfg: DataConfig, seed: int, per_domain: bool) -> TaskStream:
+def clinc150(cfg: StreamDataConfig, seed: int, per_domain: bool) -> TaskStream:
     """CLINC150 without out-of-scope queries. per_domain: 10 tasks = the 10 domains in a seeded
     order; otherwise 15 tasks of 10 intents in a seeded order."""
     name = "clinc150" if per_domain else "clinc150-15"
@@ -86,7 +86,7 @@ def clinc150(cfg: DataConfig, seed: int, per_domain: bool) -> TaskStream:
     )
 
 
-def builtin_intents(cfg: DataConfig, seed: int) -> TaskStream:
+def builtin_intents(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """24 everyday intents written for promptcl (20 train / 5 test each), 4 tasks by default."""
     if cfg.eval_split != "test":
         raise UsageError("builtin-intents has no validation split; set data.eval_split=test")
@@ -113,7 +113,7 @@ TEXT4_ORDERS = {
 }
 
 
-def text4(cfg: DataConfig, seed: int) -> TaskStream:
+def text4(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """AG News, Yelp, Amazon, DBpedia: one task per data set, in ``data.order``. Yelp and Amazon
     share the five star classes. The files lack two splits: Yelp's test set is 20% of its
     training file, DBpedia's training set half of its test file, cut per class with a fixed
@@ -160,7 +160,7 @@ def _text4_rows(path: Path) -> list[tuple[str, str]]:
     return [(r["sentence"], r["label"]) for r in rows]
 
 
-def _resolve(cfg: DataConfig, file: str | None, key: str, benchmark: str) -> Path:
+def _resolve(cfg: StreamDataConfig, file: str | None, key: str, benchmark: str) -> Path:
     if file is None:
         raise UsageError(f"benchmark {benchmark} needs data.{key}=FILE")
     path = Path(file).expanduser()
@@ -198,7 +198,7 @@ def _read_jsonl(path: Path, text: str, label: str) -> list[tuple[str, str]]:
     return rows
 
 
-def text_file_stream(cfg: DataConfig, seed: int, kind: str) -> TaskStream:
+def text_file_stream(cfg: StreamDataConfig, seed: int, kind: str) -> TaskStream:
     """Generic labelled text files, one row per sample; classes split into data.num_tasks."""
     name = f"text-{kind}"
     read = _read_csv if kind == "csv" else _read_jsonl

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
-from promptcl.config import DataConfig
+from promptcl.config import StreamDataConfig
 from promptcl.data.stream import (
     TaskStream,
     build_stream,
@@ -59,7 +59,7 @@ def _missing(name: str, path: Path) -> UsageError:
     return UsageError(f"{name} not found under {path}: put {_HINTS[name]} there")
 
 
-def _root(cfg: DataConfig, name: str, folder: str, files: Sequence[str] = ()) -> Path:
+def _root(cfg: StreamDataConfig, name: str, folder: str, files: Sequence[str] = ()) -> Path:
     """``cfg.root/folder``, checked to exist and to hold ``files``."""
     if cfg.root is None:
         raise UsageError(
@@ -87,7 +87,7 @@ def _pairs(by_class: Mapping[str, list[str]]) -> Pairs:
 
 
 def _stream(
-    name: str, cfg: DataConfig, seed: int, train: Pairs, test: Pairs, tasks: list[list[str]]
+    name: str, cfg: StreamDataConfig, seed: int, train: Pairs, test: Pairs, tasks: list[list[str]]
 ) -> TaskStream:
     """build_stream on the test split, or with data.eval_split=val on a fixed held-out share
     (VAL_FRACTION, at least one sample) of each class's training data."""
@@ -147,7 +147,7 @@ def _cifar_pairs(path: Path, names: list[str]) -> Pairs:
     return list(zip(images, labels, strict=True))
 
 
-def cifar100(cfg: DataConfig, seed: int) -> TaskStream:
+def cifar100(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """CIFAR-100 from ``root/cifar100/{train,test,meta}`` (or its cifar-100-python/ folder),
     cfg.num_tasks tasks (default 10; 20 gives tasks of 5 classes).
 
@@ -171,7 +171,7 @@ def cifar100(cfg: DataConfig, seed: int) -> TaskStream:
     return _stream("cifar100", cfg, seed, train, test, tasks)
 
 
-def imagenet_r(cfg: DataConfig, seed: int) -> TaskStream:
+def imagenet_r(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """ImageNet-R from ``root/imagenet-r/<wnid>/*.jpg``: 200 classes, 80% train / 20% test of
     each class in a fixed split (random.Random(0), not the run seed), 10 seeded tasks."""
     root = _root(cfg, "imagenet-r", "imagenet-r")
@@ -202,7 +202,7 @@ def _table(path: Path) -> dict[str, str]:
     return rows
 
 
-def cub200(cfg: DataConfig, seed: int) -> TaskStream:
+def cub200(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """CUB-200-2011 in its official layout under ``root/cub200/CUB_200_2011``, with its own
     train/test split; class names without the number prefix; 10 seeded tasks."""
     files = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
@@ -219,7 +219,7 @@ def cub200(cfg: DataConfig, seed: int) -> TaskStream:
     return _stream("cub200", cfg, seed, train, test, tasks)
 
 
-def tinyimagenet(cfg: DataConfig, seed: int) -> TaskStream:
+def tinyimagenet(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """Tiny ImageNet (200 wnids) in its official layout under ``root/tinyimagenet/
     tiny-imagenet-200``; its val split (50 per class) is the test set; 10 seeded tasks."""
     files = ("wnids.txt", "train", "val/val_annotations.txt", "val/images")
@@ -256,7 +256,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape)
 
 
-def fashion_mnist(cfg: DataConfig, seed: int) -> TaskStream:
+def fashion_mnist(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """Fashion-MNIST from the IDX files in ``root/fashion-mnist`` or, failing that, where the
     Debian package dataset-fashion-mnist puts them; 28x28 gray images; 5 seeded tasks of 2."""
     local = Path(cfg.root).expanduser() / "fashion-mnist" if cfg.root is not None else None
@@ -277,7 +277,7 @@ def fashion_mnist(cfg: DataConfig, seed: int) -> TaskStream:
     return _stream("fashion-mnist", cfg, seed, splits[0], splits[1], tasks)
 
 
-def image_folder(cfg: DataConfig, seed: int) -> TaskStream:
+def image_folder(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """Your images: data.root holds train/<class>/ and test/<class>/ image files; the classes of
     train/ are split into data.num_tasks seeded tasks (default 5)."""
     if cfg.root is None:

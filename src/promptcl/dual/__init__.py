@@ -1,2 +1,2 @@
 """Prompt learning for dual encoders (CLIP-like): MPL and the methods it is compared with,
-the base-to-novel and cross-dataset protocols (DESIGN section 5)."""
+the base-to-novel and cross-dataset protocols."""

@@ -9,19 +9,16 @@ FGVC-Aircraft reads its own ``images_variant_{train,val,test}.txt``; ImageNet li
 
 Class names are those of the split files (label = index), with underscores turned into spaces
 as CoOp's prompt learners do before tokenising; ``template`` is CoOp's CUSTOM_TEMPLATES entry.
-Base-to-novel evaluation (CoCoOp) keeps the first ceil(n/2) label ids as base classes:
-``base_novel_split`` and ``select_classes``. ``few_shot`` draws CoOp's k-shot training sets.
+Base-to-novel evaluation (CoCoOp) keeps the first ceil(n/2) label ids as base classes
+(``dual.data.base_novel`` over the label order).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from promptcl.errors import UsageError
@@ -294,50 +291,3 @@ def _lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text; replace it with the original") from None
-
-
-def base_novel_split(num_classes: int) -> tuple[list[int], list[int]]:
-    """Base and novel label ids of CoCoOp's base-to-novel protocol (``subsample_classes``):
-    the first ceil(n/2) labels are base, the rest novel (101 classes -> 51 + 50)."""
-    if num_classes < 2:
-        raise UsageError(f"base/novel split needs at least 2 classes, got {num_classes}")
-    m = math.ceil(num_classes / 2)
-    return list(range(m)), list(range(m, num_classes))
-
-
-def select_classes(data: LabelledImages, labels: list[int]) -> LabelledImages:
-    """The samples of ``labels`` only, relabelled 0..len(labels)-1 in the order given (CoOp's
-    ``subsample_classes``: ``select_classes(data, base_novel_split(n)[0])`` is its "base")."""
-    new = {y: i for i, y in enumerate(labels)}
-    if len(new) != len(labels) or any(not 0 <= y < data.num_classes for y in labels):
-        raise UsageError(f"labels must be distinct ids in 0..{data.num_classes - 1}")
-
-    def keep(samples: Samples) -> Samples:
-        return [(p, new[y]) for p, y in samples if y in new]
-
-    names = [data.classnames[y] for y in labels]
-    return replace(
-        data, classnames=names, train=keep(data.train), val=keep(data.val), test=keep(data.test)
-    )
-
-
-def few_shot(samples: Samples, shots: int, seed: int, repeat: bool = True) -> Samples:
-    """``shots`` samples of each class, drawn with ``random.Random(seed)`` over the classes in
-    ascending label order (Dassl's ``generate_fewshot_dataset``, which CoOp calls with
-    repeat=True): a class with fewer samples is drawn with replacement up to ``shots``, or
-    kept whole with ``repeat=False``. ``shots < 1`` keeps everything, as CoOp's NUM_SHOTS=-1.
-    CoOp draws few-shot sets before selecting base classes, and uses min(shots, 4) for val."""
-    if shots < 1:
-        return list(samples)
-    by_class: dict[int, Samples] = defaultdict(list)
-    for sample in samples:
-        by_class[sample[1]].append(sample)
-    rng = random.Random(seed)
-    out: Samples = []
-    for label in sorted(by_class):
-        items = by_class[label]
-        if len(items) >= shots:
-            out += rng.sample(items, shots)
-        else:
-            out += rng.choices(items, k=shots) if repeat else items
-    return out

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.transforms import v2 as T
 
 from promptcl.data.text import read_json
 from promptcl.errors import UsageError
+from promptcl.registry import Registry
 
 INTENT_TEMPLATE = "a request about {}"  # see docs/METHODS.md: chosen on the validation split
 Sample = tuple[Any, int]  # (utterance, image path or uint8 array; class index)
@@ -227,14 +225,15 @@ def coop_images(name: str, root: str | None, split: str, template: str | None) -
 
 
 Loader = Callable[[str | None, str, str | None], LabelledData]
-# name -> (one-line description, loader(root, eval split, template or None))
-B2N_BENCHMARKS: dict[str, tuple[str, Loader]] = {}
+# name -> loader(root, eval split, template or None)
+B2N_BENCHMARKS: Registry[Loader] = Registry(
+    "base-to-novel benchmark",
+    {"coop:NAME": "an image data set of the CoOp protocol under data.root (CLIP)"},
+)
 
 
 def register_b2n_benchmark(name: str, description: str, loader: Loader) -> None:
-    if name in B2N_BENCHMARKS:
-        raise ValueError(f"base-to-novel benchmark {name!r} is already registered")
-    B2N_BENCHMARKS[name] = (description, loader)
+    B2N_BENCHMARKS.add(name, loader, description)
 
 
 register_b2n_benchmark(
@@ -245,50 +244,15 @@ register_b2n_benchmark(
 )
 register_b2n_benchmark("hwu64", "your HWU64: data.root/hwu64/{train,test}/{seq.in,label}", hwu64)
 register_b2n_benchmark("random-images", "8 classes of random 32 px images: tests", random_images)
-B2N_PATTERNS = {"coop:NAME": "an image data set of the CoOp protocol under data.root (CLIP)"}
 
 
 def load_b2n_data(name: str, root: str | None, split: str, template: str | None) -> LabelledData:
     if split not in ("test", "val"):
         raise UsageError(f"data.eval_split={split!r}; use test, or val to choose settings")
-    if name in B2N_BENCHMARKS:
-        data = B2N_BENCHMARKS[name][1](root, split, template)
-    elif name.startswith("coop:") and name[5:]:
+    if name.startswith("coop:") and name[5:]:
         data = coop_images(name[5:], root, split, template)
     else:
-        known = ", ".join([*B2N_BENCHMARKS, *B2N_PATTERNS])
-        raise UsageError(f"unknown base-to-novel benchmark {name!r}; choose one of: {known}")
+        data = B2N_BENCHMARKS.get(name)(root, split, template)
     if not data.train or not data.test:
         raise UsageError(f"{name} has no {'training' if not data.train else split} samples")
     return data
-
-
-class ClipImages:
-    """CLIP's preprocessing: bicubic resize of the short side + center crop (evaluation), or
-    random resized crop + horizontal flip (training, as in the CoOp / MaPLe / MPL configs)."""
-
-    augments = True
-
-    def __init__(self, size: int, mean, std, train: bool) -> None:
-        bicubic = T.InterpolationMode.BICUBIC
-        crop = (
-            [T.RandomResizedCrop(size, interpolation=bicubic), T.RandomHorizontalFlip()]
-            if train
-            else [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
-        )
-        self.transform = T.Compose(
-            [T.ToImage(), *crop, T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
-        )
-        self.augments = train
-
-    def prepare(self, items: list) -> list:
-        return items
-
-    def load(self, item) -> Image.Image:
-        if isinstance(item, np.ndarray):
-            return Image.fromarray(item).convert("RGB")
-        with Image.open(item) as image:
-            return image.convert("RGB")
-
-    def collate(self, items: list) -> dict[str, torch.Tensor]:
-        return {"pixel_values": torch.stack([self.transform(self.load(i)) for i in items])}

@@ -7,9 +7,8 @@ accuracy is measured over the base classes on base test samples, novel accuracy 
 classes on novel test samples, HM = 2bn / (b + n). Targets in ``transfer`` are evaluated over
 all their classes with the learned prompts (cross-dataset transfer).
 
-Optimiser: SGD with momentum; per-epoch learning rate as Dassl's constant warmup + cosine
-(CoOp / MaPLe / MPL): warmup_lr for the warmup epochs, then lr * (1 + cos(pi * k / epochs)) / 2
-with k counting epochs since the warmup.
+Training uses the shared optimiser, schedule and step (promptcl.runtime); the b2n defaults are
+MaPLe's and MPL's recipe (SGD with momentum, Dassl's constant warmup then cosine).
 
 Run directory: config.json, class_split.json, log.jsonl (a line per epoch), metrics.json,
 b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensors only).
@@ -18,7 +17,6 @@ b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensor
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,15 +25,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from promptcl.backbones import build_dual_encoder
 from promptcl.config import build_dataclass, to_dict
-from promptcl.data.text import TextProcessor
+from promptcl.data.batching import collated, cut, make_processors
 from promptcl.dual.config import B2NConfig
 from promptcl.dual.context import ClassTexts, class_texts
 from promptcl.dual.data import (
-    ClipImages,
     LabelledData,
     Sample,
     base_novel,
@@ -43,25 +40,18 @@ from promptcl.dual.data import (
     few_shot,
     load_b2n_data,
 )
-from promptcl.dual.encoders import build_dual_encoder
 from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
-from promptcl.learner.loop import Collate, resolve_device
+from promptcl.files import write_json
+from promptcl.metrics import harmonic_mean
 from promptcl.report.plots import plot_bars
-from promptcl.report.rundir import write_json
-
-
-def epoch_lr(cfg, epoch: int) -> float:
-    """Learning rate of epoch ``epoch`` (0-based): constant warmup, then cosine."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
-
-
-def harmonic_mean(base: float | None, novel: float | None) -> float | None:
-    if base is None or novel is None:
-        return None
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
+from promptcl.runtime import (
+    epoch_order,
+    make_optimizer,
+    optimisation_steps,
+    resolve_device,
+    set_epoch_lr,
+)
 
 
 def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
@@ -78,7 +68,6 @@ class B2NExperiment:
         self.device = resolve_device(config.train.device)
         config_cls, method_cls = get_method(config.method)
         options = build_dataclass(config_cls, config.tuner, config.method)
-        config.tuner = to_dict(options)
         self.layout = method_cls.text_layout(options)
         data = self.load(config.benchmark)
         self.encoder = build_dual_encoder(config.backbone, config.logit_scale)
@@ -104,7 +93,7 @@ class B2NExperiment:
         self.method = method_cls(options, self.encoder, init_ids)
         self.encoder.to(self.device)
         self.method.to(self.device)
-        self.processors = self.make_processors()
+        self.processors = make_processors(self.encoder.query, config.data)
 
     def load(self, name: str) -> LabelledData:
         cfg = self.config.data
@@ -126,13 +115,6 @@ class B2NExperiment:
         n_ctx, ctx_init = self.layout
         return class_texts(tower.tokenizer, names, template, n_ctx, ctx_init, tower.max_length)
 
-    def make_processors(self) -> dict[str, Any]:
-        if self.encoder.modality == "text":
-            text = TextProcessor(self.encoder.query.tokenizer, self.config.data.max_length)
-            return {"train": text, "test": text}
-        image = self.encoder.image
-        return {split: ClipImages(**image, train=split == "train") for split in ("train", "test")}
-
     # -- batches -------------------------------------------------------------------------------
 
     def batches(
@@ -141,18 +123,10 @@ class B2NExperiment:
         processor = self.processors[split]
         items = processor.prepare([item for item, _ in samples])
         labels = [y for _, y in samples]
-        chunks = [
-            list(range(i, min(i + batch_size, len(items))))
-            for i in range(0, len(items), batch_size)
-        ]
-        loader = DataLoader(
-            chunks,
-            batch_size=None,
-            collate_fn=Collate(items, labels, processor),
-            num_workers=self.config.data.workers,
-        )
-        for _, y, inputs in loader:
-            yield y.to(self.device), {k: v.to(self.device) for k, v in inputs.items()}
+        chunks = cut(range(len(items)), batch_size)
+        workers = self.config.data.workers
+        for _, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
+            yield y, inputs
 
     def bar(self, iterable, total: int, desc: str):
         progress = self.config.train.progress
@@ -169,40 +143,38 @@ class B2NExperiment:
         params = [p for p in method.parameters() if p.requires_grad]
         if not params or cfg.epochs == 0:
             return []
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        optimizer = make_optimizer(cfg, [{"params": params}])
         texts = self.texts["base"].inputs(self.device)
+
+        def loss_terms(batch: tuple[torch.Tensor, dict[str, torch.Tensor]]):
+            labels, inputs = batch
+            classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
+            queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
+            return {"ce": F.cross_entropy(encoder.scores(queries, classes), labels)}
+
         method.train()
         log = []
         for epoch in range(cfg.epochs):
-            lr = epoch_lr(cfg, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_epoch_lr(optimizer, cfg, epoch)
             start = time.perf_counter()
-            seed = self.config.seed * 100_003 + epoch + 1
-            order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+            order = epoch_order(len(self.train), self.config.seed, 0, epoch)
             samples = [self.train[i] for i in order]
-            total, steps = 0.0, 0
-            batches = self.batches("train", samples, cfg.batch_size)
-            steps_per_epoch = -(-len(samples) // cfg.batch_size)
-            bar = self.bar(batches, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-            for labels, inputs in bar:
-                classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
-                queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
-                loss = F.cross_entropy(encoder.scores(queries, classes), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                total, steps = total + loss.item(), steps + 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+            steps = optimisation_steps(
+                self.batches("train", samples, cfg.batch_size),
+                loss_terms,
+                optimizer,
+                grad_clip=cfg.grad_clip,
+                where=f"epoch {epoch + 1}/{cfg.epochs}",
+                progress=cfg.progress,
+                total=-(-len(samples) // cfg.batch_size),
+            )
+            losses = [terms["ce"] for terms in steps]
             seconds = time.perf_counter() - start
-            log.append({"epoch": epoch, "lr": lr, "loss": total / steps, "seconds": seconds})
+            row = {"epoch": epoch, "lr": lr, "loss": sum(losses) / len(losses), "seconds": seconds}
+            log.append(row)
             if log_path is not None:
                 with log_path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(log[-1]) + "\n")
+                    f.write(json.dumps(row) + "\n")
         method.eval()
         return log
 
@@ -289,7 +261,7 @@ def run_b2n(
         "num_novel": len(exp.novel),
         "base_acc": base,
         "novel_acc": novel,
-        "hm": harmonic_mean(base, novel),
+        "hm": None if base is None or novel is None else harmonic_mean(base, novel),
         "transfer": transfer,
         "logit_scale": exp.encoder.logit_scale,
         "trainable_params": exp.method.num_trained_parameters(),

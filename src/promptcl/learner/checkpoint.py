@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from promptcl.report.rundir import write_json
+from promptcl.files import write_json
 
 TENSORS = "tuner.safetensors"
 STATE = "state.json"

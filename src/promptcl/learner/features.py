@@ -1,4 +1,4 @@
-"""Per-sample cache of the frozen query feature (DESIGN section 6).
+"""Per-sample cache of the frozen query feature.
 
 Text inputs are not augmented, so the un-prompted pooled feature of a sample never changes:
 it is computed once. Filling always runs over a task's samples in index order, so the cached

@@ -18,64 +18,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from promptcl import metrics
-from promptcl.backbones import Backbone, build_backbone
-from promptcl.config import (
-    DataConfig,
-    RunConfig,
-    build_dataclass,
-    config_differences,
-    load_config,
-    to_dict,
-)
-from promptcl.data import ImageProcessor, TextProcessor, build_benchmark
+from promptcl.backbones import build_backbone
+from promptcl.config import RunConfig, build_dataclass, config_differences, load_config, to_dict
+from promptcl.data import build_benchmark
+from promptcl.data.batching import collated, cut, make_processors
 from promptcl.errors import UsageError
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.learner.features import FeatureCache
 from promptcl.report.rundir import RunDir
+from promptcl.runtime import (
+    epoch_order,
+    make_optimizer,
+    optimisation_steps,
+    resolve_device,
+    set_epoch_lr,
+    task_seed,
+)
 from promptcl.tuners import Batch, get_tuner
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"train.device={name!r} is not a device; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("train.device asks for CUDA but none is available; use train.device=cpu")
-    return device
-
-
-def task_seed(seed: int, task: int) -> int:
-    return seed * 100_003 + task
-
-
-class Collate:
-    """Index chunk -> (index, labels, model inputs); picklable, so it runs in DataLoader workers."""
-
-    def __init__(self, items: Sequence, labels: Sequence[int], processor) -> None:
-        self.items, self.labels, self.processor = items, labels, processor
-
-    def __call__(self, chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        labels = torch.tensor([self.labels[i] for i in chunk])
-        return torch.tensor(chunk), labels, self.processor.collate([self.items[i] for i in chunk])
-
-
-def make_processors(backbone: Backbone, cfg: DataConfig) -> dict[str, Any]:
-    """Per split: tokenisation (text), or decoding and transforms (images; training augments)."""
-    if backbone.modality == "text":
-        text = TextProcessor(backbone.tokenizer, cfg.max_length)
-        return {"train": text, "test": text}
-    options = {"scale": tuple(cfg.crop_scale), "hflip": cfg.hflip}
-    return {
-        "train": ImageProcessor(backbone.data_config, train=cfg.augment, **options),
-        "test": ImageProcessor(backbone.data_config, train=False),
-    }
 
 
 class Experiment:
@@ -86,7 +48,6 @@ class Experiment:
         self.device = resolve_device(config.train.device)
         tuner_cls = get_tuner(config.method)
         tuner_config = build_dataclass(tuner_cls.config_class, config.tuner, config.method)
-        config.tuner = to_dict(tuner_config)
         self.stream = build_benchmark(config.benchmark, config.data, config.seed)
         self.backbone = build_backbone(config.backbone, config.backbone_weights)
         if self.backbone.modality != self.stream.modality:
@@ -135,21 +96,16 @@ class Experiment:
         """One batch per chunk of indices."""
         if split in self.caches:
             self.caches[split].fill([i for chunk in chunks for i in chunk])
-        loader = DataLoader(
-            chunks,
-            batch_size=None,
-            collate_fn=Collate(self.items[split], self.labels[split], self.processors[split]),
-            num_workers=self.config.data.workers,
-        )
-        for index, labels, inputs in loader:
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        items, labels, processor = self.items[split], self.labels[split], self.processors[split]
+        workers = self.config.data.workers
+        for index, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
             if split in self.caches:
                 query = self.caches[split].get(index).to(self.device)
             elif self.tuner.needs_query:
                 query = self.backbone.features(inputs)
             else:
                 query = None
-            yield Batch(inputs, labels.to(self.device), index, query)
+            yield Batch(inputs, y, index, query)
 
     def indices_of(self, split: str, tasks: Sequence[int]) -> list[int]:
         """Positions of the samples of ``tasks`` in ``split``."""
@@ -168,18 +124,15 @@ class Experiment:
         else:  # every class seen so far competes
             outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
         # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
-        groups = [
-            {**g, "lr": cfg.lr * g.get("lr_scale", 1.0)}
-            for g in (tuner.param_groups() if tuner.trains else [])
-        ]
+        groups = tuner.param_groups() if tuner.trains else []
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         if groups and cfg.epochs > 0:
-            optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = make_optimizer(cfg, groups)
             tuner.train()
             for epoch in range(cfg.epochs):
-                seed = task_seed(self.config.seed, task) + epoch + 1
-                order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+                set_epoch_lr(optimizer, cfg, epoch)
+                order = epoch_order(len(indices), self.config.seed, task, epoch)
                 shuffled = [indices[i] for i in order]
                 for terms in self.train_epoch(task, epoch, shuffled, outside, optimizer):
                     for name, value in terms.items():
@@ -202,27 +155,23 @@ class Experiment:
     ) -> Iterator[dict[str, float]]:
         """One pass over ``indices``; yields the loss terms of each step."""
         cfg = self.config.train
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        bar = tqdm(
-            self.batches("train", indices, cfg.batch_size),
-            total=-(-len(indices) // cfg.batch_size),
-            desc=f"task {task + 1}/{len(self.training_tasks)} epoch {epoch + 1}/{cfg.epochs}",
-            disable=None if cfg.progress else True,
-            leave=False,
-        )
-        for batch in bar:
+
+        def loss_terms(batch: Batch) -> dict[str, torch.Tensor]:
             out = self.tuner(batch, task=torch.full_like(batch.labels, task))
             logits = out.logits.masked_fill(outside, float("-inf"))
             terms = {"ce": F.cross_entropy(logits, batch.labels)}
             terms.update(self.tuner.loss_terms(batch, out, task))
-            loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            yield {name: value.item() for name, value in terms.items()}
+            return terms
+
+        yield from optimisation_steps(
+            self.batches("train", indices, cfg.batch_size),
+            loss_terms,
+            optimizer,
+            grad_clip=cfg.grad_clip,
+            where=f"task {task + 1}/{len(self.training_tasks)} epoch {epoch + 1}/{cfg.epochs}",
+            progress=cfg.progress,
+            total=-(-len(indices) // cfg.batch_size),
+        )
 
     @torch.no_grad()
     def evaluate(self, num_seen: int) -> dict[str, Any]:
@@ -230,7 +179,7 @@ class Experiment:
         tasks = self.stream.tasks[:num_seen]
         seen = [c for classes in tasks for c in classes]
         size = self.config.train.eval_batch_size
-        if self.tuner.leaks_task_identity:  # task-pure batches (DESIGN section 3), flagged
+        if self.tuner.leaks_task_identity:  # task-pure batches: leaks task identity, flagged
             chunks = []
             for task in range(num_seen):
                 pure = self.indices_of("test", [task])
@@ -270,17 +219,10 @@ class Experiment:
         }
 
 
-def cut(indices: Sequence[int], size: int) -> list[list[int]]:
-    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
-
-
 def saved_config(run_dir: RunDir) -> dict[str, Any]:
     """The run's config.json with keys added to promptcl since then filled with their defaults
     (a run made by an older version resumes as long as it matches on the keys it knew)."""
-    config = load_config(run_dir.path / "config.json")
-    options = build_dataclass(get_tuner(config.method).config_class, config.tuner, config.method)
-    config.tuner = to_dict(options)
-    return to_dict(config)
+    return to_dict(load_config(run_dir.path / "config.json"))
 
 
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:

@@ -15,14 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from promptcl.files import write_json
 from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy, plot_heatmap
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -34,9 +28,6 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", config)
         write_json(self.path / "class_order.json", stream)
-
-    def read_config(self) -> dict[str, Any]:
-        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
 
     def is_run(self) -> bool:
         return (self.path / "config.json").is_file()

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from promptcl.runtime import optimisation_steps
+
 Covariance = Literal["diagonal", "full"]
 _JITTERS = (1.0, 10.0, 100.0, 1000.0)  # multiples of eps tried before the diagonal fallback
 
@@ -159,15 +161,16 @@ def train_epoch(
     """One shuffled pass of cross-entropy over (features, labels), the ``outside`` classes'
     logits masked; gradients clipped to ``max_norm`` when given."""
     order = torch.randperm(labels.numel()).to(labels.device)
-    for start in range(0, labels.numel(), batch_size):
-        batch = order[start : start + batch_size]
+    batches = (order[start : start + batch_size] for start in range(0, labels.numel(), batch_size))
+
+    def loss_terms(batch: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = model(features[batch]).masked_fill(outside, float("-inf"))
-        loss = F.cross_entropy(logits, labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
+        return {"ce": F.cross_entropy(logits, labels[batch])}
+
+    for _ in optimisation_steps(
+        batches, loss_terms, optimizer, grad_clip=max_norm, where="classifier alignment"
+    ):
+        pass
 
 
 def train_on_gaussians(

@@ -6,11 +6,11 @@ Each seen task i gets a weight alpha_i = 1/T in a network whose task-specific pa
 alpha-weighted sum of the tasks' parts; H = entropy of the predicted class distribution. The
 task whose weight most decreases the entropy when raised, argmax_i(-dH/dalpha_i), is inferred.
 
-Per sample (DESIGN section 4): alpha_b in R^T for every sample b; samples do not interact in a
+Per sample: alpha_b in R^T for every sample b; samples do not interact in a
 frozen eval-mode network, so one backward of sum_b H_b gives every dH_b/dalpha_b. The paper's
 one-shot form shares one alpha over a batch of n samples (mean entropy), which names one task
 per batch: honest only on mixed batches, a leak on task-pure ones, so it exists as the flagged
-batch mode (DESIGN section 3).
+batch mode (one task per task-pure batch leaks the task identity, so it is flagged).
 """
 
 from __future__ import annotations

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from promptcl.errors import UsageError
+from promptcl.registry import Registry
 from promptcl.tuners.base import Batch, Tuner, TunerOutput
 
-TUNERS: dict[str, type[Tuner]] = {}
+TUNERS: Registry[type[Tuner]] = Registry("method")
 
 
 def register_tuner(cls: type[Tuner]) -> type[Tuner]:
-    if cls.name in TUNERS:
-        raise ValueError(f"method {cls.name!r} is already registered")
-    TUNERS[cls.name] = cls
-    return cls
+    return TUNERS.add(cls.name, cls, cls.description)
 
 
 def get_tuner(name: str) -> type[Tuner]:
-    if name not in TUNERS:
-        raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(TUNERS)}")
-    return TUNERS[name]
+    return TUNERS.get(name)
 
 
 # importing a method's package registers it

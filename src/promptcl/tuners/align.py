@@ -3,20 +3,19 @@
 After each task, the output head is re-trained on pseudo-features drawn from the per-class
 Gaussians of PROMPTED features of all seen classes (each class's statistics taken with its own
 task's prompt), logits restricted to the seen classes. This removes the head's bias towards the
-latest task's classes without storing old samples. Tuners fill the Gaussians in ``end_task``
-with :func:`collect_features`, then call :func:`align_head`.
+latest task's classes without storing old samples. Tuners fill the Gaussians in ``end_task``,
+then call :func:`align_head`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians, train_on_gaussians
-from promptcl.tuners.base import Batch
 
 
 @dataclass
@@ -78,17 +77,3 @@ def align_head(
         samples_per_class=samples_per_class,
         weight_decay=weight_decay,
     )
-
-
-@torch.no_grad()
-def collect_features(
-    fn: Callable[[Batch], torch.Tensor], batches: Iterable[Batch]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``fn`` (batch -> (B, d) features) over ``batches``; features (N, d), labels (N,)."""
-    features, labels = [], []
-    for batch in batches:
-        features.append(fn(batch).detach().float())
-        labels.append(batch.labels.to(features[-1].device))
-    if not features:
-        raise ValueError("no batches to collect features from")
-    return torch.cat(features), torch.cat(labels)

@@ -41,6 +41,9 @@ class Tuner(nn.Module):
     config_class: ClassVar[type]
     needs_query: ClassVar[bool] = False  # wants Batch.query (the un-prompted pooled feature)
     trains: ClassVar[bool] = True  # False: no gradient steps (e.g. class means)
+    # how the task of a test sample is named (``promptcl list``); a config field ``task_id``
+    # (the per-task edit methods) lists choices instead
+    task_inference: ClassVar[str] = "none needed (one classifier over all seen classes)"
 
     def __init__(self, config: Any, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
@@ -79,7 +82,7 @@ class Tuner(nn.Module):
 
     @property
     def leaks_task_identity(self) -> bool:
-        """True for modes that infer one task per (task-pure) batch: DESIGN section 3."""
+        """True for modes that infer one task per (task-pure) batch: their results are flagged."""
         return False
 
     def own_parameters(self) -> Iterable[nn.Parameter]:

@@ -21,7 +21,7 @@ Task identity at evaluation (``task_id``):
   classes (``entropy_top``: over the top C/T logits); the prediction then runs with task_b's
   edits and E-prompt.
 - ``gradient-batch``: the paper's one-shot form, one alpha shared by the batch, hence one task
-  per batch. It leaks the task identity (DESIGN section 3): the loop evaluates it on task-pure
+  per batch. It leaks the task identity: the loop evaluates it on task-pure
   batches and marks the run ``leaks_task_identity``.
 """
 
@@ -35,16 +35,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from promptcl.backbones.masked import (
-    OutputEdit,
-    TaskEditBank,
-    WeightEdit,
-    install_masked_linears,
-)
+from promptcl.backbones.masked import OutputEdit, WeightEdit, install_masked_linears
 from promptcl.taskid import cosine, gradient_id, prompt_id
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.dualprompt.config import DualPromptConfig
 from promptcl.tuners.dualprompt.model import DualPrompt
+from promptcl.tuners.editbank import TaskEditBank
 from promptcl.tuners.l2p.config import L2PConfig
 from promptcl.tuners.l2p.model import L2P
 from promptcl.tuners.prompts import check_blocks

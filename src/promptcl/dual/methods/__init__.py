@@ -8,24 +8,18 @@ from promptcl.dual.methods.ivlp import IVLP, IVLPConfig
 from promptcl.dual.methods.maple import MaPLe, MaPLeConfig
 from promptcl.dual.methods.mpl import MPL, MPLConfig
 from promptcl.dual.methods.zeroshot import ZeroShot, ZeroShotConfig
-from promptcl.errors import UsageError
+from promptcl.registry import Registry
 
 # name -> (config dataclass, method class)
-DUAL_METHODS: dict[str, tuple[type, type[DualMethod]]] = {}
+DUAL_METHODS: Registry[tuple[type, type[DualMethod]]] = Registry("dual-encoder method")
 
 
 def register_method(name: str, config_class: type, method_class: type[DualMethod]) -> None:
-    if name in DUAL_METHODS:
-        raise ValueError(f"dual-encoder method {name!r} is already registered")
-    DUAL_METHODS[name] = (config_class, method_class)
+    DUAL_METHODS.add(name, (config_class, method_class), method_class.description)
 
 
 def get_method(name: str) -> tuple[type, type[DualMethod]]:
-    if name not in DUAL_METHODS:
-        raise UsageError(
-            f"unknown dual-encoder method {name!r}; choose one of: {', '.join(DUAL_METHODS)}"
-        )
-    return DUAL_METHODS[name]
+    return DUAL_METHODS.get(name)
 
 
 register_method("zeroshot", ZeroShotConfig, ZeroShot)

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from promptcl.backbones import Backbone, DualEncoder, Prompts
 from promptcl.dual.context import CTX_INITS
-from promptcl.dual.encoders import DualEncoder, Prompts, Tower
 
 PROMPT_STD = 0.02  # N(0, 0.02) for every randomly initialised prompt (CoOp, VPT, MaPLe, MPL)
 
@@ -41,7 +41,7 @@ def check_depth(depth: int) -> None:
         raise ValueError(f"depth={depth} must be >= 1 (1: the input prompts only)")
 
 
-def prompt_depth(depth: int, tower: Tower) -> int:
+def prompt_depth(depth: int, tower: Backbone) -> int:
     """Prompted blocks 1..J of a tower; J is capped at the tower's depth (6 for MiniLM-L6)."""
     return min(depth, tower.num_blocks)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promptcl.dual.encoders import DualEncoder, Prompts
+from promptcl.backbones import DualEncoder, Prompts
 from promptcl.dual.methods.base import ContextConfig, DualMethod, context_or_none, make_context
 
 

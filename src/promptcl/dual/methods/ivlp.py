@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promptcl.dual.encoders import DualEncoder, Prompts, PromptStep
+from promptcl.backbones import DualEncoder, Prompts, PromptStep
 from promptcl.dual.methods.base import (
     ContextConfig,
     DualMethod,

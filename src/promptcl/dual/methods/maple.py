@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from promptcl.dual.encoders import DualEncoder, Prompts, PromptStep
+from promptcl.backbones import DualEncoder, Prompts, PromptStep
 from promptcl.dual.methods.base import (
     ContextConfig,
     DualMethod,

@@ -1,8 +1,9 @@
-"""mpl: Modular Prompt Learning (seed 001; DESIGN section 5). As MaPLe on the label side; on
-the query side the prompts are carried instead of replaced. Block 1 gets F_0(P_0) (n_ctx
-tokens); at each block l = 2..J the n_rm NEWEST carried prompt tokens are dropped, the rest are
-kept (their hidden states from block l-1), and n_add * n_ctx new tokens are appended, group a
-being F_{l,a}(P_l) from its own coupling. Count entering block l (1-based):
+"""mpl: Modular Prompt Learning (Huang et al., "Modular Prompt Learning Improves
+Vision-Language Models"). As MaPLe on the label side; on the query side the prompts are
+carried instead of replaced. Block 1 gets F_0(P_0) (n_ctx tokens); at each block l = 2..J the
+n_rm NEWEST carried prompt tokens are dropped, the rest are kept (their hidden states from block
+l-1), and n_add * n_ctx new tokens are appended, group a being F_{l,a}(P_l) from its own
+coupling (group 0 is MaPLe's F_l). Count entering block l (1-based):
 c_1 = n_ctx, c_l = max(c_{l-1} - n_rm, 0) + n_add * n_ctx for l <= J, unchanged after J.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from promptcl.dual.encoders import Prompts, PromptStep
+from promptcl.backbones import Prompts, PromptStep
 from promptcl.dual.methods.base import cloned_linears
 from promptcl.dual.methods.maple import MaPLe, MaPLeConfig
 
@@ -44,7 +45,7 @@ class MPLConfig(MaPLeConfig):
 
 
 def carried_counts(n_ctx: int, n_add: int, n_rm: int, depth: int, num_blocks: int) -> list[int]:
-    """Query prompt tokens entering each block (0-based list over all blocks)."""
+    """Query prompt tokens leaving each block's prompt step (0-based list over all blocks)."""
     counts = [n_ctx]
     for block in range(1, num_blocks):
         added = n_add * n_ctx if block < depth else 0
@@ -54,28 +55,36 @@ def carried_counts(n_ctx: int, n_add: int, n_rm: int, depth: int, num_blocks: in
 
 
 class MPL(MaPLe):
-    """MaPLe's text side, context and input coupling F_0; the query side carries its prompts."""
+    """MaPLe's text side, context and couplings F_0, F_l; n_add - 1 more coupling groups."""
 
     description = "MaPLe with modular carry: drop the n_rm newest query prompts, add n_add groups"
 
     def make_couplings(self, d_text: int, d_query: int) -> nn.ModuleList:
-        """F_{l,a}, indexed [a][l - 1]: every coupling starts from one random init, as the
-        public code clones it."""
+        """F_{l,a} for every group a: all start from one random init, as the public code clones
+        it. Group 0 is MaPLe's F_l (``self.couple``); groups 1.. go to ``self.groups``, indexed
+        [a - 1][l - 1]."""
         per_group = self.depth - 1
         couplings = cloned_linears(self.config.n_add * per_group, d_text, d_query)
-        return nn.ModuleList(
-            couplings[a * per_group : (a + 1) * per_group] for a in range(self.config.n_add)
+        self.groups = nn.ModuleList(
+            couplings[a * per_group : (a + 1) * per_group] for a in range(1, self.config.n_add)
         )
+        return nn.ModuleList(couplings[:per_group])
 
     def added(self) -> list[torch.Tensor]:
         """New query tokens of blocks 0..J-1: (n_ctx, d) then (n_add * n_ctx, d) each."""
         tokens = [self.couple_input(self.ctx)]
         for block, p in enumerate(self.text):
-            tokens.append(torch.cat([group[block](p) for group in self.couple], dim=0))
+            fs = [self.couple[block], *(group[block] for group in self.groups)]
+            tokens.append(torch.cat([f(p) for f in fs], dim=0))
         return tokens
 
     def query_prompts(self) -> Prompts:
-        steps = {}
-        for block, t in enumerate(self.added()):
-            steps[block] = PromptStep(t, drop=None if block == 0 else self.config.n_rm)
+        """Block 0 gets its tokens; block l keeps the oldest carried tokens but the n_rm
+        newest and appends its own."""
+        cfg = self.config
+        counts = carried_counts(cfg.n_ctx, cfg.n_add, cfg.n_rm, self.depth, self.depth)
+        first, *rest = self.added()
+        steps = {0: PromptStep(first)}
+        for block, t in enumerate(rest, start=1):
+            steps[block] = PromptStep(t, kept=max(counts[block - 1] - cfg.n_rm, 0))
         return Prompts(steps=steps)

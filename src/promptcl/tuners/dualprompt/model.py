@@ -24,6 +24,7 @@ class DualPrompt(Tuner):
     description = "G-prompt + per-task E-prompts (prefix), per-sample Prompt ID at test"
     config_class = DualPromptConfig
     needs_query = True
+    task_inference = "Prompt ID: per-sample key matching of the frozen query"
 
     def __init__(self, config: DualPromptConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)

@@ -1,4 +1,5 @@
-"""Hash: History-Aware prompt-SHaring (seed 000).
+"""Hash: History-Aware prompt-SHaring ("Is Parameter Isolation Better for Prompt-Based
+Continual Learning?", CVPR 2026).
 
 Per prompted block l a pool of K prefix experts p_{l,k} (each 2 x L_p x d), shared by all
 tasks. Task t owns a router W_r^{t,l} (d x K) per block: scores s = mean_seq(x W_r) / sqrt(d)
@@ -21,12 +22,12 @@ import torch
 from torch import nn
 
 from promptcl.backbones import Prefix, PrefixFn
+from promptcl.backbones.base import masked_mean
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.hash.config import HashConfig
 from promptcl.tuners.hash.routing import (
     MODULATIONS,
     PENALTIES,
-    masked_mean,
     most_used,
     routing_entropy,
 )
@@ -41,6 +42,7 @@ class Hash(Tuner):
     description = "shared prefix-expert pool, per-task routers, HDR + HGM, TII + TAP (Hash)"
     config_class = HashConfig
     needs_query = True
+    task_inference = "TII: a classifier on frozen features aligned on class Gaussians (HiDe-Prompt)"
 
     def __init__(self, config: HashConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)

@@ -1,4 +1,5 @@
-"""Hash's history-aware pieces as pluggable functions (Hash, seed 000, HDR and HGM).
+"""Hash's history-aware pieces as pluggable functions (Hash, "Is Parameter Isolation Better for
+Prompt-Based Continual Learning?", CVPR 2026: HDR and HGM).
 
 H (n_blocks, K): training samples routed to each expert, summed over the tasks so far.
 A (n_blocks, K) bool: the M most-used experts at the start of the current task.
@@ -13,26 +14,21 @@ from collections.abc import Callable
 
 import torch
 
+from promptcl.registry import Registry
+
+HistoryFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 # phi(H, A, delta) -> (n_blocks, K) penalty subtracted from the routing scores
-PENALTIES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {}
+PENALTIES: Registry[HistoryFn] = Registry("HDR penalty")
 # psi(H, A, beta) -> (n_blocks, K) multiplier of each expert's learning rate
-MODULATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {}
+MODULATIONS: Registry[HistoryFn] = Registry("HGM modulation")
 
 
-def penalty(name: str):
-    def register(fn):
-        PENALTIES[name] = fn
-        return fn
-
-    return register
+def penalty(name: str, description: str = "") -> Callable[[HistoryFn], HistoryFn]:
+    return PENALTIES.register(name, description)
 
 
-def modulation(name: str):
-    def register(fn):
-        MODULATIONS[name] = fn
-        return fn
-
-    return register
+def modulation(name: str, description: str = "") -> Callable[[HistoryFn], HistoryFn]:
+    return MODULATIONS.register(name, description)
 
 
 @penalty("constant")
@@ -76,14 +72,6 @@ def most_used(history: torch.Tensor, m: int) -> torch.Tensor:
     top = history.topk(min(m, history.shape[-1]), dim=-1).indices
     protected.scatter_(-1, top, True)
     return protected & (history > 0)
-
-
-def masked_mean(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the sequence of (B, N, d), counting only real tokens."""
-    if keep is None:
-        return x.mean(dim=1)
-    w = keep.unsqueeze(-1).to(x.dtype)
-    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
 
 
 def routing_entropy(weights: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ class HiDePrompt(Tuner):
     description = "per-task prefix prompts, TII on frozen features, TAP head alignment (HiDe)"
     config_class = HiDeConfig
     needs_query = True
+    task_inference = "TII: a classifier on frozen features aligned on class Gaussians (HiDe-Prompt)"
 
     def __init__(self, config: HiDeConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from promptcl.backbones.base import input_prompts
 from promptcl.taskid import match_keys
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.l2p.config import L2PConfig
@@ -21,6 +22,7 @@ class L2P(Tuner):
     description = "prompt pool with keys, per-sample top-N prompts prepended to the input"
     config_class = L2PConfig
     needs_query = True
+    task_inference = "none needed (prompts picked per sample from a shared pool by key matching)"
 
     def __init__(self, config: L2PConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
@@ -35,7 +37,7 @@ class L2P(Tuner):
         chosen, similarity = match_keys(batch.query, self.keys, self.config.top_k)  # (B, N)
         B = chosen.shape[0]
         prompts = self.prompts[chosen].reshape(B, -1, self.backbone.dim)  # (B, N * L, d)
-        hidden, _ = self.backbone(batch.inputs, prompts=prompts)
+        hidden, _ = self.backbone(batch.inputs, input_prompts(prompts))
         start = self.backbone.num_prefix_tokens
         pooled = hidden[:, start : start + prompts.shape[1]].mean(dim=1)
         return TunerOutput(self.head(pooled), extras={"similarity": similarity})

@@ -1,0 +1,109 @@
+"""What every training command shares: the device, the seeds, the optimiser and its schedule,
+and the one optimisation step (continual training, base-to-novel training, and the Gaussian
+stages of HiDe-Prompt's TII and TAP all go through ``optimisation_steps``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from promptcl.errors import UsageError
+
+B = TypeVar("B")
+
+
+class NonFiniteLoss(UsageError):
+    """A training loss became NaN or infinite: the run stops instead of training on garbage."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"train.device={name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("train.device asks for CUDA but none is available; use train.device=cpu")
+    return device
+
+
+def task_seed(seed: int, task: int) -> int:
+    """Task t of a run starts from torch.manual_seed(task_seed(seed, t)) (b2n: one task, 0)."""
+    return seed * 100_003 + task
+
+
+def epoch_order(n: int, seed: int, task: int, epoch: int) -> list[int]:
+    """The shuffled order of n training samples in epoch ``epoch`` of task ``task``."""
+    generator = torch.Generator().manual_seed(task_seed(seed, task) + epoch + 1)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def make_optimizer(cfg: Any, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """``train.optimizer`` over parameter groups; a group's "lr_scale" multiplies train.lr."""
+    groups = [{**g, "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in groups]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def epoch_lr(cfg: Any, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based): train.lr (constant), or Dassl's schedule as
+    CoOp, MaPLe and MPL train: warmup_lr for the warmup epochs, then
+    lr * (1 + cos(pi * k / epochs)) / 2 with k counting epochs since the warmup (cosine)."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: Any, epoch: int) -> float:
+    """Apply ``epoch_lr`` to every group (times its lr_scale); constant schedules touch nothing."""
+    lr = epoch_lr(cfg, epoch)
+    if cfg.schedule != "constant":
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
+
+
+def optimisation_steps(
+    batches: Iterable[B],
+    loss_terms: Callable[[B], dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    grad_clip: float | None = None,
+    where: str = "training",
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[dict[str, float]]:
+    """One optimisation step per batch: loss = sum of ``loss_terms(batch)``, a finite check,
+    zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step. Yields
+    each step's loss terms as floats. ``where`` names the stage in the progress bar and in the
+    error raised at the first non-finite loss."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    bar = tqdm(batches, total=total, desc=where, disable=None if progress else True, leave=False)
+    for step, batch in enumerate(bar, start=1):
+        terms = loss_terms(batch)
+        loss = sum(terms.values())
+        value = loss.item()
+        if not math.isfinite(value):
+            bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            raise NonFiniteLoss(
+                f"non-finite loss ({bad}) in {where}, step {step}; lower train.lr or set "
+                "train.grad_clip"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        bar.set_postfix(loss=f"{value:.3f}")
+        yield {name: v.item() for name, v in terms.items()}
