@@ -258,7 +258,7 @@ def test_class_texts_tokenise_like_the_whole_sentence(bert_pair):
     texts = class_texts(tokenizer, NAMES, TEMPLATE, 0, "auto", 64)
     whole = tokenizer([TEMPLATE.format(n) for n in NAMES], padding=True, return_tensors="pt")
     assert torch.equal(texts.input_ids, whole["input_ids"])
-    prepend = class_texts(tokenizer, NAMES, TEMPLATE, 2, "prepend", 64)
+    prepend = class_texts(tokenizer, NAMES, TEMPLATE, 2, "prepend-random", 64)
     assert (
         prepend.init_ids is None and prepend.input_ids.shape[1] == whole["input_ids"].shape[1] + 2
     )
@@ -276,3 +276,19 @@ def test_learning_rate_schedule_and_harmonic_mean():
     assert lrs[1] > lrs[2] > lrs[3] > lrs[4] > 0
     assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
     assert harmonic_mean(80.0, None) is None and harmonic_mean(0.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("n_ctx", [1, 2])
+def test_mpl_context_starts_from_the_embedding_of_x(bert_pair, n_ctx):
+    # MPL's code: the text "X ... X <template>", context = embeddings of the n_ctx tokens after
+    # the start token; with WordPiece (and CLIP's BPE) each "X" is one token
+    tokenizer = bert_pair.label.tokenizer
+    (x,) = tokenizer("X", add_special_tokens=False)["input_ids"]
+    method, texts = build("mpl", {"n_ctx": n_ctx, "n_rm": 1}, bert_pair)
+    assert method.config.ctx_init == "prepend" and texts.init_ids == [x] * n_ctx
+    expected = bert_pair.label.word_embeddings(torch.tensor([x] * n_ctx))
+    torch.testing.assert_close(method.ctx.detach(), expected)
+    # the same slots as prepend-random, whose context is drawn from N(0, 0.02)
+    random, random_texts = build("mpl", {"n_ctx": n_ctx, "ctx_init": "prepend-random"}, bert_pair)
+    assert random_texts.init_ids is None and torch.equal(random_texts.input_ids, texts.input_ids)
+    assert not torch.allclose(random.ctx, method.ctx) and random.ctx.std() < 0.05
