@@ -259,7 +259,7 @@ def test_class_texts_tokenise_like_the_whole_sentence(bert_pair):
     texts = class_texts(tokenizer, NAMES, TEMPLATE, 0, "auto", 64)
     whole = tokenizer([TEMPLATE.format(n) for n in NAMES], padding=True, return_tensors="pt")
     assert torch.equal(texts.input_ids, whole["input_ids"])
-    prepend = class_texts(tokenizer, NAMES, TEMPLATE, 2, "prepend", 64)
+    prepend = class_texts(tokenizer, NAMES, TEMPLATE, 2, "prepend-random", 64)
     assert (
         prepend.init_ids is None and prepend.input_ids.shape[1] == whole["input_ids"].shape[1] + 2
     )
@@ -319,10 +319,30 @@ def test_causal_prefix_attention_lets_every_token_see_the_prefix(clip_pair):
         q, k, v = (split(p(x)) for p in (base.q_proj, base.k_proj, base.v_proj))
         pk, pv = (split(t.expand(2, -1, -1)) for t in prefix[:2])
         scores = q @ torch.cat([pk, k], dim=2).transpose(-2, -1) * base.scale  # (B, H, 5, 8)
-        allowed = torch.cat(
-            [torch.ones(5, 3, dtype=torch.bool), torch.ones(5, 5, dtype=torch.bool).tril()], dim=1
-        )[None, None] & torch.cat([torch.ones(2, 3, dtype=torch.bool), keep], 1)[:, None, None]
+        allowed = (
+            torch.cat(
+                [torch.ones(5, 3, dtype=torch.bool), torch.ones(5, 5, dtype=torch.bool).tril()],
+                dim=1,
+            )[None, None]
+            & torch.cat([torch.ones(2, 3, dtype=torch.bool), keep], 1)[:, None, None]
+        )
         weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         context = (weights @ torch.cat([pv, v], dim=2)).transpose(1, 2).reshape(2, 5, 32)
         expected = base.out_proj(context)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_ctx", [1, 2])
+def test_mpl_context_starts_from_the_embedding_of_x(bert_pair, n_ctx):
+    # MPL's code: the text "X ... X <template>", context = embeddings of the n_ctx tokens after
+    # the start token; with WordPiece (and CLIP's BPE) each "X" is one token
+    tokenizer = bert_pair.label.tokenizer
+    (x,) = tokenizer("X", add_special_tokens=False)["input_ids"]
+    method, texts = build("mpl", {"n_ctx": n_ctx, "n_rm": 1}, bert_pair)
+    assert method.config.ctx_init == "prepend" and texts.init_ids == [x] * n_ctx
+    expected = bert_pair.label.word_embeddings(torch.tensor([x] * n_ctx))
+    torch.testing.assert_close(method.ctx.detach(), expected)
+    # the same slots as prepend-random, whose context is drawn from N(0, 0.02)
+    random, random_texts = build("mpl", {"n_ctx": n_ctx, "ctx_init": "prepend-random"}, bert_pair)
+    assert random_texts.init_ids is None and torch.equal(random_texts.input_ids, texts.input_ids)
+    assert not torch.allclose(random.ctx, method.ctx) and random.ctx.std() < 0.05

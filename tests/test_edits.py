@@ -7,7 +7,9 @@ from torch import nn
 
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
+from promptcl.errors import UsageError
 from promptcl.taskid import entropy, gradient_id
+from promptcl.taskid.gradient import LogitSet, entropy_logits
 from promptcl.tuners import Batch, get_tuner
 from promptcl.tuners.wsn.model import BinaryMask
 
@@ -33,7 +35,7 @@ def make_batch(backbone, n=4, seed=0):
     mask = torch.ones_like(ids)
     mask[0, 4:] = 0
     inputs = {"input_ids": ids, "attention_mask": mask}
-    labels = torch.tensor([0, 4, 8, 1, 5, 7][:n])
+    labels = torch.tensor([0, 4, 8, 1, 5, 7, 2, 3, 6][:n])
     return Batch(inputs, labels, torch.arange(n), backbone.features(inputs))
 
 
@@ -121,8 +123,9 @@ def test_per_sample_gradient_id_equals_each_sample_alone(name, backbone):
 
 @pytest.mark.parametrize("top", [None, 3])
 def test_gradient_id_matches_the_entropy_gradient_of_the_superposed_network(backbone, top):
-    # top=3: entropy over the top C/T = 9/3 logits (entropy_top)
-    tuner = seen_tasks(make("softtf", backbone, task_id="gradient", entropy_top=top is not None), 3)
+    # top=3: entropy over the top C/T = 9/3 logits (entropy_top=top)
+    mode = "seen" if top is None else "top"
+    tuner = seen_tasks(make("softtf", backbone, task_id="gradient", entropy_top=mode), 3)
     batch = make_batch(backbone, n=3)
     seen = torch.tensor([c for classes in TASKS for c in classes])
     expected = []
@@ -138,6 +141,53 @@ def test_gradient_id_matches_the_entropy_gradient_of_the_superposed_network(back
         expected.append(int((-grad).argmax()))
     with torch.no_grad():
         assert tuner(batch).task_pred.tolist() == expected
+
+
+def test_entropy_logit_sets():
+    seen = torch.arange(6)  # 2 tasks of 3 seen, 9 classes in the stream
+    columns, kept = entropy_logits("seen", seen, 9, 2)
+    assert torch.equal(columns, seen) and kept == LogitSet()
+    columns, kept = entropy_logits("top", seen, 9, 2)
+    assert torch.equal(columns, seen) and kept == LogitSet(top=3)  # ceil(6 / 2)
+    columns, kept = entropy_logits("reference", seen, 9, 2)
+    assert torch.equal(columns, torch.arange(9)) and kept == LogitSet(top=4, rows=7)  # 9 // 2
+    with pytest.raises(ValueError, match="one alpha per batch"):
+        gradient_id(lambda a: a, 3, 3, top=kept)
+
+
+def test_reference_entropy_reads_all_classes_of_the_first_seven_samples(backbone):
+    tuner = seen_tasks(
+        make("softtf", backbone, task_id="gradient-batch", entropy_top="reference"), 2
+    )
+    batch = make_batch(backbone, n=9)
+    alpha = torch.full((1, 2), 1 / 2, requires_grad=True)  # by hand: one alpha, 2 seen tasks
+    with tuner.edits.use(alpha.expand(9, 2)):
+        logits = tuner.base(batch, alpha.expand(9, 2)).logits  # all 9 classes, 3 unseen
+    assert logits.shape == (9, NUM_CLASSES)
+    logits = logits[:7].topk(NUM_CLASSES // 2, dim=1).values
+    h = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+    (grad,) = torch.autograd.grad(h, alpha)
+    with torch.no_grad():
+        pred = tuner(batch).task_pred
+        # samples 8 and 9 do not enter the entropy
+        assert torch.equal(tuner(subset(batch, list(range(7)))).task_pred, pred[:7])
+    assert pred.tolist() == [int((-grad).argmax())] * 9
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({"entropy_top": True}, "top"), ({"entropy_top": False}, "seen"), ({}, "seen")],
+)
+def test_entropy_top_reads_the_former_booleans(backbone, options, expected):
+    assert make("softtf", backbone, **options).config.entropy_top == expected
+
+
+@pytest.mark.parametrize("task_id", ["prompt", "gradient"])
+def test_reference_entropy_needs_the_batch_mode(backbone, task_id):
+    with pytest.raises(UsageError, match="needs task_id=gradient-batch"):
+        make("softtf", backbone, task_id=task_id, entropy_top="reference")
+    with pytest.raises(UsageError, match="entropy_top='all'"):
+        make("softtf", backbone, task_id=task_id, entropy_top="all")
 
 
 def test_batch_mode_is_flagged_and_names_one_task(backbone):

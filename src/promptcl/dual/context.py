@@ -9,8 +9,11 @@ positions 1..n_ctx, by ``ctx_init``:
   embeddings (CoOp's "a photo of a" with n_ctx=4; MaPLe's n_ctx=2 replaces "a photo");
 - ``random``: the words before ``{}`` are dropped and n_ctx vectors drawn from N(0, 0.02)
   stand in their place (CoOp's generic "X X X X {class}.");
-- ``prepend``: n_ctx vectors from N(0, 0.02) go before the whole template (MPL's public code:
-  "X a photo of a {class}.");
+- ``prepend``: n_ctx vectors go before the whole template and start from the word embedding
+  of "X" (MPL's public code, trainers/mpl.py: the text "X a photo of a {class}." with the
+  context taken from the embeddings of the n_ctx tokens after the start token, i.e. the
+  first n_ctx tokens of "X X ... X" as the label tower's tokenizer splits it);
+- ``prepend-random``: the same slots, the vectors drawn from N(0, 0.02);
 - ``auto``: ``template`` when n_ctx <= the number of template tokens before ``{}``, else ``random``.
 """
 
@@ -22,7 +25,8 @@ import torch
 
 from promptcl.errors import UsageError
 
-CTX_INITS = ("auto", "template", "random", "prepend")
+CTX_INITS = ("auto", "template", "random", "prepend", "prepend-random")
+PREPEND_WORD = "X"  # MPL's code: ctx_init = " ".join(["X"] * n_ctx) + " " + ctx_init
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class ClassTexts:
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    init_ids: list[int] | None  # None: random init
+    init_ids: list[int] | None  # the ids whose word embeddings the ctx starts from; None: random
 
     def inputs(self, device: torch.device | None = None) -> dict[str, torch.Tensor]:
         return {
@@ -93,7 +97,7 @@ def class_texts(
     slots = [tokenizer.pad_token_id] * n_ctx
     if mode == "random":
         prefix = slots
-    elif mode == "prepend":
+    elif mode in ("prepend", "prepend-random"):
         prefix = slots + prefix
     start, end = special_tokens(tokenizer)
     rows = []
@@ -108,5 +112,15 @@ def class_texts(
     for i, ids in enumerate(rows):
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
-    init = prefix[:n_ctx] if mode == "template" and n_ctx else None
-    return ClassTexts(input_ids, mask, init)
+    return ClassTexts(input_ids, mask, _init_ids(tokenizer, mode, prefix, n_ctx))
+
+
+def _init_ids(tokenizer, mode: str, prefix: list[int], n_ctx: int) -> list[int] | None:
+    """The token ids whose embeddings the n_ctx context vectors start from; None: N(0, 0.02)."""
+    if not n_ctx:
+        return None
+    if mode == "template":
+        return prefix[:n_ctx]
+    if mode == "prepend":
+        return _ids(tokenizer, " ".join([PREPEND_WORD] * n_ctx))[:n_ctx]
+    return None

@@ -18,8 +18,9 @@ Task identity at evaluation (``task_id``):
   sum_i alpha_{b,i} edit_i(x_b) and the E-prompt is sum_i alpha_{b,i} e_i (the public code
   instead takes the E-prompt of key matching in this pass; superposing it too keeps Gradient ID
   free of the keys). task_b = argmax_i(-dH_b/dalpha_{b,i}) with H_b the entropy over the seen
-  classes (``entropy_top``: over the top C/T logits); the prediction then runs with task_b's
-  edits and E-prompt.
+  classes (``entropy_top``: ``top``, over their top C/T logits; ``reference``, gradient-batch
+  only, Soft-TF's code: the top C/T of all classes, first 7 samples; taskid/gradient.py); the
+  prediction then runs with task_b's edits and E-prompt.
 - ``gradient-batch``: the paper's one-shot form, one alpha shared by the batch, hence one task
   per batch. It leaks the task identity: the loop evaluates it on task-pure
   batches and marks the run ``leaks_task_identity``.
@@ -37,6 +38,7 @@ from torch import nn
 
 from promptcl.backbones.masked import OutputEdit, WeightEdit, install_masked_linears
 from promptcl.taskid import cosine, gradient_id, prompt_id
+from promptcl.taskid.gradient import entropy_logits, entropy_set_name
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.dualprompt.config import DualPromptConfig
 from promptcl.tuners.dualprompt.model import DualPrompt
@@ -73,9 +75,12 @@ class EditOptions:
             "gradient-batch (one task per batch: leaks task identity, flagged)."
         },
     )
-    entropy_top: bool = field(
-        default=False,
-        metadata={"help": "Gradient ID: entropy over the top C/T logits, not all seen classes."},
+    entropy_top: str = field(
+        default="seen",
+        metadata={
+            "help": "Gradient ID's entropy: seen (all seen classes), top (their top C/T logits), "
+            "reference (gradient-batch only; Soft-TF's code: top C/T of all classes, 7 samples)."
+        },
     )
     key_pull_coeff: float = field(
         default=1.0,
@@ -87,6 +92,11 @@ class EditOptions:
             raise ValueError(f"base must be one of {', '.join(BASES)}")
         if self.task_id not in TASK_ID_MODES:
             raise ValueError(f"task_id must be one of {', '.join(TASK_ID_MODES)}")
+        self.entropy_top = entropy_set_name(self.entropy_top)
+        if self.entropy_top == "reference" and self.task_id != "gradient-batch":
+            raise ValueError(
+                "entropy_top=reference needs task_id=gradient-batch (Soft-TF's one-shot form)"
+            )
 
 
 class EditTuner(Tuner):
@@ -153,7 +163,7 @@ class EditTuner(Tuner):
             return prompt_id(batch.query, torch.stack(list(self.task_keys)))
         seen = (self.class_task >= 0).nonzero().squeeze(1)
         num_tasks = self.edits.num_tasks
-        top = -(-len(seen) // num_tasks) if self.config.entropy_top else None
+        seen, top = entropy_logits(self.config.entropy_top, seen, self.num_classes, num_tasks)
 
         def logits_of(alpha: torch.Tensor) -> torch.Tensor:
             with self.edits.use(alpha):

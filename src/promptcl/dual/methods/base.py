@@ -25,7 +25,8 @@ class ContextConfig:
         metadata={
             "help": "auto | template (replace the first n_ctx template words, start from their "
             "embeddings) | random (replace the words before the class name, N(0, 0.02)) | "
-            "prepend (before the whole template, N(0, 0.02))."
+            "prepend (before the whole template, from the embedding of 'X', as MPL's code) | "
+            "prepend-random (before the whole template, N(0, 0.02))."
         },
     )
 
@@ -86,7 +87,8 @@ class DualMethod(nn.Module):
 
 
 def make_context(encoder: DualEncoder, n_ctx: int, init_ids: list[int] | None) -> nn.Parameter:
-    """CoOp's context vectors (n_ctx, d_word): the template words' embeddings or N(0, 0.02)."""
+    """CoOp's context vectors (n_ctx, d_word): the word embeddings of ``init_ids`` (template
+    words, or MPL's "X") or N(0, 0.02)."""
     if init_ids is not None:
         with torch.no_grad():
             ids = torch.tensor(init_ids, dtype=torch.long)

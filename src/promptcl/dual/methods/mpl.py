@@ -1,9 +1,9 @@
-"""mpl: Modular Prompt Learning (Huang et al., "Modular Prompt Learning Improves
-Vision-Language Models"). As MaPLe on the label side; on the query side the prompts are
-carried instead of replaced. Block 1 gets F_0(P_0) (n_ctx tokens); at each block l = 2..J the
-n_rm NEWEST carried prompt tokens are dropped, the rest are kept (their hidden states from block
-l-1), and n_add * n_ctx new tokens are appended, group a being F_{l,a}(P_l) from its own
-coupling (group 0 is MaPLe's F_l). Count entering block l (1-based):
+"""mpl: Modular Prompt Learning (Huang, Pedapati, Chen and Gao, "Modular Prompt Learning
+Improves Vision-Language Models", ICASSP 2025). As MaPLe on the label side; on
+the query side the prompts are carried instead of replaced. Block 1 gets F_0(P_0) (n_ctx
+tokens); at each block l = 2..J the n_rm NEWEST carried prompt tokens are dropped, the rest are
+kept (their hidden states from block l-1), and n_add * n_ctx new tokens are appended, group a
+being F_{l,a}(P_l) from its own coupling (group 0 is MaPLe's F_l). Count entering block l (1-based):
 c_1 = n_ctx, c_l = max(c_{l-1} - n_rm, 0) + n_add * n_ctx for l <= J, unchanged after J.
 """
 
@@ -24,7 +24,10 @@ class MPLConfig(MaPLeConfig):
     n_ctx: int = field(default=1, metadata={"help": "Text prompt tokens per block (MPL: 1)."})
     ctx_init: str = field(
         default="prepend",
-        metadata={"help": "As for coop; MPL's code prepends its context to the template."},
+        metadata={
+            "help": "As for coop; MPL's code prepends its context to the template and starts it "
+            "from the embedding of 'X' (prepend; prepend-random: N(0, 0.02))."
+        },
     )
     n_add: int = field(
         default=2, metadata={"help": "Couplings per block: n_add * n_ctx new query tokens."}

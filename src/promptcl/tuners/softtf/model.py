@@ -4,8 +4,9 @@ DualPrompt (default) or L2P.
 In each block of ``blocks`` (default: the last 3), task t owns masks M_t of the shapes of the
 frozen attention projections (timm: qkv, proj; BERT: query, key, value, attention output) and,
 with ``mlp``, of the MLP's fc1 and fc2; a masked layer computes x (W * M_t)^T + b (eq. 3 and 6;
-the bias is not masked). Masks start at 1 (``mask_init=ones``) or U(a, b) (``uniform``; the
-public code uses U(0.99, 1)). The loss is the base method's (DualPrompt: eq. 7,
+the bias is not masked; the public code multiplies it by an uninitialised ``ones_bias``, a
+defect docs/METHODS.md records). Masks start at 1 (``mask_init=ones``) or U(a, b)
+(``uniform``; the public code uses U(0.99, 1)). The loss is the base method's (DualPrompt: eq. 7,
 CE + lambda (1 - cos(q(x), k_t))). Task identity: Prompt ID or Gradient ID (tuners/edits.py).
 """
 
