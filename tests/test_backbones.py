@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from promptcl.backbones import Prefix, PrefixGate, build_backbone
-from promptcl.backbones.base import input_prompts
 from promptcl.backbones.attention import PrefixAttention
+from promptcl.backbones.base import input_prompts
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.vit import tiny_vit
 

@@ -15,7 +15,6 @@ from promptcl.tuners.wsn.model import BinaryMask
 
 NUM_CLASSES = 9
 TASKS = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-BASE = {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def backbone():
 def make(name, backbone, **options):
     cls = get_tuner(name)
     torch.manual_seed(0)
-    return cls(build_dataclass(cls.config_class, {**BASE, **options}, name), backbone, NUM_CLASSES)
+    return cls(build_dataclass(cls.config_class, options, name), backbone, NUM_CLASSES)
 
 
 def make_batch(backbone, n=4, seed=0):

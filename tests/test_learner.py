@@ -176,8 +176,6 @@ def test_batch_gradient_id_runs_on_task_pure_batches_and_is_flagged(tmp_path, mo
     config = tiny(
         "method=softtf",
         "tuner.task_id=gradient-batch",
-        "tuner.dualprompt.g_blocks=[0]",
-        "tuner.dualprompt.e_blocks=[1]",
         "train.eval_batch_size=4",
     )
     exp = Experiment(config)

@@ -22,7 +22,6 @@ from promptcl.tuners.softtf import SoftTF, SoftTFConfig
 NUM_CLASSES = 9
 TASKS = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 BERT_NAMES = ["query", "key", "value", "proj"]
-TINY = {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}}  # blocks: null -> both blocks
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def backbone():
 
 def make(backbone, **options):
     torch.manual_seed(0)
-    config = build_dataclass(SoftTFConfig, {**TINY, **options}, "softtf")
+    config = build_dataclass(SoftTFConfig, options, "softtf")
     return SoftTF(config, backbone, NUM_CLASSES)
 
 
@@ -231,7 +230,7 @@ def test_mixed_task_batch_equals_each_sample_alone(backbone):
 
 @pytest.mark.parametrize("base", ["dualprompt", "l2p"])
 def test_prompt_id_picks_each_samples_masks(backbone, base):
-    options = {"base": base, "l2p": {"pool_size": 4, "top_k": 2}}
+    options = {"base": base, "base_options": {"pool_size": 4, "top_k": 2} if base == "l2p" else {}}
     tuner = make(backbone, **options).eval()
     for task in range(2):
         tuner.begin_task(task, TASKS[task])
@@ -256,7 +255,7 @@ def test_prompt_id_picks_each_samples_masks(backbone, base):
 
 
 def test_l2p_base_trains_pool_and_current_task_key(backbone):
-    tuner = make(backbone, base="l2p", l2p={"pool_size": 4, "top_k": 2})
+    tuner = make(backbone, base="l2p", base_options={"pool_size": 4, "top_k": 2})
     tuner.begin_task(0, TASKS[0])
     tuner.begin_task(1, TASKS[1])
     train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3]), task=1)

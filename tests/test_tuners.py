@@ -1,27 +1,18 @@
-"""Shared checks over every method on a tiny random BERT (STYLE: the method x model matrix)."""
+"""Shared checks over every method, with its default options, on a tiny random BERT (STYLE: the
+method x model matrix)."""
 
 import pytest
 import torch
 
 from promptcl.backbones.hf import tiny_bert
+from promptcl.backbones.vit import tiny_vit
 from promptcl.config import build_dataclass
+from promptcl.errors import UsageError
 from promptcl.tuners import TUNERS, Batch, get_tuner
+from promptcl.tuners.dualprompt import DualPromptConfig
 
 NUM_CLASSES = 6
 TASKS = [[0, 1, 2], [3, 4, 5]]
-# block choices that fit a 2-block backbone (the defaults assume at least 5 blocks)
-FAST_STAGES = {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}}
-TINY_OPTIONS = {
-    "dualprompt": {"g_blocks": [0], "e_blocks": [1]},
-    "finetune": {"blocks": [0, 1]},
-    "hide": {"blocks": [0, 1], **FAST_STAGES},
-    "norga": {"blocks": [0, 1], **FAST_STAGES},
-    "hash": {"blocks": [0, 1], "num_experts": 4, **FAST_STAGES},
-    "softtf": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}},
-    "wsn": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}},
-    "lora": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "rank": 2},
-    "adapter": {"dualprompt": {"g_blocks": [0], "e_blocks": [1]}, "bottleneck": 4},
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,6 @@ def make_batch(backbone, n=4, labels=None, seed=0):
 def make(name, backbone, **options):
     cls = get_tuner(name)
     torch.manual_seed(0)
-    options = {**TINY_OPTIONS.get(name, {}), **options}
     return cls(build_dataclass(cls.config_class, options, name), backbone, NUM_CLASSES)
 
 
@@ -94,6 +84,38 @@ def test_eval_output_of_a_sample_does_not_depend_on_its_batch(name, backbone):
     torch.testing.assert_close(a.logits[1:2], b.logits, atol=1e-5, rtol=1e-5)
     if a.task_pred is not None:
         assert a.task_pred[1] == b.task_pred[0]
+
+
+@pytest.mark.parametrize("name", list(TUNERS))
+def test_defaults_fit_a_two_block_vit(name):
+    backbone = tiny_vit()
+    tuner = make(name, backbone).eval()
+    images = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    batch = Batch(images, torch.tensor([0, 4]), torch.arange(2), backbone.features(images))
+    for task, classes in enumerate(TASKS):
+        tuner.begin_task(task, classes)
+    with torch.no_grad():
+        assert tuner(batch).logits.shape == (2, NUM_CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("depth", "g_blocks", "e_blocks"),
+    [(12, [0, 1], [2, 3, 4]), (6, [0, 1], [2, 3, 4]), (4, [0], [1, 2, 3]), (2, [0], [1])],
+)
+def test_dualprompt_default_blocks_follow_the_depth(depth, g_blocks, e_blocks):
+    # ViT-B/16 (12) and MiniLM-L6 (6) get the paper's blocks
+    assert DualPromptConfig().blocks(depth) == (g_blocks, e_blocks)
+    assert DualPromptConfig(g_blocks=[3], e_blocks=[0]).blocks(depth) == ([3], [0])
+
+
+def test_edit_methods_take_a_base_by_name_with_its_options(backbone):
+    tuner = make("softtf", backbone, base="l2p", base_options={"pool_size": 4, "top_k": 2})
+    assert tuner.base.name == "l2p" and tuner.base.prompts.shape[0] == 4
+    assert tuner.config.base_options["length"] == 5  # every key of the base, for config.json
+    with pytest.raises(UsageError, match="base must be one of dualprompt, l2p"):
+        make("softtf", backbone, base="ncm")
+    with pytest.raises(UsageError, match="base_options.*g_blokcs"):
+        make("wsn", backbone, base_options={"g_blokcs": [0]})
 
 
 def test_dualprompt_old_task_parameters_do_not_move(backbone):

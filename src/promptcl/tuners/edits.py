@@ -2,17 +2,18 @@
 Soft-TransFormers (``softtf``) and the baselines it is compared with (``wsn``, ``lora``,
 ``adapter``; Kang et al., section 4 and tables 1-2).
 
-A method here is a prompt method (DualPrompt by default, or L2P) run unchanged as ``self.base``,
-plus, in each block of ``blocks`` (default: the last 3), one edit per task of each wrapped
-frozen linear layer (backbones/masked.py). The subclass says what an edit is
-(``make_edit``) and which layers it wraps (``layer_names``). Training uses the true task's
-edits and E-prompt; only the current task's edits train, older ones are frozen, and edits exist
-for seen tasks only.
+A method here is a prompt method (``base``: DualPrompt by default, or L2P; a registered method
+implementing ``EditBase``) run unchanged as ``self.base``, plus, in each block of ``blocks``
+(default: the last 3), one edit per task of each wrapped frozen linear layer
+(backbones/masked.py). The subclass says what an edit is (``make_edit``) and which layers it
+wraps (``layer_names``). Training uses the true task's edits and E-prompt; only the current
+task's edits train, older ones are frozen, and edits exist for seen tasks only.
 
 Task identity at evaluation (``task_id``):
 
-- ``prompt`` ("Prompt ID"): per-sample key matching; DualPrompt's task keys, or on L2P one key
-  per task added here and pulled to its task's queries (weight ``key_pull_coeff``).
+- ``prompt`` ("Prompt ID"): per-sample key matching; the base's task keys (DualPrompt's), or,
+  for a base without (L2P), one key per task kept here and pulled to its task's queries
+  (weight ``key_pull_coeff``).
 - ``gradient`` (per-sample Gradient ID, taskid/gradient.py): every seen task's edits and
   E-prompt are superposed with weights alpha_b (1/T each) per sample; the layers compute
   sum_i alpha_{b,i} edit_i(x_b) and the E-prompt is sum_i alpha_{b,i} e_i (the public code
@@ -22,8 +23,8 @@ Task identity at evaluation (``task_id``):
   only, Soft-TF's code: the top C/T of all classes, first 7 samples; taskid/gradient.py); the
   prediction then runs with task_b's edits and E-prompt.
 - ``gradient-batch``: the paper's one-shot form, one alpha shared by the batch, hence one task
-  per batch. It leaks the task identity: the loop evaluates it on task-pure
-  batches and marks the run ``leaks_task_identity``.
+  per batch. It leaks the task identity (a task-pure batch names its task): the loop evaluates
+  it on task-pure batches and marks the run ``leaks_task_identity``.
 """
 
 from __future__ import annotations
@@ -31,24 +32,47 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from promptcl.backbones.masked import OutputEdit, WeightEdit, install_masked_linears
-from promptcl.taskid import cosine, gradient_id, prompt_id
+from promptcl.config import build_dataclass, to_dict
+from promptcl.taskid import TaskKeys, gradient_id
 from promptcl.taskid.gradient import entropy_logits, entropy_set_name
-from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
-from promptcl.tuners.dualprompt.config import DualPromptConfig
-from promptcl.tuners.dualprompt.model import DualPrompt
+from promptcl.tuners import TUNERS, get_tuner
+from promptcl.tuners.base import Batch, Tuner, TunerOutput
 from promptcl.tuners.editbank import TaskEditBank
-from promptcl.tuners.l2p.config import L2PConfig
-from promptcl.tuners.l2p.model import L2P
 from promptcl.tuners.prompts import check_blocks
 
-BASES: dict[str, type[Tuner]] = {"dualprompt": DualPrompt, "l2p": L2P}
 TASK_ID_MODES = ("prompt", "gradient", "gradient-batch")
+
+
+@runtime_checkable
+class EditBase(Protocol):
+    """What per-task edits need from the prompt method under them, besides the Tuner interface
+    (its begin_task and loss_terms run as they are; its forward takes (B,) task ids or (B, T)
+    weights superposing the seen tasks' prompts). DualPrompt and L2P implement it."""
+
+    def task_blocks(self) -> list[int]:
+        """The blocks whose computation depends on the task ([] if none does)."""
+        ...
+
+    def own_task_keys(self) -> TaskKeys | None:
+        """Its own per-task keys (its begin_task adds them, its loss_terms pulls them); None if
+        it has none."""
+        ...
+
+    def new_task_keys(self) -> TaskKeys:
+        """Empty per-task keys, started as its own prompts are, for the edit method to keep
+        when ``own_task_keys`` is None."""
+        ...
+
+
+def edit_bases() -> list[str]:
+    """The registered methods that can serve as ``base``."""
+    return [name for name, cls in TUNERS.items() if issubclass(cls, EditBase)]
 
 
 @dataclass
@@ -56,12 +80,13 @@ class EditOptions:
     """Options shared by every method of this family; each method's config adds its own."""
 
     base: str = field(
-        default="dualprompt", metadata={"help": "Prompt method under the edits: dualprompt, l2p."}
+        default="dualprompt",
+        metadata={"help": "Prompt method under the edits, by name: dualprompt or l2p."},
     )
-    dualprompt: DualPromptConfig = field(
-        default_factory=DualPromptConfig, metadata={"help": "Options of the dualprompt base."}
+    base_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "The base method's options (e.g. g_blocks of dualprompt)."},
     )
-    l2p: L2PConfig = field(default_factory=L2PConfig, metadata={"help": "Options of the l2p base."})
     blocks: list[int] | None = field(
         default=None, metadata={"help": "Blocks whose linears are edited; null: the last 3."}
     )
@@ -84,12 +109,15 @@ class EditOptions:
     )
     key_pull_coeff: float = field(
         default=1.0,
-        metadata={"help": "base l2p: weight of the loss pulling the task key to its queries."},
+        metadata={
+            "help": "Base without task keys (l2p): weight of the loss pulling the task key to "
+            "its queries."
+        },
     )
 
     def __post_init__(self) -> None:
-        if self.base not in BASES:
-            raise ValueError(f"base must be one of {', '.join(BASES)}")
+        if self.base not in TUNERS or not issubclass(TUNERS[self.base], EditBase):
+            raise ValueError(f"base must be one of {', '.join(edit_bases())}, not {self.base}")
         if self.task_id not in TASK_ID_MODES:
             raise ValueError(f"task_id must be one of {', '.join(TASK_ID_MODES)}")
         self.entropy_top = entropy_set_name(self.entropy_top)
@@ -97,6 +125,12 @@ class EditOptions:
             raise ValueError(
                 "entropy_top=reference needs task_id=gradient-batch (Soft-TF's one-shot form)"
             )
+        self.base_options = to_dict(self.base_config())  # every key, for config.json
+
+    def base_config(self) -> Any:
+        """The base method's config, from ``base_options``."""
+        cls = get_tuner(self.base).config_class
+        return build_dataclass(cls, self.base_options, "tuner.base_options")
 
 
 class EditTuner(Tuner):
@@ -108,14 +142,15 @@ class EditTuner(Tuner):
 
     def __init__(self, config: EditOptions, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
-        self.base = BASES[config.base](getattr(config, config.base), backbone, num_classes)
+        self.base: EditBase = get_tuner(config.base)(config.base_config(), backbone, num_classes)
         n = backbone.num_blocks
         blocks = config.blocks if config.blocks is not None else list(range(max(0, n - 3), n))
         self.edit_blocks = check_blocks(blocks, backbone, "blocks")
         mlp = config.mlp or self.layer_names is not None
         wrappers = install_masked_linears(backbone, self.edit_blocks, mlp, self.layer_names)
         self.edits = TaskEditBank(wrappers)
-        self.task_keys = nn.ParameterList()  # base l2p: task t -> (d,)
+        # a base without task keys of its own (L2P) gets them here, trained with the edits
+        self.task_keys = self.base.new_task_keys() if self.base.own_task_keys() is None else None
         self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
         self.params_per_task = 0
 
@@ -128,12 +163,8 @@ class EditTuner(Tuner):
         self.base.begin_task(task, classes)
         self.edits.add_task(self.make_edit)
         self.class_task[list(classes)] = task
-        if isinstance(self.base, L2P):
-            for old in self.task_keys:
-                old.requires_grad_(False)
-            a, device = self.base.config.prompt_init, self.class_task.device
-            key = uniform_(torch.empty(self.backbone.dim), -a, a).to(device)
-            self.task_keys.append(nn.Parameter(key))
+        if self.task_keys is not None:
+            self.task_keys.add_task(self.class_task.device)
         self.params_per_task = self.num_trained_parameters() - before
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
@@ -152,15 +183,14 @@ class EditTuner(Tuner):
     @property
     def trunk_depth(self) -> int:
         """The first block whose computation depends on the task (edits, E-prompts)."""
-        e_blocks = self.base.e_blocks if isinstance(self.base, DualPrompt) else []
-        return min([*self.edit_blocks, *e_blocks], default=self.backbone.num_blocks - 1)
+        blocks = [*self.edit_blocks, *self.base.task_blocks()]
+        return min(blocks, default=self.backbone.num_blocks - 1)
 
     def infer_task(self, batch: Batch) -> torch.Tensor:
         """(B,) task per sample (one task for the whole batch in gradient-batch mode)."""
         if self.config.task_id == "prompt":
-            if isinstance(self.base, DualPrompt):
-                return self.base.infer_task(batch)
-            return prompt_id(batch.query, torch.stack(list(self.task_keys)))
+            keys = self.base.own_task_keys() if self.task_keys is None else self.task_keys
+            return keys.match(batch.query)
         seen = (self.class_task >= 0).nonzero().squeeze(1)
         num_tasks = self.edits.num_tasks
         seen, top = entropy_logits(self.config.entropy_top, seen, self.num_classes, num_tasks)
@@ -175,9 +205,9 @@ class EditTuner(Tuner):
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         terms = self.base.loss_terms(batch, out, task)
-        if isinstance(self.base, L2P):
-            similarity = cosine(batch.query, self.task_keys[task].unsqueeze(0))  # (B, 1)
-            terms["task_pull"] = self.config.key_pull_coeff * (1 - similarity).mean()
+        if self.task_keys is not None:
+            pull = self.task_keys.pull(batch.query, task)
+            terms["task_pull"] = self.config.key_pull_coeff * pull
         return terms
 
     @property

@@ -1,4 +1,5 @@
-"""Pieces shared by prompt methods: prefix tensors to per-block ``Prefix`` maps, block checks."""
+"""Pieces shared by prompt methods: prefix tensors to per-block ``Prefix`` maps, block checks
+and defaults."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def check_blocks(blocks: Sequence[int], backbone: Backbone, key: str) -> list[in
             f"tuner.{key}={blocks} is not a list of distinct blocks in 0..{backbone.num_blocks - 1}"
         )
     return blocks
+
+
+def first_blocks(blocks: Sequence[int] | None, count: int, backbone: Backbone) -> list[int]:
+    """``blocks`` if given, else blocks 0..count-1, or all blocks of a shallower backbone."""
+    return list(blocks) if blocks is not None else list(range(min(count, backbone.num_blocks)))
 
 
 def prefixes_from(blocks: Sequence[int], prompts: torch.Tensor) -> dict[int, Prefix]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from promptcl.taskid import cosine, prompt_id
+from promptcl.taskid import TaskKeys
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.dualprompt.config import DualPromptConfig
 from promptcl.tuners.prompts import check_blocks, merge_prefixes, prefixes_from
@@ -28,13 +28,14 @@ class DualPrompt(Tuner):
 
     def __init__(self, config: DualPromptConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
-        self.g_blocks = check_blocks(config.g_blocks, backbone, "g_blocks")
-        self.e_blocks = check_blocks(config.e_blocks, backbone, "e_blocks")
+        g_blocks, e_blocks = config.blocks(backbone.num_blocks)
+        self.g_blocks = check_blocks(g_blocks, backbone, "g_blocks")
+        self.e_blocks = check_blocks(e_blocks, backbone, "e_blocks")
         a = config.prompt_init
         g_shape = (len(self.g_blocks), 2, config.g_length, backbone.dim)
         self.g_prompt = nn.Parameter(uniform_(torch.empty(g_shape), -a, a))
         self.e_prompts = nn.ParameterList()  # task t -> (n_e_blocks, 2, e_length, d)
-        self.keys = nn.ParameterList()  # task t -> (d,)
+        self.keys = self.new_task_keys()  # task t -> (d,)
         self.head = nn.Linear(backbone.dim, num_classes)
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
@@ -46,10 +47,9 @@ class DualPrompt(Tuner):
             e_prompt = uniform_(torch.empty(shape), -a, a)
         device = self.head.weight.device
         self.e_prompts.append(nn.Parameter(e_prompt.to(device)))
-        self.keys.append(nn.Parameter(uniform_(torch.empty(self.backbone.dim), -a, a).to(device)))
+        self.keys.add_task(device)
         for old in range(task):
             self.e_prompts[old].requires_grad_(False)
-            self.keys[old].requires_grad_(False)
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         """task: (B,) E-prompt per sample, or (B, T) weights of a superposition of the seen
@@ -72,11 +72,24 @@ class DualPrompt(Tuner):
 
     def infer_task(self, batch: Batch) -> torch.Tensor:
         """(B,) Prompt ID: each sample's closest task key."""
-        return prompt_id(batch.query, torch.stack(list(self.keys)))
+        return self.keys.match(batch.query)
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
-        similarity = cosine(batch.query, self.keys[task].unsqueeze(0))  # (B, 1)
-        return {"pull": self.config.pull_coeff * (1 - similarity).mean()}
+        return {"pull": self.config.pull_coeff * self.keys.pull(batch.query, task)}
+
+    # the EditBase protocol (tuners/edits.py): what per-task edits need from their base
+
+    def task_blocks(self) -> list[int]:
+        """The E-prompts' blocks: the first task-dependent computation."""
+        return self.e_blocks
+
+    def own_task_keys(self) -> TaskKeys:
+        """Its own task keys: added in begin_task, pulled in loss_terms."""
+        return self.keys
+
+    def new_task_keys(self) -> TaskKeys:
+        """Empty task keys, started as U(-a, a) like the prompts."""
+        return TaskKeys(self.backbone.dim, self.config.prompt_init)
 
     def report(self) -> dict[str, int]:
         """Parameters each task adds: its E-prompt and key."""

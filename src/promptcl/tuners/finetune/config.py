@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 @dataclass
 class FinetuneConfig:
     length: int = field(default=5, metadata={"help": "Prefix length per block (keys and values)."})
-    blocks: list[int] = field(
-        default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Prefixed blocks (0-based)."}
+    blocks: list[int] | None = field(
+        default=None,
+        metadata={"help": "Prefixed blocks (0-based); null: 0-4, or all of a shallower model."},
     )
     prompt_init: float = field(default=1.0, metadata={"help": "Prefixes start as U(-a, a)."})
 

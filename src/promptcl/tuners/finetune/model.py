@@ -8,7 +8,7 @@ from torch import nn
 
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.finetune.config import FinetuneConfig
-from promptcl.tuners.prompts import check_blocks, prefixes_from
+from promptcl.tuners.prompts import check_blocks, first_blocks, prefixes_from
 
 
 class SequentialFinetune(Tuner):
@@ -18,7 +18,7 @@ class SequentialFinetune(Tuner):
 
     def __init__(self, config: FinetuneConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
-        self.blocks = check_blocks(config.blocks, backbone, "blocks")
+        self.blocks = check_blocks(first_blocks(config.blocks, 5, backbone), backbone, "blocks")
         shape = (len(self.blocks), 2, config.length, backbone.dim)
         self.prompt = nn.Parameter(
             uniform_(torch.empty(shape), -config.prompt_init, config.prompt_init)

@@ -7,8 +7,9 @@ from promptcl.tuners.align import TAPOptions
 @dataclass
 class HiDeConfig:
     length: int = field(default=5, metadata={"help": "Prefix length of each task's prompt."})
-    blocks: list[int] = field(
-        default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Prefixed blocks (0-based)."}
+    blocks: list[int] | None = field(
+        default=None,
+        metadata={"help": "Prefixed blocks (0-based); null: 0-4, or all of a shallower model."},
     )
     prompt_momentum: float = field(
         default=0.01,

@@ -21,7 +21,7 @@ from torch import nn
 from promptcl.backbones import Prefix
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.hide.config import HiDeConfig
-from promptcl.tuners.prompts import check_blocks
+from promptcl.tuners.prompts import check_blocks, first_blocks
 from promptcl.tuners.stages import HiDeStages
 
 
@@ -34,7 +34,7 @@ class HiDePrompt(Tuner):
 
     def __init__(self, config: HiDeConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
-        self.blocks = check_blocks(config.blocks, backbone, "blocks")
+        self.blocks = check_blocks(first_blocks(config.blocks, 5, backbone), backbone, "blocks")
         self.prompts = nn.ParameterList()  # task t -> (n_blocks, 2, L, d)
         self.head = nn.Linear(backbone.dim, num_classes)
         self.stages = HiDeStages(backbone.dim, num_classes, config.tii, config.tap)

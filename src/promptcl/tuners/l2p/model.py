@@ -3,7 +3,8 @@
 Per sample, the top-N keys by cosine similarity to the frozen query q(x) choose N prompts,
 which are inserted after the [CLS] token of the input (prompt tuning). The head reads the mean
 of the prompt tokens' outputs. Loss (eq. 5): CE + lambda * sum_{selected i} (1 - cos(q(x), k_i)).
-Selection is per sample at training and evaluation (no batch-wise vote).
+Selection is per sample at training and evaluation (no batch-wise vote). The pool's keys name
+no task, so under per-task edits (tuners/edits.py) the edit method keeps task keys of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from promptcl.backbones.base import input_prompts
-from promptcl.taskid import match_keys
+from promptcl.taskid import TaskKeys, match_keys
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.l2p.config import L2PConfig
 
@@ -45,3 +46,17 @@ class L2P(Tuner):
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         surrogate = (1 - out.extras["similarity"]).sum(dim=1).mean()
         return {"pull": self.config.pull_coeff * surrogate}
+
+    # the EditBase protocol (tuners/edits.py): what per-task edits need from their base
+
+    def task_blocks(self) -> list[int]:
+        """[]: the prompts are chosen by the frozen query, whatever the task."""
+        return []
+
+    def own_task_keys(self) -> None:
+        """None: no key of the pool belongs to a task."""
+        return None
+
+    def new_task_keys(self) -> TaskKeys:
+        """Empty task keys, started as U(-a, a) like the pool."""
+        return TaskKeys(self.backbone.dim, self.config.prompt_init)
