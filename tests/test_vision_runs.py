@@ -9,7 +9,6 @@ from promptcl import load_config, run
 from promptcl.data.vision import FASHION_MNIST_SYSTEM
 from promptcl.tuners import TUNERS
 
-
 # speed only, not size: HiDe's TII and TAP stages at one epoch (their defaults are 20-30)
 FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
 

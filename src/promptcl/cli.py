@@ -56,6 +56,18 @@ def keys_epilog(schema: type, method: str, options_of) -> str:
     return "\n".join([*lines, f"options of method {method!r} {hint}:", *tuner])
 
 
+def config_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file of config keys")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    parser.add_argument("--out", type=Path, help=f"run directory (default: {out})")
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from promptcl.config import tuner_options
     from promptcl.dual.config import B2NConfig, method_options
@@ -71,11 +83,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=keys_epilog(RunConfig, chosen_method(argv, "hash"), tuner_options),
     )
-    run.add_argument("--config", type=Path, help="YAML file of config keys")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
-    run.add_argument("--out", type=Path, help="run directory (default: runs/<method>-...)")
+    config_arguments(run, "runs/<method>-...")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     b2n = commands.add_parser(
         "b2n",
@@ -83,11 +91,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=keys_epilog(B2NConfig, chosen_method(argv, "mpl"), method_options),
     )
-    b2n.add_argument("--config", type=Path, help="YAML file of config keys")
-    b2n.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
-    )
-    b2n.add_argument("--out", type=Path, help="run directory (default: runs/b2n-<method>-...)")
+    config_arguments(b2n, "runs/b2n-<method>-...")
     b2n.add_argument(
         "--prompts",
         type=Path,
@@ -142,9 +146,6 @@ def command_b2n(args: argparse.Namespace) -> None:
     out = args.out or Path("runs") / name
     m = run_b2n(config, out, args.prompts)
 
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
     transfer = "".join(f"  {k} {pct(v)}" for k, v in m["transfer"].items())
     print(
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}, {m['shots']} "
@@ -181,9 +182,6 @@ def command_run(args: argparse.Namespace) -> None:
 
 
 def format_summary(m: dict, out: Path) -> str:
-    def pct(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
     return (
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}): "
         f"FAA {pct(m['faa'])}  CAA {pct(m['caa'])}  FM {pct(m['fm'])}  "
