@@ -1,8 +1,9 @@
 """Where a finished Hash run loses its old tasks: the final checkpoint evaluated four ways.
 
-    python benchmarks/hash_diagnose.py RUN_DIR [--out RUN_DIR/diagnosis.json]
+    python benchmarks/hash_diagnose.py RUN_DIR [--eval-split val|test] [--out FILE]
 
-Per task j, on the run's evaluation split (test or val), after the last task:
+Per task j, on the run's evaluation split (or --eval-split; the default output is
+RUN_DIR/diagnosis-SPLIT.json), after the last task:
   tii       task inferred per sample (what the run reports; equals the last row of acc_matrix),
   oracle    the true task's router (TII errors removed), all seen classes compete,
   within    the true task's router, only task j's classes compete (no cross-task head bias),
@@ -52,8 +53,9 @@ def per_task(correct: torch.Tensor, tasks: torch.Tensor, T: int) -> list[float]:
     return [100 * correct[tasks == t].float().mean().item() for t in range(T)]
 
 
-def diagnose(run_dir: Path) -> dict:
+def diagnose(run_dir: Path, split: str | None = None) -> dict:
     config = load_config(run_dir / "config.json")
+    config.data.eval_split = split or config.data.eval_split
     config.train.progress = False
     exp = Experiment(config)
     tensors, state = load_checkpoint(run_dir / "checkpoint")
@@ -115,10 +117,15 @@ def diagnose(run_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--eval-split", choices=["val", "test"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = diagnose(args.run_dir)
-    out = args.out or args.run_dir / "diagnosis.json"
+    result = diagnose(args.run_dir, args.eval_split)
+    split = (
+        args.eval_split
+        or json.loads((args.run_dir / "config.json").read_text())["data"]["eval_split"]
+    )
+    out = args.out or args.run_dir / f"diagnosis-{split}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for key, values in result.items():
         if isinstance(values, list):
