@@ -1,6 +1,7 @@
 """Where a finished Hash run loses its old tasks: the final checkpoint evaluated four ways.
 
-    python benchmarks/hash_diagnose.py RUN_DIR [--eval-split val|test] [--out FILE]
+    python benchmarks/hash_diagnose.py RUN_DIR [--eval-split val|test] [--fit-per-class N]
+        [--out FILE]
 
 Per task j, on the run's evaluation split (or --eval-split; the default output is
 RUN_DIR/diagnosis-SPLIT.json), after the last task:
@@ -10,8 +11,10 @@ RUN_DIR/diagnosis-SPLIT.json), after the last task:
   refreshed TII, with the head re-aligned by TAP on Gaussians refitted to the CURRENT prompted
             features of every task's training data (a diagnostic only: it reads old data),
 and the drift of the prompted features of each task's training data since its Gaussians were
-stored: mean over classes of ||mu_now - mu_stored||, next to the mean distance between a stored
-class mean and its nearest other class mean (the scale at which drift starts to confuse).
+stored (on the first N training samples per class with --fit-per-class; the refreshed
+Gaussians are fitted on those too): mean over classes of ||mu_now - mu_stored||, next to the
+mean distance between a stored class mean and its nearest other class mean (the scale at which
+drift starts to confuse).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def per_task(correct: torch.Tensor, tasks: torch.Tensor, T: int) -> list[float]:
     return [100 * correct[tasks == t].float().mean().item() for t in range(T)]
 
 
-def diagnose(run_dir: Path, split: str | None = None) -> dict:
+def diagnose(run_dir: Path, split: str | None = None, per_class: int | None = None) -> dict:
     config = load_config(run_dir / "config.json")
     config.data.eval_split = split or config.data.eval_split
     config.train.progress = False
@@ -68,6 +71,15 @@ def diagnose(run_dir: Path, split: str | None = None) -> dict:
     unseen[seen] = False
 
     train_idx = exp.indices_of("train", range(T))
+    if per_class is not None:  # the first samples of each class, for a cheaper diagnosis
+        taken: dict[int, int] = {}
+        labels_of = exp.labels["train"]
+        keep = []
+        for i in train_idx:
+            taken[labels_of[i]] = taken.get(labels_of[i], 0) + 1
+            if taken[labels_of[i]] <= per_class:
+                keep.append(i)
+        train_idx = keep
     train_task = exp.sample_tasks["train"]
     feats, labels, *_ = features_and_logits(exp, "train", train_idx, train_task)
     stored = stages.feature_stats.mean.clone()
@@ -118,9 +130,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--eval-split", choices=["val", "test"])
+    parser.add_argument("--fit-per-class", type=int, help="training samples per class read")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = diagnose(args.run_dir, args.eval_split)
+    result = diagnose(args.run_dir, args.eval_split, args.fit_per_class)
     split = (
         args.eval_split
         or json.loads((args.run_dir / "config.json").read_text())["data"]["eval_split"]
