@@ -2,10 +2,17 @@
 from configs/clinc150/, then a markdown table (also written into the README).
 
     python benchmarks/clinc150.py --data-root ../shared/data [--suite core|hash] [--seeds 0 1 2]
-        [--train-per-class N]
+        [--train-per-class N] [--eval-split test|val]
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
 hash = Hash, its ablations and the methods it is compared with.
+
+The main table uses all training data (100 per intent) and goes into
+benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
+(--train-per-class N) is a second, labelled table: clinc150-SUITE-capN.md, and the README section
+clinc150-SUITE-capN only where the README has one. --eval-split val (for choosing
+hyper-parameters) writes clinc150-SUITE[-capN]-val.md and never touches the README.
+On 2 CPU cores one full-data Hash run of clinc150-15 takes about 35 minutes.
 
 Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped.
 """
@@ -53,7 +60,15 @@ def overrides(args: argparse.Namespace, seed: int) -> list[str]:
     items = [f"data.root={args.data_root}", f"seed={seed}", "train.progress=false"]
     if args.train_per_class is not None:
         items.append(f"data.train_per_class={args.train_per_class}")
+    if args.eval_split != "test":
+        items.append(f"data.eval_split={args.eval_split}")
     return items
+
+
+def variant(args: argparse.Namespace) -> str:
+    """'' for the main table (all data, test split); '-capN' and/or '-val' otherwise."""
+    cap = f"-cap{args.train_per_class}" if args.train_per_class is not None else ""
+    return cap + ("-val" if args.eval_split != "test" else "")
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -81,14 +96,15 @@ def main() -> None:
     parser.add_argument("--suite", default="core", choices=SUITES)
     parser.add_argument("--methods", nargs="+", help="a subset of the suite's configs")
     parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--eval-split", default="test", choices=["test", "val"])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args()
     args.methods = args.methods or SUITES[args.suite]
-    args.out = args.out or REPO / "benchmarks" / "results" / f"clinc150-{args.suite}.md"
-    if args.train_per_class is not None:
-        args.runs = args.runs.with_name(f"{args.runs.name}-cap{args.train_per_class}")
+    name = f"clinc150-{args.suite}{variant(args)}"
+    args.out = args.out or REPO / "benchmarks" / "results" / f"{name}.md"
+    args.runs = args.runs.with_name(args.runs.name + variant(args))
 
     results = run_all(args)
     cap = (
@@ -97,10 +113,12 @@ def main() -> None:
         else (f"data.train_per_class={args.train_per_class}")
     )
     seeds = " ".join(map(str, args.seeds))
+    label = "" if args.train_per_class is None else "Second table, capped training data: "
     lines = [
-        f"CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
-        f"seeds {seeds}, test split. FAA/CAA/FM in %, mean ± std over seeds; trained params "
-        "count every tensor the method learns (prompts, keys, routers, heads, TII classifier).",
+        f"{label}CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
+        f"seeds {seeds}, {args.eval_split} split. FAA/CAA/FM in %, mean ± std over seeds; "
+        "trained params count every tensor the method learns (prompts, keys, routers, heads, "
+        "TII classifier).",
         "",
         table(results),
         "",
@@ -117,12 +135,18 @@ def main() -> None:
     command = f"python benchmarks/clinc150.py --data-root DATA --suite {args.suite} --seeds {seeds}"
     if args.train_per_class:
         command += f" --train-per-class {args.train_per_class}"
+    if args.eval_split != "test":
+        command += f" --eval-split {args.eval_split}"
     lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
-    if not args.no_readme:
-        update_readme_section(f"clinc150-{args.suite}", text)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    if not args.no_readme and args.eval_split == "test":
+        if f"<!-- {name}:start -->" in readme or not variant(args):
+            update_readme_section(name, text)
+        else:
+            print(f"README.md has no {name} section; the table is in {args.out}", file=sys.stderr)
     print(text)
 
 

@@ -9,6 +9,7 @@ from promptcl import load_config
 from promptcl.backbones.base import masked_mean
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
+from promptcl.errors import UsageError
 from promptcl.learner import Experiment
 from promptcl.tuners import Batch, get_tuner
 
@@ -184,3 +185,46 @@ def test_inference_routes_as_training_did(backbone):
 def test_default_blocks_are_the_first_third(backbone):
     tuner = get_tuner("hash")(get_tuner("hash").config_class(), backbone, 6)
     assert tuner.blocks == [0]  # 2 blocks -> 1; a 12-block ViT gets [0, 1, 2, 3]
+
+
+def test_share_protection_picks_exactly_the_experts_passing_the_share(backbone):
+    history = torch.tensor([[5.0, 0, 9, 1], [0, 3, 0, 0]])
+    tuner = make(backbone, protection="share", protect_share=0.3, num_protected=1)
+    tuner.begin_task(0, [0, 1, 2])
+    assert not tuner.protected[0].any()  # no history yet
+    tuner.usage[0] = history
+    tuner.begin_task(1, [3, 4, 5])
+    # block 0: shares 5/15, 0, 9/15, 1/15 -> experts 0 and 2; block 1: 3/3 -> expert 1
+    expected = [[True, False, True, False], [False, True, False, False]]
+    assert tuner.protected[1].tolist() == expected
+    torch.testing.assert_close(tuner.penalty[1], 0.1 * torch.tensor(expected).float())
+    assert tuner.update_scale[torch.tensor(expected)].eq(0.1).all()
+    assert tuner.update_scale[~torch.tensor(expected)].eq(1).all()
+    with pytest.raises(UsageError, match="protection"):
+        make(backbone, protection="nope")
+    with pytest.raises(UsageError, match="protect_share"):
+        make(backbone, protection="share", protect_share=0.0)
+
+
+def test_drift_diagnostics_equal_a_hand_computation(backbone):
+    tuner = make(backbone).eval()
+    moves = {0: 0.1, 5: 0.3}  # experts[i]: block i // 4, expert i % 4
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        with torch.no_grad():
+            tuner.experts[list(moves)[task]].add_(moves[list(moves)[task]])
+        tuner.end_task(task, classes, [batch(backbone, seed=task, first_class=classes[0])])
+    n = tuner.experts[0].numel()
+    expected = torch.zeros(2, 2, 4)
+    expected[0, 0, 0] = 0.1 * math.sqrt(n)
+    expected[1, 1, 1] = 0.3 * math.sqrt(n)
+    torch.testing.assert_close(tuner.drift, expected)
+    report = tuner.report()
+    share = tuner.usage[0] / tuner.usage[0].sum(-1, keepdim=True)  # task 0's routing, (2, 4)
+    protected = tuner.protected[1].float()
+    assert report["protected_share"][0][0] is None and report["protected_share"][1][1] is None
+    hand = (share * protected).sum(-1).mean().item()
+    assert report["protected_share"][0][1] == pytest.approx(hand)
+    hand = (share * expected[1]).sum(-1).mean().item()
+    assert report["routed_drift"][0][1] == pytest.approx(hand)
+    assert set(tuner.heatmaps()) >= {"expert_drift_block0", "protected_share"}

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from promptcl.taskid.tii import TIIOptions
 from promptcl.tuners.align import TAPOptions
-from promptcl.tuners.hash.routing import MODULATIONS, PENALTIES
+from promptcl.tuners.hash.routing import MODULATIONS, PENALTIES, PROTECTIONS
 
 HGM_MODES = ("off", "scale", "quadratic")
 
@@ -17,6 +17,17 @@ class HashConfig:
     )
     num_protected: int = field(
         default=2, metadata={"help": "M: most-used experts protected at the start of a task."}
+    )
+    protection: str = field(
+        default="top",
+        metadata={
+            "help": "A_t rule: top (the M most used, the paper's), share (every expert with "
+            "at least protect_share of its block's history)."
+        },
+    )
+    protect_share: float = field(
+        default=0.05,
+        metadata={"help": "protection=share: minimum share H_e / sum H of a protected expert."},
     )
     hdr: bool = field(default=True, metadata={"help": "History-aware dynamic routing."})
     delta: float = field(default=0.1, metadata={"help": "HDR: score penalty of protected experts."})
@@ -53,5 +64,9 @@ class HashConfig:
                 f"penalty must be one of {', '.join(PENALTIES)}; "
                 f"modulation one of {', '.join(MODULATIONS)}"
             )
+        if self.protection not in PROTECTIONS:
+            raise ValueError(f"protection must be one of {', '.join(PROTECTIONS)}")
+        if not 0 < self.protect_share <= 1:
+            raise ValueError("need 0 < protect_share <= 1")
         if not 0 < self.beta <= 1 or self.delta < 0:
             raise ValueError("need 0 < beta <= 1 and delta >= 0")

@@ -28,8 +28,12 @@ from promptcl.tuners.hash.config import HashConfig
 from promptcl.tuners.hash.routing import (
     MODULATIONS,
     PENALTIES,
-    most_used,
+    PROTECTIONS,
+    later_tasks,
+    protected_share,
+    routed_drift,
     routing_entropy,
+    usage_share,
 )
 from promptcl.tuners.prompts import check_blocks
 from promptcl.tuners.stages import HiDeStages
@@ -63,6 +67,7 @@ class Hash(Tuner):
         self.register_buffer("update_scale", torch.ones(n, K))  # psi(H) of the current task
         self.register_buffer("experts_before", torch.zeros(n, K, 2, config.length, d))
         self.register_buffer("entropy", torch.zeros(0, n))  # mean routing entropy per task
+        self.register_buffer("drift", torch.zeros(0, n, K))  # ||p_{l,k} after t - before t||
         self.head = nn.Linear(d, num_classes)
         self.stages = HiDeStages(d, num_classes, config.tii, config.tap)
 
@@ -80,12 +85,13 @@ class Hash(Tuner):
         cfg, n, K = self.config, len(self.blocks), self.config.num_experts
         device = self.head.weight.device
         history = self.history()
-        protected = most_used(history, cfg.num_protected)
+        protected = PROTECTIONS[cfg.protection](history, cfg.num_protected, cfg.protect_share)
         penalty = PENALTIES[cfg.penalty](history, protected, cfg.delta) if cfg.hdr else 0 * history
         self.protected = torch.cat([self.protected, protected[None]])
         self.penalty = torch.cat([self.penalty, penalty[None]])
         self.usage = torch.cat([self.usage, torch.zeros(1, n, K, device=device)])
         self.entropy = torch.cat([self.entropy, torch.zeros(1, n, device=device)])
+        self.drift = torch.cat([self.drift, torch.zeros(1, n, K, device=device)])
         scale = MODULATIONS[cfg.modulation](history, protected, cfg.beta)
         self.update_scale = scale if cfg.hgm == "scale" else torch.ones_like(scale)
         self.experts_before = self.pool().detach().clone()
@@ -149,6 +155,7 @@ class Hash(Tuner):
     def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
         """Count routed samples (H), routing entropy, then TII and TAP on this task's data."""
         batches = list(batches)
+        self.drift[task] = (self.pool() - self.experts_before).flatten(2).norm(dim=-1)
         entropy = torch.zeros(len(self.blocks), device=self.usage.device)
         features = []
         for batch in batches:
@@ -166,21 +173,54 @@ class Hash(Tuner):
     # -- reporting -----------------------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
+        """Routing statistics and the diagnostics of forgetting (docs/METHODS.md, Hash):
+        expert_drift[t][l][k] = ||p_{l,k} after task t - before task t||; for an old task j and
+        a later task t (mean over blocks), the share of j's routed mass on A_t's experts and the
+        routing-weighted drift of j's experts during t."""
+        shared = protected_share(self.usage, self.protected).mean(dim=-1)
+        moved = routed_drift(self.usage, self.drift).mean(dim=-1)
         return {
             "routing_entropy": self.entropy.mean(dim=1).tolist(),
             "expert_usage": self.usage.tolist(),
             "protected_experts": [p.nonzero().tolist() for p in self.protected],
+            "expert_drift": self.drift.tolist(),
+            "protected_share": later_tasks(shared),
+            "routed_drift": later_tasks(moved),
         }
 
     def heatmaps(self) -> dict[str, dict[str, Any]]:
-        usage = self.usage / self.usage.sum(dim=-1, keepdim=True).clamp_min(1)  # share per block
-        return {
-            f"expert_usage_block{block}": {
+        usage = usage_share(self.usage)
+        rows = [str(t + 1) for t in range(len(usage))]
+        maps = {}
+        for i, block in enumerate(self.blocks):
+            maps[f"expert_usage_block{block}"] = {
                 "matrix": (100 * usage[:, i]).tolist(),
                 "row_label": "task",
                 "col_label": "expert",
-                "row_names": [str(t + 1) for t in range(len(usage))],
+                "row_names": rows,
                 "title": f"share of routed samples (%), block {block}",
             }
-            for i, block in enumerate(self.blocks)
+            maps[f"expert_drift_block{block}"] = {
+                "matrix": self.drift[:, i].tolist(),
+                "row_label": "task",
+                "col_label": "expert",
+                "row_names": rows,
+                "title": f"expert drift ||p after task - before||, block {block}",
+                "fmt": ".1f",
+            }
+        maps["protected_share"] = {
+            "matrix": [
+                [None if v is None else 100 * v for v in row]
+                for row in later_tasks(protected_share(self.usage, self.protected).mean(dim=-1))
+            ],
+            "row_label": "old task j",
+            "col_label": "training task t",
+            "row_names": rows,
+            "title": "share of task j's routing on protected experts A_t (%)",
         }
+        return maps
+
+    def load_trained_state(self, state) -> None:
+        if "drift" not in state:  # a checkpoint made before the drift diagnostic existed
+            state = {**state, "drift": torch.zeros_like(self.drift)}
+        super().load_trained_state(state)
