@@ -7,6 +7,7 @@ import pytest
 
 from promptcl import load_config, run
 from promptcl.data.vision import FASHION_MNIST_SYSTEM
+from promptcl.learner.checkpoint import load_checkpoint
 from promptcl.tuners import TUNERS
 
 # speed only, not size: HiDe's TII and TAP stages at one epoch (their defaults are 20-30)
@@ -51,7 +52,7 @@ def test_fashion_mnist_two_tasks(tmp_path, method):
         None, [*overrides(method), "benchmark=fashion-mnist", "data.test_per_class=40"]
     )
     assert run(config, tmp_path / "run", stop_after=2) is None
-    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    state = load_checkpoint(tmp_path / "run" / "checkpoint")[1]
     assert state["tasks_done"] == 2 and [len(r) for r in state["acc_rows"]] == [1, 2]
 
 

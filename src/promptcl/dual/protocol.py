@@ -16,7 +16,6 @@ b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensor
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ from promptcl.dual.data import (
 )
 from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
-from promptcl.files import write_json
+from promptcl.files import LOCK, dumps, run_lock, write_json
 from promptcl.metrics import harmonic_mean
 from promptcl.report.plots import plot_bars
 from promptcl.runtime import (
@@ -174,7 +173,7 @@ class B2NExperiment:
             log.append(row)
             if log_path is not None:
                 with log_path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(dumps(row) + "\n")
         method.eval()
         return log
 
@@ -196,7 +195,7 @@ class B2NExperiment:
 
 
 def prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK for p in out.iterdir())):
         raise UsageError(f"{out} already exists; pass a new --out")
 
 
@@ -225,57 +224,57 @@ def run_b2n(
     exp = B2NExperiment(config)
     if prompts is not None:
         load_prompts(exp, Path(prompts))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", to_dict(config))
-    split = {
-        "base": exp.names["base"],
-        "novel": exp.names["novel"],
-        "train_samples": len(exp.train),
-    }
-    write_json(out / "class_split.json", split)
+    with run_lock(out):
+        write_json(out / "config.json", to_dict(config))
+        split = {
+            "base": exp.names["base"],
+            "novel": exp.names["novel"],
+            "train_samples": len(exp.train),
+        }
+        write_json(out / "class_split.json", split)
 
-    start = time.perf_counter()
-    (out / "log.jsonl").write_text("", encoding="utf-8")
-    log = exp.fit(out / "log.jsonl") if prompts is None else []
-    train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        (out / "log.jsonl").write_text("", encoding="utf-8")
+        log = exp.fit(out / "log.jsonl") if prompts is None else []
+        train_seconds = time.perf_counter() - start
 
-    start = time.perf_counter()
-    base = exp.accuracy(exp.tests["base"], exp.texts["base"], "evaluate base")
-    novel = (
-        exp.accuracy(exp.tests["novel"], exp.texts["novel"], "evaluate novel")
-        if "novel" in exp.texts
-        else None
-    )
-    transfer = {
-        name: exp.accuracy(samples, texts, f"evaluate {name}")
-        for name, (samples, texts) in exp.targets.items()
-    }
-    metrics = {
-        "method": config.method,
-        "benchmark": config.benchmark,
-        "backbone": config.backbone,
-        "seed": config.seed,
-        "shots": config.shots,
-        "eval_split": config.data.eval_split,
-        "num_base": len(exp.base),
-        "num_novel": len(exp.novel),
-        "base_acc": base,
-        "novel_acc": novel,
-        "hm": None if base is None or novel is None else harmonic_mean(base, novel),
-        "transfer": transfer,
-        "logit_scale": exp.encoder.logit_scale,
-        "trainable_params": exp.method.num_trained_parameters(),
-        "train_seconds": train_seconds,
-        "eval_seconds": time.perf_counter() - start,
-        "final_loss": log[-1]["loss"] if log else None,
-        "device": str(exp.device),
-        "prompts_from": None if prompts is None else str(prompts),
-    }
-    trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
-    if trained:
-        save_file(trained, out / "prompts.safetensors")
-    write_json(out / "metrics.json", metrics)
-    title = f"{config.method} on {config.benchmark} (seed {config.seed})"
-    bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
-    plot_bars(bars, out / "b2n.png", title)
-    return metrics
+        start = time.perf_counter()
+        base = exp.accuracy(exp.tests["base"], exp.texts["base"], "evaluate base")
+        novel = (
+            exp.accuracy(exp.tests["novel"], exp.texts["novel"], "evaluate novel")
+            if "novel" in exp.texts
+            else None
+        )
+        transfer = {
+            name: exp.accuracy(samples, texts, f"evaluate {name}")
+            for name, (samples, texts) in exp.targets.items()
+        }
+        metrics = {
+            "method": config.method,
+            "benchmark": config.benchmark,
+            "backbone": config.backbone,
+            "seed": config.seed,
+            "shots": config.shots,
+            "eval_split": config.data.eval_split,
+            "num_base": len(exp.base),
+            "num_novel": len(exp.novel),
+            "base_acc": base,
+            "novel_acc": novel,
+            "hm": None if base is None or novel is None else harmonic_mean(base, novel),
+            "transfer": transfer,
+            "logit_scale": exp.encoder.logit_scale,
+            "trainable_params": exp.method.num_trained_parameters(),
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - start,
+            "final_loss": log[-1]["loss"] if log else None,
+            "device": str(exp.device),
+            "prompts_from": None if prompts is None else str(prompts),
+        }
+        trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
+        if trained:
+            save_file(trained, out / "prompts.safetensors")
+        write_json(out / "metrics.json", metrics)
+        title = f"{config.method} on {config.benchmark} (seed {config.seed})"
+        bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
+        plot_bars(bars, out / "b2n.png", title)
+        return metrics

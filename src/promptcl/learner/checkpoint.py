@@ -1,32 +1,68 @@
-"""Checkpoints at task boundaries: the tuner's trained tensors (safetensors) plus JSON state.
-Nothing is pickled and the frozen backbone is never stored."""
+"""Checkpoints at task boundaries: one safetensors file holding the tuner's trained tensors and,
+in its metadata, the JSON run state and a checksum over both. Nothing is pickled and the frozen
+backbone is never stored.
+
+The file is written next to its final name and renamed over it, so a task boundary is one
+atomic step: a crash leaves the previous task's checkpoint or the new one, never a mix. Resume
+verifies the checksum, so a truncated or edited checkpoint is refused with one line instead of
+resuming into a different run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from promptcl.files import write_json
+from promptcl.errors import UsageError
+from promptcl.files import strict
 
-TENSORS = "tuner.safetensors"
-STATE = "state.json"
+CHECKPOINT = "tuner.safetensors"
+
+
+def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
+    digest = hashlib.sha256(state.encode())
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / TENSORS)
-    write_json(folder / STATE, state)  # written last: it marks the checkpoint complete
+    text = json.dumps(strict(state), allow_nan=False)
+    metadata = {"state": text, "sha256": checksum(tensors, text)}
+    tmp = folder / (CHECKPOINT + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / CHECKPOINT)
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    if not (folder / STATE).is_file():
+    """The tensors and state of the last finished task, or None before the first one."""
+    path = folder / CHECKPOINT
+    if not path.is_file():
         return None
-    state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-    return load_file(str(folder / TENSORS)), state
+    broken = UsageError(
+        f"{path} is damaged (truncated or edited); start a new --out, or resume from a copy"
+    )
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        raise broken from None
+    text = metadata.get("state")
+    legacy = folder / "state.json"  # promptcl 0.1 wrote the state beside the tensors, unverified
+    if text is None and legacy.is_file():
+        return tensors, json.loads(legacy.read_text(encoding="utf-8"))
+    if text is None or metadata.get("sha256") != checksum(tensors, text):
+        raise broken
+    return tensors, json.loads(text)

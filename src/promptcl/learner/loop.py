@@ -26,6 +26,7 @@ from promptcl.config import RunConfig, build_dataclass, config_differences, load
 from promptcl.data import build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.errors import UsageError
+from promptcl.files import LOCK, run_lock
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.learner.features import FeatureCache
 from promptcl.report.rundir import RunDir
@@ -231,7 +232,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
     if resume:
         if not run_dir.is_run():
             raise UsageError(f"{out} is not a promptcl run directory; check the --resume path")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise UsageError(f"{out} already exists; pass --resume {out} to continue it or a new --out")
     return run_dir
 
@@ -243,55 +244,61 @@ def run(
     when ``stop_after`` tasks were done and the run was left to be resumed."""
     run_dir = prepare_run_dir(Path(out), config, resume)
     exp = Experiment(config)
-    state: dict[str, Any] = {
-        "tasks_done": 0,
-        "acc_rows": [],
-        "log": [],
-        "train_seconds": 0.0,
-        "eval_seconds": 0.0,
-        "train_samples": 0,
-        "task_id_acc": None,
-        "union_acc": None,
-    }
-    saved = load_checkpoint(run_dir.checkpoint) if resume else None
-    if resume:
-        diffs = config_differences(saved_config(run_dir), exp.config_dict())
-        if diffs:
-            raise UsageError(
-                f"{out} was made with another config (differs in {', '.join(diffs)}); "
-                "resume without --config/--set, or start a new --out"
+    with run_lock(run_dir.path):
+        state: dict[str, Any] = {
+            "tasks_done": 0,
+            "acc_rows": [],
+            "log": [],
+            "train_seconds": 0.0,
+            "eval_seconds": 0.0,
+            "train_samples": 0,
+            "task_id_acc": None,
+            "union_acc": None,
+        }
+        saved = load_checkpoint(run_dir.checkpoint) if resume else None
+        if resume:
+            diffs = config_differences(saved_config(run_dir), exp.config_dict())
+            if diffs:
+                raise UsageError(
+                    f"{out} was made with another config (differs in {', '.join(diffs)}); "
+                    "resume without --config/--set, or start a new --out"
+                )
+        else:
+            run_dir.create(exp.config_dict(), exp.stream.describe())
+        if saved is not None:
+            tensors, state = saved
+            exp.restore(tensors, state["tasks_done"])
+
+        for task in range(state["tasks_done"], len(exp.training_tasks)):
+            if stop_after is not None and task >= stop_after:
+                return None
+            torch.manual_seed(task_seed(config.seed, task))
+            start = time.perf_counter()
+            exp.tuner.begin_task(task, exp.training_tasks[task])
+            trained = exp.train_task(task)
+            state["train_seconds"] += time.perf_counter() - start
+            state["train_samples"] += trained["train_samples"]
+            start = time.perf_counter()
+            num_seen = exp.stream.num_tasks if config.train.joint else task + 1
+            result = exp.evaluate(num_seen)
+            state["eval_seconds"] += time.perf_counter() - start
+            state["acc_rows"].append(result["acc"])
+            state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
+            state["log"].append(
+                {
+                    "task": task,
+                    **trained,
+                    **result,
+                    "avg_acc": sum(result["acc"]) / len(result["acc"]),
+                }
             )
-    else:
-        run_dir.create(exp.config_dict(), exp.stream.describe())
-    if saved is not None:
-        tensors, state = saved
-        exp.restore(tensors, state["tasks_done"])
+            state["tasks_done"] = task + 1
+            save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
+            run_dir.write_log(state["log"])
 
-    for task in range(state["tasks_done"], len(exp.training_tasks)):
-        if stop_after is not None and task >= stop_after:
-            return None
-        torch.manual_seed(task_seed(config.seed, task))
-        start = time.perf_counter()
-        exp.tuner.begin_task(task, exp.training_tasks[task])
-        trained = exp.train_task(task)
-        state["train_seconds"] += time.perf_counter() - start
-        state["train_samples"] += trained["train_samples"]
-        start = time.perf_counter()
-        num_seen = exp.stream.num_tasks if config.train.joint else task + 1
-        result = exp.evaluate(num_seen)
-        state["eval_seconds"] += time.perf_counter() - start
-        state["acc_rows"].append(result["acc"])
-        state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
-        state["log"].append(
-            {"task": task, **trained, **result, "avg_acc": sum(result["acc"]) / len(result["acc"])}
-        )
-        state["tasks_done"] = task + 1
-        save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
-        run_dir.write_log(state["log"])
-
-    summary = summary_metrics(exp, state)
-    run_dir.write_results(summary, exp.tuner.heatmaps())
-    return summary
+        summary = summary_metrics(exp, state)
+        run_dir.write_results(summary, exp.tuner.heatmaps())
+        return summary
 
 
 def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:

@@ -5,17 +5,16 @@ class_order.json   class order and task split
 log.jsonl          one line per finished task
 metrics.json       final figures (see ``summary_metrics``)
 acc_matrix.png     accuracy matrix heatmap;  avg_acc.png  average accuracy after each task
-checkpoint/        trained tensors (safetensors) + JSON state at the last task boundary
+checkpoint/        trained tensors + JSON state (one checksummed safetensors file) at the last
+                   task boundary;  .lock  while a run writes here
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from promptcl.files import write_json
+from promptcl.files import dumps, write_json, write_text
 from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy, plot_heatmap
 
 
@@ -33,10 +32,7 @@ class RunDir:
         return (self.path / "config.json").is_file()
 
     def write_log(self, rows: list[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        tmp = self.path / "log.jsonl.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path / "log.jsonl")
+        write_text(self.path / "log.jsonl", "".join(dumps(row) + "\n" for row in rows))
 
     def write_results(
         self, metrics: dict[str, Any], heatmaps: dict[str, dict[str, Any]] | None = None
