@@ -1,4 +1,5 @@
-"""Hash: History-Aware prompt-SHaring (seed 000).
+"""Hash: History-Aware prompt-SHaring ("Is Parameter Isolation Better for Prompt-Based
+Continual Learning?", CVPR 2026).
 
 Per prompted block l a pool of K prefix experts p_{l,k} (each 2 x L_p x d), shared by all
 tasks. Task t owns a router W_r^{t,l} (d x K) per block: scores s = mean_seq(x W_r) / sqrt(d)
