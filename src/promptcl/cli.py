@@ -73,6 +73,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from promptcl.dual.config import B2NConfig, method_options
 
     argv = sys.argv[1:] if argv is None else argv
+    wants_help = "-h" in argv or "--help" in argv  # the key lists are built for --help only
     parser = argparse.ArgumentParser(
         prog="promptcl", description="Prompts, prefixes and masks on frozen transformers."
     )
@@ -81,7 +82,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "run",
         help="run (or resume) a continual-learning experiment",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=keys_epilog(RunConfig, chosen_method(argv, "hash"), tuner_options),
+        epilog=keys_epilog(RunConfig, chosen_method(argv, "hash"), tuner_options)
+        if wants_help
+        else None,
     )
     config_arguments(run, "runs/<method>-...")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
@@ -89,7 +92,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "b2n",
         help="learn prompts of a dual encoder on base classes; test on base and novel classes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=keys_epilog(B2NConfig, chosen_method(argv, "mpl"), method_options),
+        epilog=keys_epilog(B2NConfig, chosen_method(argv, "mpl"), method_options)
+        if wants_help
+        else None,
     )
     config_arguments(b2n, "runs/b2n-<method>-...")
     b2n.add_argument(

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from promptcl.errors import UsageError
 from promptcl.files import strict
@@ -54,8 +54,8 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         f"{path} is damaged (truncated or edited); start a new --out, or resume from a copy"
     )
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # one read: tensors and metadata
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         raise broken from None
