@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from promptcl.learner import Experiment
+from promptcl.runtime import optimisation_steps
 
 
 def samples_per_second(step: Callable[[], None], batch_size: int, repeats: int = 10) -> float:
@@ -21,42 +21,47 @@ def samples_per_second(step: Callable[[], None], batch_size: int, repeats: int =
 
 
 def floor_step(exp: Experiment, batch) -> Callable[[], None]:
+    """The frozen forward + backward to the inputs, under the run's precision."""
     backbone = exp.backbone
 
     def step() -> None:
-        x, keep = backbone.embed(batch.inputs)
-        x = x.detach().requires_grad_()
-        h = x
-        for i in range(backbone.num_blocks):
-            h = backbone.run_block(i, h, keep, None)
-        backbone.pool(backbone.final_norm(h), keep).sum().backward()
+        with exp.engine.autocast():
+            x, keep = backbone.embed(batch.inputs)
+            x = x.detach().requires_grad_()
+            h = x
+            for i in range(backbone.num_blocks):
+                h = backbone.run_block(i, h, keep, None)
+            loss = backbone.pool(backbone.final_norm(h), keep).float().sum()
+        loss.backward()
 
     return step
 
 
 def method_step(exp: Experiment, batch) -> Callable[[], None]:
-    """One optimiser step of the method (a class-mean update for methods that do not train)."""
-    tuner = exp.tuner
+    """The learner's own training step on task 0 (Experiment.trainer: logit mask, the method's
+    loss terms, the engine's precision and backward, clipping, the configured optimiser and lr),
+    after the frozen query forward where training computes one; a class-mean update for
+    methods that do not train."""
+    tuner, cfg = exp.tuner, exp.config.train
     classes = exp.training_tasks[0]
     tuner.begin_task(0, classes)
-    if not tuner.trains:
+    trainer = exp.trainer(0)
+    if trainer is None:
 
         def update() -> None:
             refresh_query(exp, batch)
             tuner.end_task(0, classes, [batch])
 
         return update
-    optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=1e-9)
+    loss_module, optimizer = trainer
     tuner.train()
 
     def step() -> None:
         refresh_query(exp, batch)
-        out = tuner(batch, task=torch.zeros_like(batch.labels))
-        loss = F.cross_entropy(out.logits, batch.labels)
-        loss = loss + sum(tuner.loss_terms(batch, out, 0).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        steps = optimisation_steps(
+            [(batch, 1.0)], loss_module, optimizer, engine=exp.engine, grad_clip=cfg.grad_clip
+        )
+        next(steps)
 
     return step
 
@@ -64,7 +69,8 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
 def refresh_query(exp: Experiment, batch, split: str = "train") -> None:
     """Recompute the frozen query where training does (augmented inputs are not cached)."""
     if exp.tuner.needs_query and split not in exp.caches:
-        batch.query = exp.backbone.features(batch.inputs)
+        with exp.engine.autocast():
+            batch.query = exp.backbone.features(batch.inputs).float()
 
 
 def eval_step(exp: Experiment, batch) -> Callable[[], None]:
@@ -72,9 +78,9 @@ def eval_step(exp: Experiment, batch) -> Callable[[], None]:
     one (computed once per test sample), then its forward with the task inferred per sample."""
 
     def step() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), exp.engine.autocast():
             if exp.tuner.needs_query:
-                batch.query = exp.backbone.features(batch.inputs)
+                batch.query = exp.backbone.features(batch.inputs).float()
             exp.tuner(batch)
 
     return step
@@ -82,7 +88,8 @@ def eval_step(exp: Experiment, batch) -> Callable[[], None]:
 
 def eval_floor_step(exp: Experiment, batch) -> Callable[[], None]:
     def step() -> None:
-        exp.backbone.features(batch.inputs)
+        with exp.engine.autocast():
+            exp.backbone.features(batch.inputs)
 
     return step
 
@@ -105,3 +112,77 @@ def measure(
         speed["eval"] = samples_per_second(eval_step(exp, batch), batch_size, repeats)
         speed["eval_floor"] = samples_per_second(eval_floor_step(exp, batch), batch_size, repeats)
     return speed
+
+
+VARIANTS = {
+    "fp32": ["train.precision=32-true"],
+    "bf16-mixed": ["train.precision=bf16-mixed"],
+    "bf16-true": ["train.precision=bf16-true"],
+    "fp32 compiled": ["train.precision=32-true", "train.compile=true"],
+}
+FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
+SETTINGS = {  # the benchmark's batch for each modality
+    "text": lambda root: [
+        "backbone=minilm-l6", "benchmark=clinc150", f"data.root={root}", "train.batch_size=32",
+    ],
+    "image": lambda root: [
+        "backbone=timm:vit_small_patch16_224", "backbone_weights=random",
+        "benchmark=imagefolder", f"data.root={root / 'cifar10-mini'}", "data.num_tasks=2",
+        "train.batch_size=16",
+    ],
+}  # fmt: skip
+
+
+def main() -> None:
+    import argparse
+    from pathlib import Path
+
+    from common import machine, markdown_table, update_readme_section
+
+    from promptcl import load_config
+
+    parser = argparse.ArgumentParser(description="Samples/s of the real training step by precision")
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--methods", default="dualprompt,l2p,hide,hash,softtf")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--modalities", default="text,image")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for modality in args.modalities.split(","):
+        for method in args.methods.split(","):
+            for variant in args.variants.split(","):
+                fast = FAST_STAGES if method in ("hide", "norga", "hash") else []
+                config = load_config(None, [
+                    *SETTINGS[modality](args.data_root), f"method={method}",
+                    "data.train_per_class=32", "train.progress=false", *fast, *VARIANTS[variant],
+                ])  # fmt: skip
+                exp = Experiment(config)
+                speed = measure(exp, config.train.batch_size, args.repeats)
+                rows.append([
+                    modality, method, variant, f"{speed['method']:.1f}", f"{speed['floor']:.1f}",
+                    f"{speed['method'] / speed['floor']:.2f}",
+                ])  # fmt: skip
+                print(*rows[-1], flush=True)
+    header = ["data", "method", "variant", "train samples/s", "floor samples/s", "train / floor"]
+    text = "\n".join([
+        "Training throughput of the learner's real step (`Experiment.trainer`: logit mask, the"
+        " method's loss terms, the engine's precision, backward, clipping, Adam at the configured"
+        " lr), after the frozen query forward where the method computes one, next to the floor"
+        " measured beside it under the same precision (frozen forward + backward to the inputs)."
+        " Text: minilm-l6 on CLINC150 batches of 32; images: ViT-S/16 with random weights at"
+        " 224 px, batch 16.",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"Machine: {machine()}.",
+        "Command: `python benchmarks/throughput.py --data-root DATA`",
+    ])  # fmt: skip
+    if not args.no_readme:
+        update_readme_section("throughput", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

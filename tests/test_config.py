@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from conftest import REPO
 
@@ -40,7 +42,7 @@ def test_data_root_from_environment(monkeypatch):
 
 def test_config_differences_ignore_result_free_keys():
     a = to_dict(load_config(None, ["data.root=/a", "train.lr=0.1"]))
-    b = to_dict(load_config(None, ["data.root=/b", "train.lr=0.2", "train.device=cpu"]))
+    b = to_dict(load_config(None, ["data.root=/b", "train.lr=0.2", "train.accelerator=cpu"]))
     assert config_differences(a, b) == ["train.lr"]
 
 
@@ -103,3 +105,13 @@ def test_b2n_shares_the_data_and_training_keys():
         load_b2n_config(None, ["train.lr=-1"])
     with pytest.raises(UsageError, match="mask_logits"):  # a continual-only key
         load_b2n_config(None, ["train.mask_logits=false"])
+
+
+def test_config_files_of_older_versions_name_their_device_in_todays_keys(tmp_path):
+    """promptcl 0.1 wrote train.device; resuming such a run maps it to accelerator/devices."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"method": "ncm", "train": {"device": "cuda:1"}}))
+    config = load_config(path)
+    assert (config.train.accelerator, config.train.devices) == ("cuda", [1])
+    path.write_text(json.dumps({"method": "ncm", "train": {"device": "auto"}}))
+    assert load_config(path).train.accelerator == "auto"

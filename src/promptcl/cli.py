@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -148,8 +149,10 @@ def command_b2n(args: argparse.Namespace) -> None:
     config = load_b2n_config(args.config, args.set)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
-    out = args.out or Path("runs") / name
+    out = args.out or default_out(name)
     m = run_b2n(config, out, args.prompts)
+    if not main_rank():
+        return
 
     transfer = "".join(f"  {k} {pct(v)}" for k, v in m["transfer"].items())
     print(
@@ -158,6 +161,19 @@ def command_b2n(args: argparse.Namespace) -> None:
         f"{transfer}  trained params {m['trainable_params']}  train "
         f"{m['train_seconds']:.1f}s\nrun directory: {out}"
     )
+
+
+def default_out(name: str) -> Path:
+    """runs/NAME; the processes a multi-device run starts (they run this command again, later)
+    inherit the first process's choice."""
+    return Path(os.environ.setdefault("PROMPTCL_DEFAULT_OUT", str(Path("runs") / name)))
+
+
+def main_rank() -> bool:
+    """Whether this is rank 0 (the one that prints) of a run's processes."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -175,15 +191,15 @@ def command_run(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config, args.set)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = (
-            args.out or Path("runs") / f"{config.method}-{config.benchmark}-s{config.seed}-{stamp}"
-        )
+        name = f"{config.method}-{config.benchmark}-s{config.seed}-{stamp}"
+        out = args.out or default_out(name)
     try:
         summary = run(config, out, resume=args.resume is not None)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: promptcl run --resume {out}", file=sys.stderr)
         raise SystemExit(130) from None
-    print(format_summary(summary, out))
+    if main_rank():
+        print(format_summary(summary, out))
 
 
 def format_summary(m: dict, out: Path) -> str:

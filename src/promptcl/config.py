@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from promptcl.engine import LOGGERS, PRECISIONS, STRATEGIES
 from promptcl.errors import UsageError
 
 
@@ -118,7 +119,20 @@ class TrainConfig:
     warmup_epochs: int = field(default=0, metadata={"help": "cosine: epochs at warmup_lr first."})
     warmup_lr: float = 1e-5
     grad_clip: float | None = field(default=1.0, metadata={"help": "Max gradient norm; null: off."})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
+    precision: str = field(
+        default="32-true",
+        metadata={"help": "32-true, bf16-mixed, 16-mixed (CUDA) or bf16-true (all tensors)."},
+    )
+    accelerator: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps, ..."})
+    devices: Any = field(
+        default=1, metadata={"help": "Devices per node: a count, -1 (all) or a list of indices."}
+    )
+    strategy: str = field(default="auto", metadata={"help": "auto, or ddp (several processes)."})
+    num_nodes: int = field(default=1, metadata={"help": "Machines (torchrun / SLURM)."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the backbone's blocks."})
+    logger: str = field(
+        default="none", metadata={"help": "none, csv or tensorboard: curves under OUT/logs."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars on a terminal."})
 
     def __post_init__(self) -> None:
@@ -146,6 +160,24 @@ class TrainConfig:
             self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
             f"train.grad_clip={self.grad_clip} must be > 0, or null for no clipping",
         )
+        for key, choices in (
+            ("precision", PRECISIONS),
+            ("strategy", STRATEGIES),
+            ("logger", LOGGERS),
+        ):
+            value = getattr(self, key)
+            _check(value in choices, f"train.{key}={value!r}; choose one of: {', '.join(choices)}")
+        devices = self.devices
+        _check(
+            (isinstance(devices, int) and (devices >= 1 or devices == -1))
+            or (
+                isinstance(devices, list | tuple)
+                and devices
+                and all(isinstance(d, int) and d >= 0 for d in devices)
+            ),
+            f"train.devices={devices!r} must be a count >= 1, -1 (all) or a list of indices",
+        )
+        _check(self.num_nodes >= 1, f"train.num_nodes={self.num_nodes} must be >= 1")
 
 
 @dataclass
@@ -186,7 +218,29 @@ def tuner_options(method: str) -> type:
 
 
 # keys that may differ between a run and its resumption: they do not change results
-RESUME_FREE_KEYS = ("data.root", "train.device", "train.progress")
+RESUME_FREE_KEYS = (
+    "data.root",
+    "train.accelerator",
+    "train.devices",
+    "train.strategy",
+    "train.num_nodes",
+    "train.compile",
+    "train.logger",
+    "train.progress",
+)
+
+
+def _legacy(raw: Any) -> Any:
+    """A config file of promptcl 0.1 (``train.device``) in today's keys."""
+    train = raw.get("train") if isinstance(raw, dict | DictConfig) else None
+    if isinstance(train, dict | DictConfig) and "device" in train:
+        device = str(train.pop("device"))
+        if device != "auto":
+            kind, _, index = device.partition(":")
+            train.setdefault("accelerator", kind)
+            if index:
+                train.setdefault("devices", [int(index)])
+    return raw
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -217,7 +271,7 @@ def load_structured(
             path = Path(path)
             if not path.is_file():
                 raise UsageError(f"config file {path} not found; pass an existing YAML file")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = OmegaConf.merge(cfg, _legacy(OmegaConf.load(path)))
         for item in overrides:
             if "=" not in item:
                 raise UsageError(f"--set {item!r} is not key=value; write e.g. --set train.lr=0.01")

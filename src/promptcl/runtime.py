@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -14,23 +14,14 @@ from tqdm.auto import tqdm
 
 from promptcl.errors import UsageError
 
+if TYPE_CHECKING:
+    from promptcl.engine import Engine
+
 B = TypeVar("B")
 
 
 class NonFiniteLoss(UsageError):
     """A training loss became NaN or infinite: the run stops instead of training on garbage."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"train.device={name!r} is not a device; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("train.device asks for CUDA but none is available; use train.device=cpu")
-    return device
 
 
 def task_seed(seed: int, task: int) -> int:
@@ -79,6 +70,7 @@ def optimisation_steps(
     loss_terms: Callable[[B], dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     *,
+    engine: Engine | None = None,
     grad_clip: float | None = None,
     where: str = "training",
     progress: bool = False,
@@ -86,24 +78,33 @@ def optimisation_steps(
 ) -> Iterator[dict[str, float]]:
     """One optimisation step per batch: loss = sum of ``loss_terms(batch)``, a finite check,
     zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step. Yields
-    each step's loss terms as floats. ``where`` names the stage in the progress bar and in the
-    error raised at the first non-finite loss."""
+    each step's loss terms as floats (summed over ranks on an ``engine`` with several: each
+    rank's terms are weighted by its share of the global batch). ``where`` names the stage in
+    the progress bar and in the error raised at the first non-finite loss (on every rank)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(batches, total=total, desc=where, disable=None if progress else True, leave=False)
     for step, batch in enumerate(bar, start=1):
         terms = loss_terms(batch)
         loss = sum(terms.values())
-        value = loss.item()
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
+        if engine is not None:
+            values = engine.sum(values)
+        value, *parts = values.tolist()
         if not math.isfinite(value):
-            bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            bad = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, parts, strict=True))
             raise NonFiniteLoss(
                 f"non-finite loss ({bad}) in {where}, step {step}; lower train.lr or set "
                 "train.grad_clip"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
+        if engine is None:
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, grad_clip)
+        else:
+            engine.backward(loss)
+            if grad_clip is not None:
+                engine.clip(optimizer, grad_clip)
         optimizer.step()
         bar.set_postfix(loss=f"{value:.3f}")
-        yield {name: v.item() for name, v in terms.items()}
+        yield dict(zip(terms, parts, strict=True))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from promptcl.dual.data import (
     load_b2n_data,
 )
 from promptcl.dual.methods import get_method
+from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.files import LOCK, dumps, run_lock, write_json
 from promptcl.metrics import harmonic_mean
@@ -48,7 +50,6 @@ from promptcl.runtime import (
     epoch_order,
     make_optimizer,
     optimisation_steps,
-    resolve_device,
     set_epoch_lr,
 )
 
@@ -62,9 +63,10 @@ def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
 class B2NExperiment:
     """Everything a run needs, built and checked before anything is written to disk."""
 
-    def __init__(self, config: B2NConfig) -> None:
+    def __init__(self, config: B2NConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.device = resolve_device(config.train.device)
+        self.engine = engine or Engine(config.train)
+        self.device = self.engine.device
         config_cls, method_cls = get_method(config.method)
         options = build_dataclass(config_cls, config.tuner, config.method)
         self.layout = method_cls.text_layout(options)
@@ -117,12 +119,12 @@ class B2NExperiment:
     # -- batches -------------------------------------------------------------------------------
 
     def batches(
-        self, split: str, samples: Sequence[Sample], batch_size: int
+        self, split: str, samples: Sequence[Sample], chunks: Sequence[Sequence[int]]
     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """(labels, inputs) of each chunk of positions in ``samples``."""
         processor = self.processors[split]
         items = processor.prepare([item for item, _ in samples])
         labels = [y for _, y in samples]
-        chunks = cut(range(len(items)), batch_size)
         workers = self.config.data.workers
         for _, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
             yield y, inputs
@@ -142,15 +144,18 @@ class B2NExperiment:
         params = [p for p in method.parameters() if p.requires_grad]
         if not params or cfg.epochs == 0:
             return []
-        optimizer = make_optimizer(cfg, [{"params": params}])
         texts = self.texts["base"].inputs(self.device)
 
-        def loss_terms(batch: tuple[torch.Tensor, dict[str, torch.Tensor]]):
-            labels, inputs = batch
+        def loss_terms(item: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], float]):
+            (labels, inputs), share = item
             classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
             queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
-            return {"ce": F.cross_entropy(encoder.scores(queries, classes), labels)}
+            logits = encoder.scores(queries, classes).float()
+            return {"ce": F.cross_entropy(logits, labels) * share}
 
+        engine = self.engine
+        optimizer = make_optimizer(cfg, [{"params": params}])
+        step, optimizer = engine.setup(method, loss_terms, optimizer)
         method.train()
         log = []
         for epoch in range(cfg.epochs):
@@ -158,20 +163,26 @@ class B2NExperiment:
             start = time.perf_counter()
             order = epoch_order(len(self.train), self.config.seed, 0, epoch)
             samples = [self.train[i] for i in order]
+            shares = engine.global_batches(cut(range(len(samples)), cfg.batch_size))
+            batches = self.batches("train", samples, [chunk for chunk, _ in shares])
+            items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
             steps = optimisation_steps(
-                self.batches("train", samples, cfg.batch_size),
-                loss_terms,
+                items,
+                step,
                 optimizer,
+                engine=engine,
                 grad_clip=cfg.grad_clip,
                 where=f"epoch {epoch + 1}/{cfg.epochs}",
                 progress=cfg.progress,
-                total=-(-len(samples) // cfg.batch_size),
+                total=len(shares),
             )
             losses = [terms["ce"] for terms in steps]
             seconds = time.perf_counter() - start
             row = {"epoch": epoch, "lr": lr, "loss": sum(losses) / len(losses), "seconds": seconds}
             log.append(row)
-            if log_path is not None:
+            engine.log({"epoch": epoch, "lr": lr, "loss": row["loss"]}, epoch)
+            engine.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {seconds:.1f} s")
+            if log_path is not None and engine.is_main:
                 with log_path.open("a", encoding="utf-8") as f:
                     f.write(dumps(row) + "\n")
         method.eval()
@@ -183,15 +194,19 @@ class B2NExperiment:
         if not samples:
             return None
         self.method.eval()
-        classes = self.encoder.encode_labels(texts.inputs(self.device), self.method.label_prompts())
-        size = self.config.train.eval_batch_size
-        prompts = self.method.query_prompts()
-        correct = 0
-        batches = self.batches("test", samples, size)
-        for labels, inputs in self.bar(batches, -(-len(samples) // size), desc):
-            queries = self.encoder.encode_queries(inputs, prompts)
-            correct += (self.encoder.scores(queries, classes).argmax(1) == labels).sum().item()
-        return 100.0 * correct / len(samples)
+        engine = self.engine
+        with engine.autocast():
+            inputs = texts.inputs(self.device)
+            classes = self.encoder.encode_labels(inputs, self.method.label_prompts())
+            prompts = self.method.query_prompts()
+        # whole batches round-robin to the ranks, correct counts summed
+        chunks = engine.shard(cut(range(len(samples)), self.config.train.eval_batch_size))
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for labels, inputs in self.bar(self.batches("test", samples, chunks), len(chunks), desc):
+            with engine.autocast():
+                scores = self.encoder.scores(self.encoder.encode_queries(inputs, prompts), classes)
+            correct += (scores.argmax(1) == labels).sum()
+        return 100.0 * engine.sum(correct).item() / len(samples)
 
 
 def prepare_out(out: Path) -> None:
@@ -221,20 +236,24 @@ def run_b2n(
     transfer targets; returns (and writes) metrics.json's content."""
     out = Path(out)
     prepare_out(out)
-    exp = B2NExperiment(config)
+    engine = Engine(config.train, log_root=out)
+    engine.launch()
+    exp = B2NExperiment(config, engine)
     if prompts is not None:
         load_prompts(exp, Path(prompts))
-    with run_lock(out):
-        write_json(out / "config.json", to_dict(config))
+    with ExitStack() as held:
+        engine.on_main(lambda: held.enter_context(run_lock(out)))
         split = {
             "base": exp.names["base"],
             "novel": exp.names["novel"],
             "train_samples": len(exp.train),
         }
-        write_json(out / "class_split.json", split)
+        if engine.is_main:
+            write_json(out / "config.json", to_dict(config))
+            write_json(out / "class_split.json", split)
+            (out / "log.jsonl").write_text("", encoding="utf-8")
 
         start = time.perf_counter()
-        (out / "log.jsonl").write_text("", encoding="utf-8")
         log = exp.fit(out / "log.jsonl") if prompts is None else []
         train_seconds = time.perf_counter() - start
 
@@ -267,14 +286,17 @@ def run_b2n(
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - start,
             "final_loss": log[-1]["loss"] if log else None,
-            "device": str(exp.device),
+            **engine.describe(),
             "prompts_from": None if prompts is None else str(prompts),
         }
-        trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
-        if trained:
-            save_file(trained, out / "prompts.safetensors")
-        write_json(out / "metrics.json", metrics)
-        title = f"{config.method} on {config.benchmark} (seed {config.seed})"
-        bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
-        plot_bars(bars, out / "b2n.png", title)
+        if engine.is_main:
+            trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
+            if trained:
+                save_file(trained, out / "prompts.safetensors")
+            write_json(out / "metrics.json", metrics)
+            title = f"{config.method} on {config.benchmark} (seed {config.seed})"
+            bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
+            plot_bars(bars, out / "b2n.png", title)
+        engine.finish_logging()
+        engine.barrier()
         return metrics

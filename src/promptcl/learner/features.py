@@ -2,7 +2,10 @@
 
 Text inputs are not augmented, so the un-prompted pooled feature of a sample never changes:
 it is computed once. Filling always runs over a task's samples in index order, so the cached
-values do not depend on which batches asked first (a resumed run sees the same numbers).
+values do not depend on which batches asked first (a resumed run sees the same numbers). With
+several processes, every rank fills with the same indices: the batches go round-robin to the
+ranks and the features are summed (zero on the other ranks), so every rank holds the
+one-process values exactly.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from promptcl.backbones import Backbone
+from promptcl.data.batching import cut
+from promptcl.engine import Engine
 
 
 class FeatureCache:
@@ -20,26 +25,33 @@ class FeatureCache:
         backbone: Backbone,
         items: Sequence,
         collate: Callable[[list], dict[str, torch.Tensor]],
-        device: torch.device,
+        engine: Engine,
         batch_size: int,
     ) -> None:
         self.backbone = backbone
         self.items = items
         self.collate = collate
-        self.device = device
+        self.engine = engine
         self.batch_size = batch_size
         self.features = torch.zeros(len(items), backbone.dim)
         self.filled = torch.zeros(len(items), dtype=torch.bool)
 
     @torch.no_grad()
     def fill(self, indices: Sequence[int]) -> None:
+        """Compute the features of ``indices`` not cached yet (the same on every rank)."""
         todo = [i for i in sorted(indices) if not self.filled[i]]
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            inputs = self.collate([self.items[i] for i in chunk])
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
-            self.features[chunk] = self.backbone.features(inputs).float().cpu()
-            self.filled[chunk] = True
+        if not todo:
+            return
+        engine = self.engine
+        features = torch.zeros(len(todo), self.backbone.dim, device=engine.device)
+        chunks = cut(range(len(todo)), self.batch_size)
+        for chunk in engine.shard(chunks):
+            inputs = self.collate([self.items[todo[i]] for i in chunk])
+            inputs = {k: v.to(engine.device) for k, v in inputs.items()}
+            with engine.autocast():
+                features[list(chunk)] = self.backbone.features(inputs).float()
+        self.features[todo] = engine.sum(features).cpu()
+        self.filled[todo] = True
 
     def get(self, index: torch.Tensor) -> torch.Tensor:
         if not bool(self.filled[index].all()):

@@ -13,6 +13,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from promptcl.backbones import build_backbone
 from promptcl.config import RunConfig, build_dataclass, config_differences, load_config, to_dict
 from promptcl.data import build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
+from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.files import LOCK, run_lock
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
@@ -34,7 +36,6 @@ from promptcl.runtime import (
     epoch_order,
     make_optimizer,
     optimisation_steps,
-    resolve_device,
     set_epoch_lr,
     task_seed,
 )
@@ -44,9 +45,10 @@ from promptcl.tuners import Batch, get_tuner
 class Experiment:
     """Everything a run needs, built and checked before anything is written to disk."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self.device = resolve_device(config.train.device)
+        self.engine = engine or Engine(config.train)
+        self.device = self.engine.device
         tuner_cls = get_tuner(config.method)
         tuner_config = build_dataclass(tuner_cls.config_class, config.tuner, config.method)
         self.stream = build_benchmark(config.benchmark, config.data, config.seed)
@@ -68,13 +70,14 @@ class Experiment:
         self.training_tasks = training.tasks
         self.sample_tasks = {"train": training.train.tasks, "test": self.stream.test.tasks}
         # frozen query features are cached per sample where inputs are not augmented
+        self.steps = 0  # optimisation steps so far (the loggers' x axis)
         self.caches = {}
         if tuner_cls.needs_query:
             size = config.train.eval_batch_size
             for split, processor in self.processors.items():
                 if not processor.augments:
                     self.caches[split] = FeatureCache(
-                        self.backbone, self.items[split], processor.collate, self.device, size
+                        self.backbone, self.items[split], processor.collate, self.engine, size
                     )
 
     def restore(self, tensors: dict[str, torch.Tensor], tasks_done: int) -> None:
@@ -94,7 +97,8 @@ class Experiment:
         return self.chunk_batches(split, cut(indices, batch_size))
 
     def chunk_batches(self, split: str, chunks: Sequence[Sequence[int]]) -> Iterator[Batch]:
-        """One batch per chunk of indices."""
+        """One batch per chunk of indices. The query cache is filled for them unless it holds
+        them already (with several processes, every rank must fill with the same indices)."""
         if split in self.caches:
             self.caches[split].fill([i for chunk in chunks for i in chunk])
         items, labels, processor = self.items[split], self.labels[split], self.processors[split]
@@ -103,7 +107,8 @@ class Experiment:
             if split in self.caches:
                 query = self.caches[split].get(index).to(self.device)
             elif self.tuner.needs_query:
-                query = self.backbone.features(inputs)
+                with self.engine.autocast():
+                    query = self.backbone.features(inputs).float()
             else:
                 query = None
             yield Batch(inputs, y, index, query)
@@ -115,63 +120,89 @@ class Experiment:
 
     # -- one task ------------------------------------------------------------------------------
 
+    def trainer(self, task: int) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
+        """Task ``task``'s training step on the engine (after begin_task): the loss module
+        (logits outside the task masked when train.mask_logits, the tuner's loss terms) and a
+        fresh optimiser over the tuner's parameter groups; None when nothing trains."""
+        cfg, tuner = self.config.train, self.tuner
+        # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
+        groups = tuner.param_groups() if tuner.trains else []
+        if not groups or cfg.epochs == 0:
+            return None
+        outside = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
+        if cfg.mask_logits:
+            outside[list(self.training_tasks[task])] = False
+        else:  # every class seen so far competes
+            outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
+        return self.engine.setup(tuner, self.loss_terms(task, outside), make_optimizer(cfg, groups))
+
     def train_task(self, task: int) -> dict[str, Any]:
         cfg, tuner = self.config.train, self.tuner
         classes = self.training_tasks[task]
         indices = self.indices_of("train", [task])
-        outside = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
-        if cfg.mask_logits:
-            outside[list(classes)] = False
-        else:  # every class seen so far competes
-            outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
-        # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
-        groups = tuner.param_groups() if tuner.trains else []
         sums: dict[str, float] = defaultdict(float)
         steps = 0
-        if groups and cfg.epochs > 0:
-            optimizer = make_optimizer(cfg, groups)
+        if "train" in self.caches:  # every rank fills for the whole task (sharded inside)
+            self.caches["train"].fill(indices)
+        trainer = self.trainer(task)
+        if trainer is not None:
+            step, optimizer = trainer
             tuner.train()
             for epoch in range(cfg.epochs):
-                set_epoch_lr(optimizer, cfg, epoch)
+                lr = set_epoch_lr(optimizer, cfg, epoch)
                 order = epoch_order(len(indices), self.config.seed, task, epoch)
                 shuffled = [indices[i] for i in order]
-                for terms in self.train_epoch(task, epoch, shuffled, outside, optimizer):
+                for terms in self.train_epoch(task, epoch, shuffled, step, optimizer):
                     for name, value in terms.items():
                         sums[name] += value
                     steps += 1
+                    self.steps += 1
+                    self.engine.log({"task": task, "epoch": epoch, "lr": lr, **terms}, self.steps)
         tuner.eval()
-        tuner.end_task(task, classes, self.batches("train", indices, cfg.eval_batch_size))
+        self.engine.same_random_state()
+        with self.engine.autocast():
+            tuner.end_task(task, classes, self.batches("train", indices, cfg.eval_batch_size))
         return {
-            "train_samples": len(indices) * (cfg.epochs if groups else 0),
+            "train_samples": len(indices) * (cfg.epochs if trainer else 0),
             "losses": {name: total / steps for name, total in sums.items()} if steps else {},
         }
+
+    def loss_terms(self, task: int, outside: torch.Tensor):
+        """Loss terms of a step on (this rank's batch, its share of the global batch)."""
+
+        def terms_of(item: tuple[Batch, float]) -> dict[str, torch.Tensor]:
+            batch, share = item
+            out = self.tuner(batch, task=torch.full_like(batch.labels, task))
+            logits = out.logits.float().masked_fill(outside, float("-inf"))
+            terms = {"ce": F.cross_entropy(logits, batch.labels)}
+            terms.update(self.tuner.loss_terms(batch, out, task))
+            return {name: value * share for name, value in terms.items()}
+
+        return terms_of
 
     def train_epoch(
         self,
         task: int,
         epoch: int,
         indices: list[int],
-        outside: torch.Tensor,
+        step: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
     ) -> Iterator[dict[str, float]]:
-        """One pass over ``indices``; yields the loss terms of each step."""
+        """One pass over ``indices`` in global batches of train.batch_size, this rank taking
+        its share of each; yields the loss terms of each step."""
         cfg = self.config.train
-
-        def loss_terms(batch: Batch) -> dict[str, torch.Tensor]:
-            out = self.tuner(batch, task=torch.full_like(batch.labels, task))
-            logits = out.logits.masked_fill(outside, float("-inf"))
-            terms = {"ce": F.cross_entropy(logits, batch.labels)}
-            terms.update(self.tuner.loss_terms(batch, out, task))
-            return terms
-
+        shares = self.engine.global_batches(cut(indices, cfg.batch_size))
+        batches = self.chunk_batches("train", [chunk for chunk, _ in shares])
+        items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
         yield from optimisation_steps(
-            self.batches("train", indices, cfg.batch_size),
-            loss_terms,
+            items,
+            step,
             optimizer,
+            engine=self.engine,
             grad_clip=cfg.grad_clip,
             where=f"task {task + 1}/{len(self.training_tasks)} epoch {epoch + 1}/{cfg.epochs}",
             progress=cfg.progress,
-            total=-(-len(indices) // cfg.batch_size),
+            total=len(shares),
         )
 
     @torch.no_grad()
@@ -192,8 +223,11 @@ class Experiment:
             chunks = cut(indices, size)
         unseen = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
         unseen[seen] = False
-        correct, total = [0] * num_seen, [0] * num_seen
-        task_pred, task_true = [], []
+        # per seen task: samples, right class, samples with a task prediction, right task
+        counts = torch.zeros(4, num_seen, dtype=torch.long)
+        if "test" in self.caches:
+            self.caches["test"].fill([i for chunk in chunks for i in chunk])
+        chunks = self.engine.shard(chunks)  # whole batches round-robin to the ranks
         self.tuner.eval()
         for batch in tqdm(
             self.chunk_batches("test", chunks),
@@ -202,20 +236,21 @@ class Experiment:
             disable=None if self.config.train.progress else True,
             leave=False,
         ):
-            out = self.tuner(batch)
-            pred = out.logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
-            true_task = [self.sample_tasks["test"][i] for i in batch.index.tolist()]
-            for t, ok in zip(true_task, (pred == batch.labels).tolist(), strict=True):
-                correct[t] += ok
-                total[t] += 1
+            with self.engine.autocast():
+                out = self.tuner(batch)
+            pred = out.logits.float().masked_fill(unseen, float("-inf")).argmax(dim=1).cpu()
+            true_task = torch.as_tensor([self.sample_tasks["test"][i] for i in batch.index])
+            counts[0].index_add_(0, true_task, torch.ones_like(true_task))
+            counts[1].index_add_(0, true_task, (pred == batch.labels.cpu()).long())
             if out.task_pred is not None:
-                task_pred += out.task_pred.tolist()
-                task_true += true_task
+                counts[2].index_add_(0, true_task, torch.ones_like(true_task))
+                counts[3].index_add_(0, true_task, (out.task_pred.cpu() == true_task).long())
+        total, correct, inferred, right_task = self.engine.sum(counts.to(self.device)).tolist()
         return {
             "acc": [metrics.accuracy(c, n) for c, n in zip(correct, total, strict=True)],
             "union_acc": metrics.union_accuracy(correct, total),
-            "task_id_acc": metrics.task_identity_accuracy(task_pred, task_true)
-            if task_pred and not self.config.train.joint
+            "task_id_acc": metrics.accuracy(sum(right_task), sum(inferred))
+            if sum(inferred) and not self.config.train.joint
             else None,
         }
 
@@ -242,9 +277,13 @@ def run(
 ) -> dict[str, Any] | None:
     """Run (or resume) an experiment into ``out``. Returns metrics.json's content, or None
     when ``stop_after`` tasks were done and the run was left to be resumed."""
-    run_dir = prepare_run_dir(Path(out), config, resume)
-    exp = Experiment(config)
-    with run_lock(run_dir.path):
+    out = Path(out)
+    run_dir = prepare_run_dir(out, config, resume)
+    engine = Engine(config.train, log_root=out)
+    engine.launch()
+    exp = Experiment(config, engine)
+    with ExitStack() as held:
+        engine.on_main(lambda: held.enter_context(run_lock(run_dir.path)))
         state: dict[str, Any] = {
             "tasks_done": 0,
             "acc_rows": [],
@@ -264,12 +303,14 @@ def run(
                     "resume without --config/--set, or start a new --out"
                 )
         else:
-            run_dir.create(exp.config_dict(), exp.stream.describe())
+            engine.on_main(lambda: run_dir.create(exp.config_dict(), exp.stream.describe()))
         if saved is not None:
             tensors, state = saved
             exp.restore(tensors, state["tasks_done"])
+            exp.steps = state.get("steps", 0)
 
-        for task in range(state["tasks_done"], len(exp.training_tasks)):
+        T = len(exp.training_tasks)
+        for task in range(state["tasks_done"], T):
             if stop_after is not None and task >= stop_after:
                 return None
             torch.manual_seed(task_seed(config.seed, task))
@@ -284,21 +325,35 @@ def run(
             state["eval_seconds"] += time.perf_counter() - start
             state["acc_rows"].append(result["acc"])
             state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
-            state["log"].append(
-                {
-                    "task": task,
-                    **trained,
-                    **result,
-                    "avg_acc": sum(result["acc"]) / len(result["acc"]),
-                }
-            )
-            state["tasks_done"] = task + 1
-            save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
-            run_dir.write_log(state["log"])
+            row = {"task": task, **trained, **result, "avg_acc": sum(result["acc"]) / num_seen}
+            state["log"].append(row)
+            state["tasks_done"], state["steps"] = task + 1, exp.steps
+            if engine.is_main:
+                save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
+                run_dir.write_log(state["log"])
+            report_task(engine, row, T, state["train_seconds"] + state["eval_seconds"], exp.steps)
 
         summary = summary_metrics(exp, state)
-        run_dir.write_results(summary, exp.tuner.heatmaps())
+        if engine.is_main:
+            run_dir.write_results(summary, exp.tuner.heatmaps())
+        engine.finish_logging()
+        engine.barrier()
         return summary
+
+
+def report_task(engine: Engine, row: dict[str, Any], num_tasks: int, seconds: float, step: int):
+    """A finished task: a line on the terminal and a row for the loggers."""
+    task_id = row["task_id_acc"]
+    engine.say(
+        f"task {row['task'] + 1}/{num_tasks}: avg acc {row['avg_acc']:.2f}"
+        + ("" if task_id is None else f", task-id acc {task_id:.1f}")
+        + f", {seconds:.1f} s so far"
+    )
+    figures = {"avg_acc": row["avg_acc"], "union_acc": row["union_acc"]}
+    if task_id is not None:
+        figures["task_id_acc"] = task_id
+    figures.update({f"acc_task{j + 1}": acc for j, acc in enumerate(row["acc"])})
+    engine.log(figures, step)
 
 
 def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
@@ -339,5 +394,5 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         else None,
         "leaks_task_identity": exp.tuner.leaks_task_identity,
         **exp.tuner.report(),
-        "device": str(exp.device),
+        **exp.engine.describe(),
     }

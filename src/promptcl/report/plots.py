@@ -122,15 +122,28 @@ def plot_average_accuracy(
     curves: Mapping[str, Sequence[float]], path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """Average accuracy after each task (x = tasks seen, 1-based), one marked line per label."""
+    steps = range(1, max((len(v) for v in curves.values()), default=0) + 1)
+    plot_lines(curves, steps, path, "tasks seen", "average accuracy (%)", title)
+
+
+def plot_lines(
+    curves: Mapping[str, Sequence[float]],
+    x: Sequence[float],
+    path: str | os.PathLike[str],
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> None:
+    """One marked line per label over the integer positions ``x`` (a curve may be shorter)."""
     if not curves:
         raise ValueError("no curves to plot")
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=4, label=label)
+        ax.plot(list(x)[: len(values)], values, marker="o", markersize=4, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("tasks seen")
-    ax.set_ylabel("average accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     if title:

@@ -1,0 +1,217 @@
+"""The engine under every training command: Lightning Fabric owns devices, precision, process
+launch and loggers; the loops stay ours (learner/loop.py, dual/protocol.py, nanoGPT-style).
+
+Several processes (DDP, ``train.devices`` > 1, or torchrun / SLURM, which Fabric detects):
+
+- training: each global batch of ``train.batch_size`` samples (a slice of the epoch's seeded
+  order) is cut into one disjoint share per rank (``Engine.shard``); a rank's loss terms are
+  weighted by its share of the global batch, so their sum over ranks is the global batch's
+  mean and DDP's gradient average gives the one-process gradient (up to the order of the
+  floating-point sums). A last global batch with fewer samples than ranks is dropped.
+- evaluation and frozen-feature caches: whole batches go round-robin to the ranks and the
+  results are summed (counts, or features that are zero on the other ranks), so they equal
+  the one-process values exactly;
+- end-of-task statistics (class means, Gaussians, usage counts, keys) are computed by every
+  rank over the whole task, from the same parameters and the same random state (rank 0's,
+  broadcast first), so every rank holds the same state with no reduction to get wrong;
+- only rank 0 writes the run directory; the others wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from lightning_fabric import Fabric
+from lightning_fabric.strategies import DDPStrategy
+from torch import nn
+
+from promptcl.errors import UsageError
+
+T = TypeVar("T")
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+LOGGERS = ("none", "csv", "tensorboard")
+STRATEGIES = ("auto", "ddp")
+
+
+class LossModule(nn.Module):
+    """One step's loss terms as a module's forward, so that DDP sees every trained tensor the
+    loss uses (regularisers computed outside the tuner's forward included)."""
+
+    def __init__(self, owner: nn.Module, loss_terms: Callable[[Any], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.owner = owner
+        self.loss_terms = loss_terms
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.loss_terms(batch)
+
+
+def _fabric(cfg: Any, loggers: list) -> Fabric:
+    """Fabric for train.accelerator / devices / strategy / num_nodes / precision."""
+    if cfg.precision == "16-mixed" and cfg.accelerator == "cpu":
+        raise UsageError("train.precision=16-mixed needs CUDA; on the CPU use bf16-mixed")
+    kwargs = {
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "num_nodes": cfg.num_nodes,
+        "precision": cfg.precision,
+        "loggers": loggers,
+    }
+    try:
+        fabric = Fabric(strategy="auto", **kwargs)
+        if cfg.strategy == "ddp" or fabric.world_size > 1:
+            # trained tensors a step leaves unused (unrouted experts, old tasks' prompts)
+            fabric = Fabric(strategy=DDPStrategy(find_unused_parameters=True), **kwargs)
+    except (RuntimeError, ValueError, TypeError) as err:
+        message = str(err).strip().splitlines()[0]
+        raise UsageError(f"bad train.accelerator/devices/strategy: {message}") from None
+    if cfg.precision == "16-mixed" and fabric.device.type != "cuda":
+        raise UsageError("train.precision=16-mixed needs CUDA; on the CPU use bf16-mixed")
+    return fabric
+
+
+def _loggers(kind: str, root: Path | None) -> list:
+    if kind == "none" or root is None:
+        return []
+    if kind == "csv":
+        from lightning_fabric.loggers import CSVLogger
+
+        return [CSVLogger(root, name="logs")]
+    try:
+        from lightning_fabric.loggers import TensorBoardLogger
+
+        return [TensorBoardLogger(root, name="logs")]
+    except ModuleNotFoundError:  # pragma: no cover - depends on the environment
+        raise UsageError(
+            "train.logger=tensorboard needs TensorBoard: pip install 'promptcl[tensorboard]'"
+        ) from None
+
+
+class Engine:
+    """Devices, precision, processes and loggers of one command, from its ``train`` keys."""
+
+    def __init__(self, cfg: Any, log_root: Path | None = None) -> None:
+        self.cfg = cfg
+        self.fabric = _fabric(cfg, _loggers(cfg.logger, log_root))
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Start the other processes (``train.devices`` > 1 on one machine: Fabric runs this
+        command again in each) or join those that torchrun / SLURM started."""
+        self.fabric.launch()
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.fabric.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.fabric.is_global_zero
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.fabric.barrier()
+
+    def on_main(self, fn: Callable[[], T]) -> T | None:
+        """Run ``fn`` on rank 0 only; a UsageError it raises is raised on every rank."""
+        error, result = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except UsageError as err:
+                error = str(err)
+        if self.world_size > 1:
+            error = self.fabric.broadcast(error)
+        if error is not None:
+            raise UsageError(error)
+        return result
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def shard(self, items: Sequence[T]) -> Sequence[T]:
+        """This rank's share of ``items`` (every world_size-th, from its rank)."""
+        return items[self.rank :: self.world_size]
+
+    def global_batches(self, chunks: Sequence[Sequence[int]]) -> list[tuple[list[int], int]]:
+        """This rank's share of each global batch, with the global batch's size."""
+        n = self.world_size
+        return [(list(self.shard(chunk)), len(chunk)) for chunk in chunks if len(chunk) >= n]
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (the tensor itself in one process)."""
+        if self.world_size == 1:
+            return tensor
+        return self.fabric.all_reduce(tensor, reduce_op="sum")
+
+    def same_random_state(self) -> None:
+        """Every rank continues from rank 0's torch random state (sampling stages agree)."""
+        if self.world_size > 1:
+            state = self.fabric.broadcast(torch.get_rng_state())
+            torch.set_rng_state(state)
+            if torch.cuda.is_available():
+                torch.cuda.set_rng_state(self.fabric.broadcast(torch.cuda.get_rng_state()))
+
+    # -- one optimisation step -----------------------------------------------------------------
+
+    def autocast(self) -> AbstractContextManager:
+        """The precision's forward context (autocast for the mixed precisions)."""
+        return self.fabric.autocast()
+
+    def setup(
+        self, owner: nn.Module, loss_terms: Callable[[Any], dict[str, torch.Tensor]], optimizer
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The loss as a module on the engine (DDP with several processes) and its optimiser."""
+        module = self.fabric.setup_module(LossModule(owner, loss_terms))
+        return module, self.fabric.setup_optimizers(optimizer)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of this rank's weighted loss; DDP averages over ranks, so scale back."""
+        self.fabric.backward(loss * self.world_size if self.world_size > 1 else loss)
+
+    def clip(self, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+        """Clip the optimiser's gradients by their global norm (unscaled first under 16-mixed)."""
+        self.fabric.strategy.precision.unscale_gradients(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, max_norm)
+
+    # -- loggers -------------------------------------------------------------------------------
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.fabric.loggers:
+            self.fabric.log_dict(metrics, step=step)
+
+    def finish_logging(self) -> None:
+        for logger in self.fabric.loggers:
+            logger.finalize("success")
+
+    def say(self, line: str) -> None:
+        """A line that stays on the terminal (rank 0), above any progress bar."""
+        if self.is_main and self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+
+    def describe(self) -> dict[str, Any]:
+        """The engine's settings, for metrics.json."""
+        return {
+            "device": str(self.device),
+            "precision": self.cfg.precision,
+            "world_size": self.world_size,
+            "strategy": type(self.fabric.strategy).__name__,
+            "compile": self.cfg.compile,
+        }

@@ -1,0 +1,168 @@
+"""The engine (Lightning Fabric): several CPU processes give what one process gives, precision
+and logger keys, one-line errors for engine settings that cannot work here."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from promptcl.cli import main
+from promptcl.config import load_config
+from promptcl.dual.config import load_b2n_config
+from promptcl.dual.protocol import run_b2n
+from promptcl.learner import run
+
+TINY = ["backbone=tiny-bert", "data.train_per_class=6", "train.epochs=1", "train.batch_size=8"]
+METHODS = {
+    "ncm": ["method=ncm"],
+    "dualprompt": ["method=dualprompt"],
+    "hash": [
+        "method=hash",
+        "tuner.tii.epochs=1",
+        "tuner.tii.align_epochs=1",
+        "tuner.tap.epochs=1",
+    ],
+}
+
+
+def cli(args, processes=2, **kwargs):
+    """`promptcl ARGS` in a fresh interpreter with ``processes`` CPU processes (Fabric starts
+    the second one by running the same command again)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("PROMPTCL_DEFAULT_OUT", None)
+    engine = ["--set", "train.accelerator=cpu", "--set", f"train.devices={processes}"]
+    command = [sys.executable, "-m", "promptcl", *args, *engine]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)  # fmt: skip
+
+
+def finish(process, timeout=600):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out, err
+
+
+def sets(overrides):
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def one_process(overrides, out):
+    return run(load_config(None, [*overrides, "train.progress=false"]), out)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_processes_match_one(method, tmp_path):
+    """ncm learns nothing by gradient: its statistics and evaluation must be exact. dualprompt
+    and hash train with the same global batch: DDP averages two half-batch gradients where one
+    process sums the whole batch, so the parameters differ by float32 rounding, which can flip
+    a near-tied prediction of a tiny random model (at most 2 of the 24 test samples here)."""
+    overrides = [*TINY, *METHODS[method]]
+    two = cli(["run", *sets(overrides), "--out", str(tmp_path / "two")])
+    single = one_process(overrides, tmp_path / "one")
+    out, _ = finish(two)
+    assert out.count("FAA") == 1, "only rank 0 prints the summary"
+    double = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert double["world_size"] == 2 and double["strategy"] == "DDPStrategy"
+    assert single["world_size"] == 1
+    if method == "ncm":
+        assert double["acc_matrix"] == single["acc_matrix"]
+        return
+    a = torch.tensor(single["acc_matrix"][-1])
+    b = torch.tensor(double["acc_matrix"][-1])
+    per_task = 100 / 6  # 6 test samples per task in the built-in intents
+    assert (a - b).abs().max() <= 2 * per_task + 1e-9
+    log_a = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    first = log_a[0]["losses"]["ce"], log_b[0]["losses"]["ce"]
+    assert first[0] == pytest.approx(first[1], rel=1e-4), "first task's mean loss, global batch"
+
+
+def test_two_processes_resume_after_a_kill(tmp_path):
+    """kill -9 of both processes after the first task; the resumed two-process run equals an
+    unbroken two-process run exactly (same shards, same reductions)."""
+    overrides = [*TINY, "data.train_per_class=null", "train.epochs=3", *METHODS["dualprompt"]]
+    finish(cli(["run", *sets(overrides), "--out", str(tmp_path / "unbroken")]))
+    broken = cli(["run", *sets(overrides), "--out", str(tmp_path / "broken")],
+                 start_new_session=True)  # fmt: skip
+    log = tmp_path / "broken" / "log.jsonl"
+    deadline = time.monotonic() + 600
+    while not (log.is_file() and log.read_text().strip()) and broken.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(broken.pid, signal.SIGKILL)
+    broken.wait()
+    assert not (tmp_path / "broken" / "metrics.json").exists(), "killed before the end"
+    finish(cli(["run", "--resume", str(tmp_path / "broken")]))
+    a = json.loads((tmp_path / "unbroken" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "broken" / "metrics.json").read_text())
+    assert a["acc_matrix"] == b["acc_matrix"]
+
+
+def test_b2n_on_two_processes(data_root, tmp_path):
+    """zeroshot: sharded evaluation equals one process exactly; coop: the same global batch."""
+    base = ["backbone=tiny-bert", "shots=4", "data.test_per_class=4", f"data.root={data_root}"]
+    for method in ("zeroshot", "coop"):
+        overrides = [*base, f"method={method}", "train.epochs=2", "train.batch_size=8"]
+        finish(cli(["b2n", *sets(overrides), "--out", str(tmp_path / f"{method}2")]))
+        one = run_b2n(
+            load_b2n_config(None, [*overrides, "train.progress=false"]), tmp_path / method
+        )
+        double = json.loads((tmp_path / f"{method}2" / "metrics.json").read_text())
+        assert double["world_size"] == 2
+        if method == "zeroshot":
+            assert (double["base_acc"], double["novel_acc"]) == (one["base_acc"], one["novel_acc"])
+        else:
+            assert double["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
+
+
+def test_bf16_mixed_trains_fp32_tensors_and_records_the_precision(tmp_path):
+    summary = one_process([*TINY, *METHODS["dualprompt"], "train.precision=bf16-mixed"], tmp_path)
+    assert summary["precision"] == "bf16-mixed"
+    with safe_open(str(tmp_path / "checkpoint" / "tuner.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float32, torch.long}  # noqa: SIM118
+
+
+def test_csv_logger_writes_steps_and_tasks(tmp_path):
+    one_process([*TINY, *METHODS["dualprompt"], "train.logger=csv"], tmp_path)
+    (csv,) = (tmp_path / "logs").rglob("metrics.csv")
+    header, *rows = csv.read_text().splitlines()
+    columns = header.split(",")
+    assert {"ce", "lr", "task", "avg_acc", "task_id_acc", "acc_task1", "step"} <= set(columns)
+    task_rows = [r for r in rows if r.split(",")[columns.index("avg_acc")]]
+    assert len(task_rows) == 4  # one per task of the built-in intents
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.precision=16-mixed", "train.accelerator=cpu"], "16-mixed needs CUDA"),
+        (["train.accelerator=cuda"], "train.accelerator"),
+        (["train.precision=fp8"], "train.precision='fp8'"),
+        (["train.devices=0"], "train.devices=0"),
+        (["train.strategy=fsdp"], "train.strategy='fsdp'"),
+        (["train.logger=wandb"], "train.logger='wandb'"),
+    ],
+)
+def test_engine_settings_that_cannot_work_are_one_line_errors(overrides, message, tmp_path,
+                                                               capsys):  # fmt: skip
+    if "train.accelerator=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        main(["run", *sets([*TINY, *overrides]), "--out", str(out)])
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    one_process([*TINY, "method=ncm", "train.logger=tensorboard"], tmp_path)
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
