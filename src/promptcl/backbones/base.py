@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -210,6 +211,23 @@ class Backbone(nn.Module):
             ones = keep.new_ones(B, tokens.shape[1])
             keep = torch.cat([keep[:, : at + kept], ones, keep[:, at + carried :]], dim=1)
         return x, keep, kept + tokens.shape[1]
+
+    def compile_blocks(self, **options: Any) -> Backbone:
+        """Compile the block computation in place: ``run_block`` becomes
+        ``torch.compile(run_block, **options)`` (default ``dynamic=True``: sequence lengths and
+        prompt counts vary between batches without recompiling); embedding, prompt steps and
+        prefix functions stay eager. Every per-call input is an argument, so compiled and eager
+        blocks give the same outputs (tests/test_compile.py).
+
+        Dynamo compiles one graph per block index (and per grad mode, prefix or none, kind of
+        edit), all of one code object, so the per-code-object recompile limit is raised to
+        8 per block. A mixed-task batch of per-task edits (``TaskEdits``: grouping by task)
+        and Gradient ID's superposition break the graph (data-dependent shapes); they run
+        eagerly there. Returns the backbone."""
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 8 * self.num_blocks)
+        self.run_block = torch.compile(self.run_block, **{"dynamic": True, **options})
+        return self
 
     @torch.no_grad()
     def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
