@@ -203,10 +203,10 @@ class Backbone(nn.Module):
         if not 0 <= step.kept <= carried:
             raise ValueError(f"block {index} keeps {step.kept} of {carried} prompt tokens")
         B, at, kept = x.shape[0], self.num_prefix_tokens, step.kept
-        tokens = self.prompt_input(index, step.tokens)
+        tokens = self.prompt_input(index, step.tokens.to(x.dtype))  # fp32 prompts, bf16 blocks
         if tokens.dim() == 2:
             tokens = tokens.unsqueeze(0).expand(B, -1, -1)
-        x = torch.cat([x[:, : at + kept], tokens.to(x.dtype), x[:, at + carried :]], dim=1)
+        x = torch.cat([x[:, : at + kept], tokens, x[:, at + carried :]], dim=1)
         if keep is not None:
             ones = keep.new_ones(B, tokens.shape[1])
             keep = torch.cat([keep[:, : at + kept], ones, keep[:, at + carried :]], dim=1)
