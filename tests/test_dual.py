@@ -139,9 +139,9 @@ def observed_counts(encoder, method, inputs):
     lengths, run_block = [], encoder.query.run_block
     base = inputs["input_ids"].shape[1]
 
-    def spy(index, x, keep, prefix):
+    def spy(index, x, *rest):
         lengths.append(x.shape[1] - base)
-        return run_block(index, x, keep, prefix)
+        return run_block(index, x, *rest)
 
     encoder.query.run_block = spy
     try:
@@ -176,9 +176,9 @@ def test_mpl_keeps_the_oldest_and_drops_the_newest_carried_tokens():
     seen = {}
     run_block = encoder.query.run_block
 
-    def spy(index, x, keep, prefix):
+    def spy(index, x, *rest):
         seen[index] = x[:, 1:4].clone()
-        out = run_block(index, x, keep, prefix)
+        out = run_block(index, x, *rest)
         seen[f"out{index}"] = out[:, 1:4].clone()
         return out
 

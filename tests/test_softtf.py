@@ -1,4 +1,4 @@
-"""Soft-TransFormers: MaskedLinear wrappers over frozen weights and the softtf tuner."""
+"""Soft-TransFormers: edited linears over frozen weights and the softtf tuner."""
 
 import pytest
 import torch
@@ -6,12 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones.hf import tiny_bert
-from promptcl.backbones.masked import (
-    MaskedLinear,
-    install_masked_linears,
-    uninstall_masked_linears,
-    use_masks,
-)
+from promptcl.backbones.masked import edited_layers, edited_linear
 from promptcl.backbones.vit import tiny_vit
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
@@ -81,29 +76,28 @@ def subset(batch, rows):
     )
 
 
-# -- MaskedLinear ---------------------------------------------------------------------------------
+# -- edited linears ------------------------------------------------------------------------------
 
 
-def test_masked_linear_computes_x_times_masked_weight():
+def test_edited_linear_computes_x_times_masked_weight():
     torch.manual_seed(0)
     base = nn.Linear(5, 7)
-    layer = MaskedLinear(base)
     x = torch.randn(3, 4, 5)
     ones = torch.ones(7, 5)
-    assert torch.equal(layer(x), base(x))
-    assert torch.equal(layer(x, ones), base(x))
+    assert torch.equal(edited_linear(base, x, None), base(x))
+    assert torch.equal(edited_linear(base, x, ones), base(x))
     mask = torch.rand(7, 5)
-    torch.testing.assert_close(layer(x, mask), F.linear(x, base.weight * mask, base.bias))
-    with use_masks({layer: mask}):
-        torch.testing.assert_close(layer(x), F.linear(x, base.weight * mask, base.bias))
-    assert torch.equal(layer(x), base(x))  # the context is gone after the block
-    assert list(layer.parameters()) == list(base.parameters())  # no tensor of its own
-    assert not list(layer.buffers())
+    expected = F.linear(x, base.weight * mask, base.bias)
+    torch.testing.assert_close(edited_linear(base, x, mask), expected)
 
 
 def test_per_sample_masks_equal_each_sample_alone_and_mixing_is_linear():
     torch.manual_seed(0)
-    layer = MaskedLinear(nn.Linear(5, 7))
+    base = nn.Linear(5, 7)
+
+    def layer(x, spec):
+        return edited_linear(base, x, spec)
+
     masks = [torch.rand(7, 5, requires_grad=True) for _ in range(3)]
     x = torch.randn(6, 4, 5)
     task = torch.tensor([2, 0, 1, 0, 2, 2])
@@ -115,7 +109,7 @@ def test_per_sample_masks_equal_each_sample_alone_and_mixing_is_linear():
     # Gradient ID's superposition: d out / d alpha_{b,i} = x_b (W * M_i)^T + b
     alpha = torch.full((6, 3), 1 / 3, requires_grad=True)
     layer(x, TaskEdits(masks, alpha)).sum().backward()
-    expected = torch.stack([F.linear(x, layer.weight * m.detach(), layer.bias) for m in masks], 1)
+    expected = torch.stack([F.linear(x, base.weight * m.detach(), base.bias) for m in masks], 1)
     torch.testing.assert_close(alpha.grad, expected.sum(dim=(2, 3)))
     out.sum().backward()
     assert all(m.grad is not None and m.grad.any() for m in masks)
@@ -128,7 +122,7 @@ def text_inputs(backbone):
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-vit"])
-def test_wrappers_leave_the_backbone_unchanged_without_masks_or_with_ones(name):
+def test_edits_reach_every_layer_and_ones_change_nothing(name):
     if name == "tiny-bert":
         backbone = tiny_bert()
         inputs = text_inputs(backbone)
@@ -141,22 +135,20 @@ def test_wrappers_leave_the_backbone_unchanged_without_masks_or_with_ones(name):
         with torch.no_grad():
             reference = backbone.model.forward_features(inputs["pixel_values"])
 
-    def run():
+    def run(layers=(), value=1.0):
+        edits = {}
+        for block, short, layer in layers:
+            edits.setdefault(block, {})[short] = torch.full_like(layer.weight, value)
         with torch.no_grad():
-            return backbone(inputs)[0][keep]
+            return backbone(inputs, edits=edits)[0][keep]
 
-    wrappers = install_masked_linears(backbone, range(backbone.num_blocks), mlp=True)
-    assert len(wrappers) == backbone.num_blocks * (6 if name == "tiny-bert" else 4)
+    layers = edited_layers(backbone, range(backbone.num_blocks), mlp=True)
+    assert len(layers) == backbone.num_blocks * (6 if name == "tiny-bert" else 4)
     unmasked = run()
     torch.testing.assert_close(unmasked, reference, atol=1e-6, rtol=0)
-    with use_masks({w: torch.ones_like(w.weight) for w in wrappers.values()}):
-        torch.testing.assert_close(run(), reference, atol=1e-6, rtol=0)
-    for wrapper in wrappers.values():  # every wrapper sits on the live path
-        with use_masks({wrapper: torch.full_like(wrapper.weight, 0.5)}):
-            assert not torch.equal(run(), unmasked)
-    assert uninstall_masked_linears(backbone) == len(wrappers)
-    assert not any(isinstance(m, MaskedLinear) for m in backbone.modules())
-    torch.testing.assert_close(run(), reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(run(layers.values()), reference, atol=1e-6, rtol=0)
+    for layer in layers.values():  # every edited layer sits on the live path
+        assert not torch.equal(run([layer], 0.5), unmasked)
 
 
 # -- the softtf tuner -----------------------------------------------------------------------------
@@ -193,12 +185,12 @@ def test_backbone_weights_never_change_and_are_never_copied():
     for task in range(2):
         tuner.begin_task(task, TASKS[task])
         train(tuner, backbone, task, steps=2)
-    weights = [w.weight for w in tuner.edits.wrappers.values()]
+    weights = [edited.layer.weight for edited in tuner.edits.layers.values()]
     assert len(weights) == 12
     for p in backbone.parameters():
         assert not p.requires_grad and p.grad is None
     after = dict(backbone.named_parameters())
-    assert len(after) == len(before)  # same tensors, under base_layer names
+    assert len(after) == len(before)  # same tensors, under the same names
     for p, (ptr, value) in zip(after.values(), before.values(), strict=True):
         assert p.data_ptr() == ptr and torch.equal(p, value)
     shapes = {tuple(w.shape) for w in weights}

@@ -8,12 +8,14 @@ h*d_head:(h+1)*d_head of p_K and p_V.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
 
 
 class PrefixGate(NamedTuple):
@@ -37,6 +39,7 @@ class PrefixAttention(nn.Module):
 
     ``causal``: token i attends to tokens <= i only (CLIP's text tower); prefix positions are
     attended to by every token. ``scale``: the score scale, None for 1/sqrt(d_head).
+    ``edits``: the block's edits of its projections, by short name (backbones/masked.py).
     """
 
     causal: bool = False
@@ -47,18 +50,26 @@ class PrefixAttention(nn.Module):
         self.base_layer = base_layer
         self.num_heads = num_heads
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(
+        self, x: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N, d) -> q, k, v, each (B, H, N, d_head)."""
         raise NotImplementedError
 
-    def output(self, context: torch.Tensor) -> torch.Tensor:
+    def output(self, context: torch.Tensor, edits: BlockEdits = NO_EDITS) -> torch.Tensor:
         """(B, N, H * d_head) -> (B, N, d)."""
         raise NotImplementedError
 
-    def heads_of(self, x: torch.Tensor, *projections: nn.Module) -> tuple[torch.Tensor, ...]:
-        """(B, N, d) through each projection, split per head: (B, H, N, d_head) each."""
+    def heads_of(
+        self, x: torch.Tensor, edits: BlockEdits, projections: Mapping[str, nn.Linear]
+    ) -> tuple[torch.Tensor, ...]:
+        """(B, N, d) through each projection (by short name), split per head: (B, H, N,
+        d_head) each."""
         B, N, _ = x.shape
-        return tuple(p(x).view(B, N, self.num_heads, -1).transpose(1, 2) for p in projections)
+        return tuple(
+            edited_linear(p, x, edits.get(name)).view(B, N, self.num_heads, -1).transpose(1, 2)
+            for name, p in projections.items()
+        )
 
     def split_heads(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """(B, L, d) or (L, d) -> (B, H, L, d_head)."""
@@ -85,14 +96,15 @@ class PrefixAttention(nn.Module):
         x: torch.Tensor,
         keep: torch.Tensor | None = None,
         prefix: Prefix | None = None,
+        edits: BlockEdits = NO_EDITS,
     ) -> torch.Tensor:
         """x: (B, N, d); keep: (B, N) bool, True for real tokens; prefix: keys/values to prepend."""
         B, N, _ = x.shape
-        q, k, v = self.project(x)  # (B, H, N, dh)
+        q, k, v = self.project(x, edits)  # (B, H, N, dh)
         if prefix is None:
             mask = self.mask(keep, N, 0)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-            return self.output(context.transpose(1, 2).reshape(B, N, -1))
+            return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
         pk, pv = self.split_heads(prefix.key, B).to(k.dtype), self.split_heads(prefix.value, B)
         v = torch.cat([pv.to(v.dtype), v], dim=2)  # (B, H, Lp + N, dh)
         mask = self.mask(keep, N, pk.shape[2])  # (B, 1, 1 or N, Lp + N)
@@ -102,7 +114,7 @@ class PrefixAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         else:
             context = gated_attention(q, pk, k, v, mask, prefix.gate, self.scale)
-        return self.output(context.transpose(1, 2).reshape(B, N, -1))
+        return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
 
 
 def gated_attention(
@@ -135,16 +147,19 @@ class TimmPrefixAttention(PrefixAttention):
             raise ValueError("gated timm attention is not supported; use a plain ViT")
         super().__init__(base_layer, base_layer.num_heads)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(
+        self, x: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         base = self.base_layer
         B, N, _ = x.shape
-        qkv = base.qkv(x).reshape(B, N, 3, base.num_heads, base.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = edited_linear(base.qkv, x, edits.get("qkv"))
+        qkv = qkv.reshape(B, N, 3, base.num_heads, base.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, H, N, dh)
         return base.q_norm(q), base.k_norm(k), v
 
-    def output(self, context: torch.Tensor) -> torch.Tensor:
+    def output(self, context: torch.Tensor, edits: BlockEdits = NO_EDITS) -> torch.Tensor:
         base = self.base_layer
-        return base.proj_drop(base.proj(base.norm(context)))
+        return base.proj_drop(edited_linear(base.proj, base.norm(context), edits.get("proj")))
 
 
 class BertPrefixAttention(PrefixAttention):
@@ -156,11 +171,13 @@ class BertPrefixAttention(PrefixAttention):
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer, base_layer.num_attention_heads)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(
+        self, x: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         base = self.base_layer
-        return self.heads_of(x, base.query, base.key, base.value)
+        return self.heads_of(x, edits, {"query": base.query, "key": base.key, "value": base.value})
 
-    def output(self, context: torch.Tensor) -> torch.Tensor:
+    def output(self, context: torch.Tensor, edits: BlockEdits = NO_EDITS) -> torch.Tensor:
         return context
 
 
@@ -172,9 +189,12 @@ class ClipPrefixAttention(PrefixAttention):
         self.causal = causal
         self.scale = base_layer.scale
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(
+        self, x: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         base = self.base_layer
-        return self.heads_of(x, base.q_proj, base.k_proj, base.v_proj)
+        projections = {"query": base.q_proj, "key": base.k_proj, "value": base.v_proj}
+        return self.heads_of(x, edits, projections)
 
-    def output(self, context: torch.Tensor) -> torch.Tensor:
-        return self.base_layer.out_proj(context)
+    def output(self, context: torch.Tensor, edits: BlockEdits = NO_EDITS) -> torch.Tensor:
+        return edited_linear(self.base_layer.out_proj, context, edits.get("proj"))

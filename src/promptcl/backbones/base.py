@@ -8,7 +8,8 @@ blocks one by one, so that methods can
 - replace the first words of a text by learned context vectors (``Prompts.ctx``: CoOp);
 - insert, replace, carry or drop prompt tokens at a block's input (``Prompts.steps``: L2P's
   input prompts, deep prompts of IVLP and MaPLe, MPL's carried prompts);
-- wrap its linear layers (``linear_paths``: Soft-TF's masks, LoRA, adapters);
+- edit its linear layers (``linear_paths``: Soft-TF's masks, LoRA, adapters;
+  backbones/masked.py);
 
 and it gives the pooled feature of the un-prompted input (the query of L2P, DualPrompt and the
 task-identity classifiers).
@@ -16,18 +17,23 @@ task-identity classifiers).
 Prompt tokens live in one region right after the backbone's prefix tokens ([CLS], start of
 text, register tokens): positions ``num_prefix_tokens ..``. Context vectors are words of the
 text, so they count as the region's first tokens (a deep prompt at block 1 replaces them).
+
+Everything a forward pass depends on besides the inputs (prompts, prefixes, edits, a shared
+trunk) is an argument of ``forward`` and reaches ``run_block`` as an argument; nothing is
+written onto the module, so ``compile_blocks`` can compile the block computation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from promptcl.backbones.attention import Prefix, PrefixAttention
+from promptcl.backbones.masked import NO_EDITS, BlockEdits
 from promptcl.errors import UsageError
 
 # a prefix computed from the hidden states entering its block (B, N, d) and their keep mask
@@ -57,8 +63,12 @@ NO_PROMPTS = Prompts()
 
 
 @dataclass
-class _Trunk:
-    """Hidden states entering block ``depth`` for one inputs mapping (Backbone.shared_trunk)."""
+class Trunk:
+    """Hidden states entering block ``depth``, shared by forwards that differ only from block
+    ``depth`` on (same prompts and prefixes below it), e.g. Gradient ID's superposed and final
+    passes. Pass one ``Trunk(depth)`` to each of them (``Backbone.forward(..., trunk=)``): the
+    first forward on an inputs mapping stores them (detached), later forwards on the same
+    mapping object start there. The caller owns it; the backbone keeps nothing."""
 
     depth: int
     inputs: Mapping[str, torch.Tensor] | None = None
@@ -81,7 +91,6 @@ class Backbone(nn.Module):
     blocks_path: str = "blocks"
     attention_linears: Mapping[str, str] = {}  # short name -> path in a block
     mlp_linears: Mapping[str, str] = {}
-    _trunk: _Trunk | None = None  # set by shared_trunk
 
     def embed(
         self, inputs: Mapping[str, torch.Tensor], ctx: torch.Tensor | None = None
@@ -95,8 +104,15 @@ class Backbone(nn.Module):
         return tokens
 
     def run_block(
-        self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
+        self,
+        index: int,
+        x: torch.Tensor,
+        keep: torch.Tensor | None,
+        prefix: Prefix | None,
+        edits: BlockEdits = NO_EDITS,
     ) -> torch.Tensor:
+        """Block ``index`` on x (B, N, d) -> (B, N, d); ``edits``: the block's edited linears
+        by short name (``linear_paths``), each called through ``masked.edited_linear``."""
         raise NotImplementedError
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,15 +151,21 @@ class Backbone(nn.Module):
         inputs: Mapping[str, torch.Tensor],
         prompts: Prompts | None = None,
         prefixes: Mapping[int, Prefix | PrefixFn] | None = None,
+        *,
+        edits: Mapping[int, BlockEdits] | None = None,
+        trunk: Trunk | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states after the final norm (B, N', d) and their keep mask.
 
         prompts: context vectors and per-block prompt steps; N' counts the prompt tokens.
         prefixes: block index -> prefix keys/values for that block's attention, or a function
         that computes them from the hidden states entering the block (routing, as in Hash).
+        edits: block index -> that block's edits of its linears (backbones/masked.py).
+        trunk: hidden states shared with other forwards on the same inputs (``Trunk``).
         """
-        prompts = prompts or NO_PROMPTS
-        trunk, start = self._trunk, 0
+        prompts, prefixes, edits, start = prompts or NO_PROMPTS, prefixes or {}, edits or {}, 0
+        if trunk is not None and not 0 <= trunk.depth < self.num_blocks:
+            raise ValueError(f"trunk depth must be in [0, {self.num_blocks}), got {trunk.depth}")
         if trunk is not None and trunk.inputs is inputs:
             x, keep, carried, start = trunk.x, trunk.keep, trunk.carried, trunk.depth
         else:
@@ -151,7 +173,6 @@ class Backbone(nn.Module):
                 raise UsageError(f"{type(self).__name__} takes no word-level context")
             x, keep = self.embed(inputs, prompts.ctx)
             carried = 0 if prompts.ctx is None else prompts.ctx.shape[-2]
-        prefixes = prefixes or {}
         for i in range(start, self.num_blocks):
             if trunk is not None and i == trunk.depth:
                 trunk.inputs, trunk.x, trunk.keep, trunk.carried = inputs, x.detach(), keep, carried
@@ -161,7 +182,7 @@ class Backbone(nn.Module):
             prefix = prefixes.get(i)
             if callable(prefix):
                 prefix = prefix(x, keep)
-            x = self.run_block(i, x, keep, prefix)
+            x = self.run_block(i, x, keep, prefix, edits.get(i, NO_EDITS))
         if carried and not prompts.pooled:
             at = self.num_prefix_tokens
             if keep is None:
@@ -182,29 +203,31 @@ class Backbone(nn.Module):
         if not 0 <= step.kept <= carried:
             raise ValueError(f"block {index} keeps {step.kept} of {carried} prompt tokens")
         B, at, kept = x.shape[0], self.num_prefix_tokens, step.kept
-        tokens = self.prompt_input(index, step.tokens)
+        tokens = self.prompt_input(index, step.tokens.to(x.dtype))  # fp32 prompts, bf16 blocks
         if tokens.dim() == 2:
             tokens = tokens.unsqueeze(0).expand(B, -1, -1)
-        x = torch.cat([x[:, : at + kept], tokens.to(x.dtype), x[:, at + carried :]], dim=1)
+        x = torch.cat([x[:, : at + kept], tokens, x[:, at + carried :]], dim=1)
         if keep is not None:
             ones = keep.new_ones(B, tokens.shape[1])
             keep = torch.cat([keep[:, : at + kept], ones, keep[:, at + carried :]], dim=1)
         return x, keep, kept + tokens.shape[1]
 
-    @contextmanager
-    def shared_trunk(self, depth: int) -> Iterator[None]:
-        """Forwards inside the context share the hidden states entering block ``depth``: the
-        first forward on an inputs mapping stores them (detached), later forwards on the same
-        mapping object start there. For callers whose forwards differ only from block ``depth``
-        on (same prompts, same prefixes below it), e.g. Gradient ID's superposed and final
-        passes."""
-        if not 0 <= depth < self.num_blocks:
-            raise ValueError(f"trunk depth must be in [0, {self.num_blocks}), got {depth}")
-        self._trunk = _Trunk(depth)
-        try:
-            yield
-        finally:
-            self._trunk = None
+    def compile_blocks(self, **options: Any) -> Backbone:
+        """Compile the block computation in place: ``run_block`` becomes
+        ``torch.compile(run_block, **options)`` (default ``dynamic=True``: sequence lengths and
+        prompt counts vary between batches without recompiling); embedding, prompt steps and
+        prefix functions stay eager. Every per-call input is an argument, so compiled and eager
+        blocks give the same outputs (tests/test_compile.py).
+
+        Dynamo compiles one graph per block index (and per grad mode, prefix or none, kind of
+        edit), all of one code object, so the per-code-object recompile limit is raised to
+        8 per block. A mixed-task batch of per-task edits (``TaskEdits``: grouping by task)
+        and Gradient ID's superposition break the graph (data-dependent shapes); they run
+        eagerly there. Returns the backbone."""
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 8 * self.num_blocks)
+        self.run_block = torch.compile(self.run_block, **{"dynamic": True, **options})
+        return self
 
     @torch.no_grad()
     def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -248,6 +271,7 @@ __all__ = [
     "PrefixFn",
     "PromptStep",
     "Prompts",
+    "Trunk",
     "freeze",
     "input_prompts",
     "masked_mean",

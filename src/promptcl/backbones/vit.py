@@ -1,4 +1,9 @@
-"""timm Vision Transformers as promptcl backbones."""
+"""timm Vision Transformers as promptcl backbones.
+
+The blocks are timm's own modules; ``run_block`` calls their pieces in timm's order (attention
+through PrefixAttention, then ``Mlp``'s fc1, act, drop1, norm, fc2, drop2), so that edited
+linears get their edits (backbones/masked.py). Tested equal to ``forward_features``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from torch import nn
 
 from promptcl.backbones.attention import Prefix, TimmPrefixAttention
 from promptcl.backbones.base import Backbone, freeze
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
 from promptcl.errors import UsageError
 
 
@@ -25,10 +31,11 @@ class TimmViT(Backbone):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         from timm.data import resolve_data_config
+        from timm.layers import Mlp
         from timm.models.vision_transformer import Block, VisionTransformer
 
         if not isinstance(model, VisionTransformer) or not all(
-            type(b) is Block for b in model.blocks
+            type(b) is Block and type(b.mlp) is Mlp for b in model.blocks
         ):
             raise UsageError(
                 f"{type(model).__name__} is not a plain timm VisionTransformer; pick a vit_* model"
@@ -53,11 +60,19 @@ class TimmViT(Backbone):
         return m.norm_pre(m.patch_drop(x)), None
 
     def run_block(
-        self, index: int, x: torch.Tensor, keep: torch.Tensor | None, prefix: Prefix | None
+        self,
+        index: int,
+        x: torch.Tensor,
+        keep: torch.Tensor | None,
+        prefix: Prefix | None,
+        edits: BlockEdits = NO_EDITS,
     ) -> torch.Tensor:
         b = self.model.blocks[index]
-        x = x + b.drop_path1(b.ls1(self.attentions[index](b.norm1(x), keep, prefix)))
-        return x + b.drop_path2(b.ls2(b.mlp(b.norm2(x))))
+        x = x + b.drop_path1(b.ls1(self.attentions[index](b.norm1(x), keep, prefix, edits)))
+        mlp = b.mlp
+        h = mlp.drop1(mlp.act(edited_linear(mlp.fc1, b.norm2(x), edits.get("fc1"))))
+        h = mlp.drop2(edited_linear(mlp.fc2, mlp.norm(h), edits.get("fc2")))
+        return x + b.drop_path2(b.ls2(h))
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)

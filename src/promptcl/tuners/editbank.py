@@ -1,6 +1,6 @@
-"""Per-task edits of wrapped frozen layers, held by a tuner (Soft-TransFormers and its
-baselines): the bank of each task's edits, and the per-sample choice among them that a
-``MaskedLinear`` applies (backbones/masked.py).
+"""Per-task edits of frozen linear layers, held by a tuner (Soft-TransFormers and its
+baselines): the bank of each task's edits, and the per-sample choice among them that an edited
+linear applies (backbones/masked.py).
 
 A per-sample choice ``TaskEdits(edits, task)`` is
 
@@ -18,7 +18,6 @@ A per-sample choice ``TaskEdits(edits, task)`` is
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 import torch
@@ -26,14 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones.masked import (
+    BlockEdits,
     Edit,
-    MaskedLinear,
-    MaskSpec,
+    EditedLayer,
     OutputEdit,
     WeightEdit,
     apply_edit,
     edited_weight,
-    use_masks,
 )
 
 
@@ -134,40 +132,37 @@ class Superposed(torch.autograd.Function):
 
 
 class TaskEditBank(nn.ModuleDict):
-    """Per-task edits of the wrapped layers: ``bank[layer_name][task]``, an ``nn.ModuleList``
+    """Per-task edits of the edited layers: ``bank[layer_name][task]``, an ``nn.ModuleList``
     per layer grown by one edit per seen task.
 
-    The wrappers themselves are kept in a plain dict, not as submodules, so the frozen weights
+    The frozen layers themselves are kept in a plain dict, not as submodules, so their weights
     never show up among the tuner's parameters or in its saved state.
     """
 
-    def __init__(self, wrappers: Mapping[str, MaskedLinear]) -> None:
-        super().__init__({name: nn.ModuleList() for name in wrappers})
-        self.wrappers = dict(wrappers)
+    def __init__(self, layers: Mapping[str, EditedLayer]) -> None:
+        super().__init__({name: nn.ModuleList() for name in layers})
+        self.layers = dict(layers)
 
     def add_task(self, make_edit: Callable[[nn.Linear], WeightEdit | OutputEdit]) -> None:
         """Append the new task's edits (``make_edit`` builds one for a frozen layer) and freeze
-        every older edit."""
-        for name, layer in self.wrappers.items():
+        every older edit. The edits are fp32 even over a bf16-stored layer."""
+        for name, (_, _, layer) in self.layers.items():
             for old in self[name]:
                 old.requires_grad_(False)
-            weight = layer.base_layer.weight
-            self[name].append(make_edit(layer.base_layer).to(weight.device))
+            self[name].append(make_edit(layer).to(layer.weight.device))
 
-    def choice(self, task: torch.Tensor | int) -> dict[MaskedLinear, MaskSpec]:
-        """Edits of every layer for task ``task`` (int), or per sample: (B,) indices or (B, T)
-        mixing weights."""
+    def choice(self, task: torch.Tensor | int) -> dict[int, BlockEdits]:
+        """Block -> short layer name -> edit, for ``Backbone.forward(edits=)``: every layer's
+        edit of task ``task`` (int), or per sample: (B,) indices or (B, T) mixing weights."""
         if isinstance(task, torch.Tensor) and not task.is_floating_point():
             present = task.unique()
             if len(present) == 1:  # e.g. training: one edited weight per layer, no regrouping
                 task = int(present[0])
-        if isinstance(task, int):
-            return {layer: self[name][task] for name, layer in self.wrappers.items()}
-        return {layer: TaskEdits(list(self[name]), task) for name, layer in self.wrappers.items()}
-
-    def use(self, task: torch.Tensor | int) -> AbstractContextManager[None]:
-        """Context manager: the wrapped layers apply ``choice(task)`` within the block."""
-        return use_masks(self.choice(task))
+        edits: dict[int, dict] = {}
+        for name, (block, short, _) in self.layers.items():
+            spec = self[name][task] if isinstance(task, int) else TaskEdits(list(self[name]), task)
+            edits.setdefault(block, {})[short] = spec
+        return edits
 
     @property
     def num_tasks(self) -> int:

@@ -4,10 +4,11 @@ Soft-TransFormers (``softtf``) and the baselines it is compared with (``wsn``, `
 
 A method here is a prompt method (``base``: DualPrompt by default, or L2P; a registered method
 implementing ``EditBase``) run unchanged as ``self.base``, plus, in each block of ``blocks``
-(default: the last 3), one edit per task of each wrapped frozen linear layer
-(backbones/masked.py). The subclass says what an edit is (``make_edit``) and which layers it
-wraps (``layer_names``). Training uses the true task's edits and E-prompt; only the current
-task's edits train, older ones are frozen, and edits exist for seen tasks only.
+(default: the last 3), one edit per task of each edited frozen linear layer
+(backbones/masked.py), passed to the base's forward as ``edits``. The subclass says what an
+edit is (``make_edit``) and which layers it edits (``layer_names``). Training uses the true
+task's edits and E-prompt; only the current task's edits train, older ones are frozen, and
+edits exist for seen tasks only.
 
 Task identity at evaluation (``task_id``):
 
@@ -30,14 +31,14 @@ Task identity at evaluation (``task_id``):
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from promptcl.backbones.masked import OutputEdit, WeightEdit, install_masked_linears
+from promptcl.backbones.base import Trunk
+from promptcl.backbones.masked import OutputEdit, WeightEdit, edited_layers
 from promptcl.config import build_dataclass, to_dict
 from promptcl.taskid import TaskKeys, gradient_id
 from promptcl.taskid.gradient import entropy_logits, entropy_set_name
@@ -53,7 +54,8 @@ TASK_ID_MODES = ("prompt", "gradient", "gradient-batch")
 class EditBase(Protocol):
     """What per-task edits need from the prompt method under them, besides the Tuner interface
     (its begin_task and loss_terms run as they are; its forward takes (B,) task ids or (B, T)
-    weights superposing the seen tasks' prompts). DualPrompt and L2P implement it."""
+    weights superposing the seen tasks' prompts, and the keywords ``edits`` and ``trunk``, which
+    it passes on to ``Backbone.forward``). DualPrompt and L2P implement it."""
 
     def task_blocks(self) -> list[int]:
         """The blocks whose computation depends on the task ([] if none does)."""
@@ -137,7 +139,7 @@ class EditTuner(Tuner):
     """Base class of softtf, wsn, lora and adapter: subclasses implement ``make_edit``."""
 
     needs_query = True
-    # the wrapped layers' short names (Backbone.linear_paths); None: attention (+ MLP, ``mlp``)
+    # the edited layers' short names (Backbone.linear_paths); None: attention (+ MLP, ``mlp``)
     layer_names: ClassVar[Collection[str] | None] = None
 
     def __init__(self, config: EditOptions, backbone, num_classes: int) -> None:
@@ -147,8 +149,7 @@ class EditTuner(Tuner):
         blocks = config.blocks if config.blocks is not None else list(range(max(0, n - 3), n))
         self.edit_blocks = check_blocks(blocks, backbone, "blocks")
         mlp = config.mlp or self.layer_names is not None
-        wrappers = install_masked_linears(backbone, self.edit_blocks, mlp, self.layer_names)
-        self.edits = TaskEditBank(wrappers)
+        self.edits = TaskEditBank(edited_layers(backbone, self.edit_blocks, mlp, self.layer_names))
         # a base without task keys of its own (L2P) gets them here, trained with the edits
         self.task_keys = self.base.new_task_keys() if self.base.own_task_keys() is None else None
         self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
@@ -169,15 +170,12 @@ class EditTuner(Tuner):
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         if task is not None:
-            with self.edits.use(task):
-                return self.base(batch, task)
+            return self.base(batch, task, edits=self.edits.choice(task))
         # Gradient ID's superposed pass and the final pass share the blocks below the first
         # task-dependent one
-        shared = self.config.task_id != "prompt"
-        with self.backbone.shared_trunk(self.trunk_depth) if shared else nullcontext():
-            task = self.infer_task(batch)
-            with self.edits.use(task):
-                out = self.base(batch, task)
+        trunk = Trunk(self.trunk_depth) if self.config.task_id != "prompt" else None
+        task = self.infer_task(batch, trunk)
+        out = self.base(batch, task, edits=self.edits.choice(task), trunk=trunk)
         return replace(out, task_pred=task)
 
     @property
@@ -186,8 +184,9 @@ class EditTuner(Tuner):
         blocks = [*self.edit_blocks, *self.base.task_blocks()]
         return min(blocks, default=self.backbone.num_blocks - 1)
 
-    def infer_task(self, batch: Batch) -> torch.Tensor:
-        """(B,) task per sample (one task for the whole batch in gradient-batch mode)."""
+    def infer_task(self, batch: Batch, trunk: Trunk | None = None) -> torch.Tensor:
+        """(B,) task per sample (one task for the whole batch in gradient-batch mode); ``trunk``:
+        the hidden states the superposed pass shares with the final one."""
         if self.config.task_id == "prompt":
             keys = self.base.own_task_keys() if self.task_keys is None else self.task_keys
             return keys.match(batch.query)
@@ -196,8 +195,8 @@ class EditTuner(Tuner):
         seen, top = entropy_logits(self.config.entropy_top, seen, self.num_classes, num_tasks)
 
         def logits_of(alpha: torch.Tensor) -> torch.Tensor:
-            with self.edits.use(alpha):
-                return self.base(batch, alpha).logits[:, seen]
+            edits = self.edits.choice(alpha)
+            return self.base(batch, alpha, edits=edits, trunk=trunk).logits[:, seen]
 
         shared = self.config.task_id == "gradient-batch"
         size, device = batch.labels.shape[0], self.class_task.device

@@ -8,11 +8,13 @@ own E-prompt by key matching, argmax_t cos(q(x), k_t) ("Prompt ID"), among the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from promptcl.backbones.base import Trunk
+from promptcl.backbones.masked import BlockEdits
 from promptcl.taskid import TaskKeys
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.dualprompt.config import DualPromptConfig
@@ -51,9 +53,17 @@ class DualPrompt(Tuner):
         for old in range(task):
             self.e_prompts[old].requires_grad_(False)
 
-    def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+    def forward(
+        self,
+        batch: Batch,
+        task: torch.Tensor | None = None,
+        *,
+        edits: Mapping[int, BlockEdits] | None = None,
+        trunk: Trunk | None = None,
+    ) -> TunerOutput:
         """task: (B,) E-prompt per sample, or (B, T) weights of a superposition of the seen
-        tasks' E-prompts (Gradient ID of Soft-TF); None: Prompt ID."""
+        tasks' E-prompts (Gradient ID of Soft-TF); None: Prompt ID. edits, trunk: passed to the
+        backbone (per-task edits on top, tuners/edits.py)."""
         task_pred = None
         if task is None:
             task = task_pred = self.infer_task(batch)
@@ -67,7 +77,7 @@ class DualPrompt(Tuner):
             prefixes_from(self.e_blocks, e),
             batch=e.shape[0],
         )
-        hidden, keep = self.backbone(batch.inputs, prefixes=prefixes)
+        hidden, keep = self.backbone(batch.inputs, prefixes=prefixes, edits=edits, trunk=trunk)
         return TunerOutput(self.head(self.backbone.pool(hidden, keep)), task_pred)
 
     def infer_task(self, batch: Batch) -> torch.Tensor:

@@ -9,10 +9,13 @@ no task, so under per-task edits (tuners/edits.py) the edit method keeps task ke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from promptcl.backbones.base import input_prompts
+from promptcl.backbones.base import Trunk, input_prompts
+from promptcl.backbones.masked import BlockEdits
 from promptcl.taskid import TaskKeys, match_keys
 from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
 from promptcl.tuners.l2p.config import L2PConfig
@@ -34,11 +37,19 @@ class L2P(Tuner):
         self.keys = nn.Parameter(uniform_(torch.empty(config.pool_size, d), -a, a))
         self.head = nn.Linear(d, num_classes)
 
-    def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
+    def forward(
+        self,
+        batch: Batch,
+        task: torch.Tensor | None = None,
+        *,
+        edits: Mapping[int, BlockEdits] | None = None,
+        trunk: Trunk | None = None,
+    ) -> TunerOutput:
+        """task: unused (the pool names no task); edits, trunk: passed to the backbone."""
         chosen, similarity = match_keys(batch.query, self.keys, self.config.top_k)  # (B, N)
         B = chosen.shape[0]
         prompts = self.prompts[chosen].reshape(B, -1, self.backbone.dim)  # (B, N * L, d)
-        hidden, _ = self.backbone(batch.inputs, input_prompts(prompts))
+        hidden, _ = self.backbone(batch.inputs, input_prompts(prompts), edits=edits, trunk=trunk)
         start = self.backbone.num_prefix_tokens
         pooled = hidden[:, start : start + prompts.shape[1]].mean(dim=1)
         return TunerOutput(self.head(pooled), extras={"similarity": similarity})

@@ -27,7 +27,9 @@ class LowRank(WeightEdit):
         self.scale = scale
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scale * (self.B @ self.A).to(weight.dtype)
+        update = self.scale * (self.B @ self.A)
+        dtype = torch.promote_types(weight.dtype, update.dtype)  # bf16 W: the sum in fp32
+        return weight.to(dtype) + update.to(dtype)
 
 
 class LoRA(EditTuner):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from promptcl.backbones.masked import WeightEdit
+from promptcl.backbones.masked import WeightEdit, masked_weight
 from promptcl.tuners.edits import EditTuner
 from promptcl.tuners.softtf.config import SoftTFConfig
 
@@ -28,7 +28,7 @@ class SoftMask(WeightEdit):
         self.mask = nn.Parameter(mask)
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask.to(weight.dtype)
+        return masked_weight(weight, self.mask)
 
 
 class SoftTF(EditTuner):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from promptcl.backbones.masked import WeightEdit
+from promptcl.backbones.masked import WeightEdit, masked_weight
 from promptcl.tuners.edits import EditTuner
 from promptcl.tuners.wsn.config import WSNConfig
 
@@ -46,7 +46,7 @@ class BinaryMask(WeightEdit):
         return TopShare.apply(self.scores, self.keep)
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask().to(weight.dtype)
+        return masked_weight(weight, self.mask())
 
 
 class WSN(EditTuner):

@@ -1,0 +1,101 @@
+"""Frozen backbones stored in bf16 under bf16 autocast, trained tensors in fp32
+(backbones/precision.py): the weights are bf16 in memory, gradients reach the trained tensors
+in fp32, and outputs and gradients stay close to the fp32 run.
+
+Tolerances, from bf16's 8-bit mantissa (relative rounding 2^-9 per op) over 2 blocks: logits
+within 3e-2 (they are O(1); observed <= 1e-2), gradients within 5e-2 in relative norm
+(observed <= 2.2e-2).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_inputs, trained_tuner
+
+from promptcl.backbones import Backbone, Prompts, build_backbone
+from promptcl.tuners import Batch
+
+pytest.importorskip("lightning_fabric")
+
+from promptcl.backbones.precision import FrozenBF16Precision, store_frozen  # noqa: E402
+
+L2P = {"pool_size": 4, "top_k": 2}
+CASES = [  # masks over bf16 weights; prefixes; prompt steps through CLIP's ln_pre
+    ("tiny-bert", "softtf", {}),
+    ("tiny-vit", "dualprompt", {}),
+    ("tiny-clip", "l2p", L2P),
+]
+
+
+def step(tuner, inputs, forward=None, backward=None):
+    """Logits (fp32) and the trained tensors' gradients of one training step; ``forward``,
+    ``backward``: Fabric's wrapped module and backward."""
+    labels = torch.tensor([0, 1, 2, 0])
+    batch = Batch(inputs, labels, torch.arange(4), tuner.backbone.features(inputs))
+    out = (forward or tuner)(batch, task=torch.zeros_like(labels))
+    loss = F.cross_entropy(out.logits.float(), labels) + sum(
+        tuner.loss_terms(batch, out, 0).values()
+    )
+    params = [p for g in tuner.param_groups() for p in g["params"]]
+    tuner.zero_grad(set_to_none=True)
+    (backward or torch.Tensor.backward)(loss)
+    return out.logits.detach().float(), [p.grad for p in params]
+
+
+def check_close(got, expected):
+    logits, grads = got
+    torch.testing.assert_close(logits, expected[0], atol=3e-2, rtol=0)
+    for grad, want in zip(grads, expected[1], strict=True):
+        assert grad.dtype == torch.float32
+        assert (grad - want).norm() <= 5e-2 * want.norm() + 1e-6
+
+
+def check_storage(tuner):
+    backbone = tuner.backbone
+    assert all(p.dtype == torch.bfloat16 for p in backbone.parameters())
+    assert all(b.dtype == torch.bfloat16 for b in backbone.buffers() if b.is_floating_point())
+    assert all(p.dtype == torch.float32 for p in tuner.own_parameters())
+
+
+@pytest.mark.parametrize(("name", "method", "options"), CASES)
+def test_bf16_frozen_weights_train_fp32_tensors_close_to_fp32(name, method, options):
+    tuner = trained_tuner(name, method, options).train()
+    inputs = tiny_inputs(tuner.backbone)
+    expected = step(tuner, inputs)
+    store_frozen(tuner)
+    check_storage(tuner)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = step(tuner, inputs)
+    check_close(got, expected)
+
+
+def test_fabric_plugin_stores_only_the_backbone_in_bf16():
+    from lightning_fabric import Fabric
+
+    tuner = trained_tuner("tiny-bert", "softtf", {"mlp": True}).train()
+    inputs = tiny_inputs(tuner.backbone)
+    expected = step(tuner, inputs)
+    fabric = Fabric(accelerator="cpu", devices=1, plugins=FrozenBF16Precision("cpu"))
+    wrapped = fabric.setup_module(tuner)
+    check_storage(tuner)
+    with fabric.autocast():  # the frozen query, as the loop computes it
+        got = step(tuner, inputs, forward=wrapped, backward=fabric.backward)
+    assert got[0].dtype == torch.float32
+    check_close(got, expected)
+
+
+def test_context_vectors_over_bf16_word_embeddings():
+    backbone: Backbone = build_backbone("tiny-bert")
+    inputs = tiny_inputs(backbone)
+    ctx = torch.randn(3, backbone.dim, requires_grad=True)
+
+    def run():
+        hidden, keep = backbone(inputs, Prompts(ctx=ctx))
+        pooled = backbone.pool(hidden, keep).float()
+        return pooled.detach(), torch.autograd.grad(pooled.square().sum(), ctx)
+
+    expected = run()
+    store_frozen(backbone)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run()
+    check_close(got, expected)
