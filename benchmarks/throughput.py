@@ -119,6 +119,7 @@ VARIANTS = {
     "bf16-mixed": ["train.precision=bf16-mixed"],
     "bf16-true": ["train.precision=bf16-true"],
     "fp32 compiled": ["train.precision=32-true", "train.compile=true"],
+    "bf16-true compiled": ["train.precision=bf16-true", "train.compile=true"],
 }
 FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epochs=1"]
 SETTINGS = {  # the benchmark's batch for each modality

@@ -121,11 +121,27 @@ def test_b2n_on_two_processes(data_root, tmp_path):
             assert double["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
 
 
-def test_bf16_mixed_trains_fp32_tensors_and_records_the_precision(tmp_path):
-    summary = one_process([*TINY, *METHODS["dualprompt"], "train.precision=bf16-mixed"], tmp_path)
-    assert summary["precision"] == "bf16-mixed"
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_trains_fp32_tensors_and_records_the_precision(precision, tmp_path):
+    """bf16-mixed: autocast over fp32 weights; bf16-true: the frozen backbone stored in bf16.
+    Either way the trained tensors, their checkpoint and the optimiser stay fp32."""
+    config = load_config(None, [*TINY, *METHODS["dualprompt"], f"train.precision={precision}"])
+    summary = run(config, tmp_path)
+    assert summary["precision"] == precision
     with safe_open(str(tmp_path / "checkpoint" / "tuner.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float32, torch.long}  # noqa: SIM118
+    from promptcl.learner import Experiment
+
+    exp = Experiment(config)
+    stored = {p.dtype for p in exp.backbone.parameters()}
+    assert stored == ({torch.bfloat16} if precision == "bf16-true" else {torch.float32})
+
+
+def test_compile_key_compiles_the_block_computation():
+    from promptcl.learner import Experiment
+
+    exp = Experiment(load_config(None, [*TINY, "method=ncm", "train.compile=true"]))
+    assert hasattr(exp.backbone.run_block, "_torchdynamo_orig_callable")
 
 
 def test_csv_logger_writes_steps_and_tasks(tmp_path):

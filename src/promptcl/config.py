@@ -121,7 +121,9 @@ class TrainConfig:
     grad_clip: float | None = field(default=1.0, metadata={"help": "Max gradient norm; null: off."})
     precision: str = field(
         default="32-true",
-        metadata={"help": "32-true, bf16-mixed, 16-mixed (CUDA) or bf16-true (all tensors)."},
+        metadata={
+            "help": "32-true, bf16-mixed, 16-mixed (CUDA), bf16-true (frozen backbone in bf16)."
+        },
     )
     accelerator: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps, ..."})
     devices: Any = field(

@@ -30,6 +30,7 @@ from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
 from torch import nn
 
+from promptcl.backbones.precision import FrozenBF16Precision
 from promptcl.errors import UsageError
 
 T = TypeVar("T")
@@ -60,9 +61,15 @@ def _fabric(cfg: Any, loggers: list) -> Fabric:
         "accelerator": cfg.accelerator,
         "devices": cfg.devices,
         "num_nodes": cfg.num_nodes,
-        "precision": cfg.precision,
         "loggers": loggers,
     }
+    if cfg.precision == "bf16-true":  # the frozen backbone in bf16, trained tensors in fp32
+        cuda = cfg.accelerator in ("cuda", "gpu") or (
+            cfg.accelerator == "auto" and torch.cuda.is_available()
+        )
+        kwargs["plugins"] = FrozenBF16Precision("cuda" if cuda else "cpu")
+    else:
+        kwargs["precision"] = cfg.precision
     try:
         fabric = Fabric(strategy="auto", **kwargs)
         if cfg.strategy == "ddp" or fabric.world_size > 1:
@@ -171,6 +178,11 @@ class Engine:
     def autocast(self) -> AbstractContextManager:
         """The precision's forward context (autocast for the mixed precisions)."""
         return self.fabric.autocast()
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """``module`` on the device in the precision's storage (bf16-true: frozen backbones in
+        bf16); once, before training, evaluation or feature caching touch it."""
+        return self.fabric.strategy.precision.convert_module(module).to(self.device)
 
     def setup(
         self, owner: nn.Module, loss_terms: Callable[[Any], dict[str, torch.Tensor]], optimizer

@@ -92,8 +92,11 @@ class B2NExperiment:
         init_ids = self.texts["base"].init_ids
         torch.manual_seed(config.seed)
         self.method = method_cls(options, self.encoder, init_ids)
-        self.encoder.to(self.device)
-        self.method.to(self.device)
+        self.engine.prepare(self.encoder)
+        self.engine.prepare(self.method)
+        if config.train.compile:
+            for tower in {id(t): t for t in (self.encoder.query, self.encoder.label)}.values():
+                tower.compile_blocks()
         self.processors = make_processors(self.encoder.query, config.data)
 
     def load(self, name: str) -> LabelledData:

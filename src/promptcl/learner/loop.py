@@ -65,7 +65,10 @@ class Experiment:
         }
         self.labels = {"train": self.stream.train.labels, "test": self.stream.test.labels}
         torch.manual_seed(config.seed)
-        self.tuner = tuner_cls(tuner_config, self.backbone, self.stream.num_classes).to(self.device)
+        self.tuner = tuner_cls(tuner_config, self.backbone, self.stream.num_classes)
+        self.engine.prepare(self.tuner)
+        if config.train.compile:
+            self.backbone.compile_blocks()
         training = self.stream.joint() if config.train.joint else self.stream
         self.training_tasks = training.tasks
         self.sample_tasks = {"train": training.train.tasks, "test": self.stream.test.tasks}
