@@ -5,7 +5,8 @@ from configs/clinc150/, then a markdown table (also written into the README).
         [--train-per-class N] [--eval-split test|val]
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
-hash = Hash, its ablations and the methods it is compared with.
+hash = Hash, its ablations and the methods it is compared with; second-order = the frozen-feature
+baselines (ncm, lda, ranpac), coda, and hash with the default TII classifier and with HiDe's MLP.
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
@@ -33,8 +34,22 @@ from promptcl.learner import Experiment
 
 CONFIGS = REPO / "configs" / "clinc150"
 SUITES = {
-    "core": ["ncm", "linear", "finetune", "joint", "l2p", "dualprompt"],
-    "hash": ["hash", "hash-pool", "hash-hdr", "hash-hgm", "hide", "norga", "dualprompt", "ncm"],
+    "core": ["ncm", "lda", "ranpac", "linear", "finetune", "joint", "l2p", "dualprompt", "coda"],
+    "hash": [
+        "hash",
+        "hash-pool",
+        "hash-hdr",
+        "hash-hgm",
+        "hide",
+        "norga",
+        "dualprompt",
+        "coda",
+        "ncm",
+        "lda",
+        "ranpac",
+    ],  # fmt: skip
+    # the second-order baselines beside ncm, and hash with each TII classifier
+    "second-order": ["ncm", "lda", "ranpac", "coda", "hash", "hash-tii-mlp"],
 }
 
 
