@@ -1,6 +1,6 @@
 """Task-identity accuracy of each TII classifier (mlp, lda, ncm; taskid/tii.py) on clinc150-15
-with the packaged MiniLM's frozen features: after each task the classifier is fitted on that
-task's training queries, as inside hash, hide, norga and the edit methods with task_id=tii; the
+(or text4) with the packaged MiniLM's frozen features: after each task the classifier is fitted on
+that task's training queries, as inside hash, hide, norga and the edit methods with task_id=tii; the
 task of a test sample is the task of the class it predicts among the seen ones. Prompts play no
 part, so one pass over the frozen features serves every classifier. Also the class accuracy
 over all seen classes (union, after the last task): for lda and ncm that is the lda / ncm method.
@@ -8,7 +8,8 @@ over all seen classes (union, after the last task): for lda and ncm that is the 
     python benchmarks/tii.py --data-root ../shared/data [--seeds 0 1 2] [--train-per-class N]
         [--eval-split val|test] [--classifiers mlp lda ncm]
 
-Writes benchmarks/results/tii-clinc150-15[-capN][-val].md.
+Writes benchmarks/results/tii-BENCHMARK[-capN][-testN][-val].md, and the README section of that name
+for the test split.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import REPO, machine, markdown_table, mean_std
+from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
 from promptcl import load_config
 from promptcl.learner import Experiment
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=None)
     parser.add_argument("--eval-split", default="test", choices=["test", "val"])
     parser.add_argument("--classifiers", nargs="+", default=["mlp", "lda", "ncm"])
+    parser.add_argument("--benchmark", default="clinc150-15", choices=["clinc150-15", "text4"])
+    parser.add_argument("--test-per-class", type=int, default=None)
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {c: [] for c in args.classifiers}
     for seed in args.seeds:
@@ -63,25 +66,34 @@ def main() -> None:
         if args.train_per_class is not None:
             items.append(f"data.train_per_class={args.train_per_class}")
         items.append(f"data.eval_split={args.eval_split}")
+        items.append(f"benchmark={args.benchmark}")
+        if args.test_per_class is not None:
+            items.append(f"data.test_per_class={args.test_per_class}")
         exp = Experiment(load_config(REPO / "configs" / "clinc150" / "ncm.yaml", items))
         for classifier in args.classifiers:
             results[classifier].append(measure(exp, classifier))
             print(seed, classifier, results[classifier][-1], flush=True)
     cap = f"data.train_per_class={args.train_per_class}" if args.train_per_class else "all data"
+    if args.test_per_class is not None:
+        cap += f", data.test_per_class={args.test_per_class}"
     seeds = " ".join(map(str, args.seeds))
     rows = [
         [c, mean_std([r["task_id_acc"] for r in runs]), mean_std([r["class_acc"] for r in runs])]
         for c, runs in results.items()
     ]
     command = (
-        f"python benchmarks/tii.py --data-root DATA --seeds {seeds} --eval-split {args.eval_split}"
+        f"python benchmarks/tii.py --data-root DATA --benchmark {args.benchmark} --seeds {seeds} "
+        f"--eval-split {args.eval_split}"
     )
     if args.train_per_class:
         command += f" --train-per-class {args.train_per_class}"
+    if args.test_per_class is not None:
+        command += f" --test-per-class {args.test_per_class}"
     text = "\n".join(
         [
-            f"TII classifiers on frozen MiniLM-L6 features, `clinc150-15`, {cap}, seeds {seeds}, "
-            f"{args.eval_split} split, after the last task (%, mean ± std over seeds).",
+            f"TII classifiers on frozen MiniLM-L6 features, `{args.benchmark}`, {cap}, "
+            f"seeds {seeds}, {args.eval_split} split, after the last task (%, mean ± std over "
+            "seeds).",
             "",
             markdown_table(["TII classifier", "task-id acc", "class acc (all seen)"], rows),
             "",
@@ -89,11 +101,14 @@ def main() -> None:
             f"Command: `{command}`",
         ]
     )
-    name = "tii-clinc150-15"
+    name = f"tii-{args.benchmark}"
     name += f"-cap{args.train_per_class}" if args.train_per_class else ""
+    name += f"-test{args.test_per_class}" if args.test_per_class is not None else ""
     name += "-val" if args.eval_split == "val" else ""
     out = REPO / "benchmarks" / "results" / f"{name}.md"
     out.write_text(text + "\n", encoding="utf-8")
+    if args.eval_split == "test" and f"<!-- {name}:start -->" in (REPO / "README.md").read_text():
+        update_readme_section(name, text)
     print(text)
 
 

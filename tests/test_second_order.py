@@ -76,17 +76,15 @@ def test_ranpac_incremental_statistics_equal_those_of_all_data_at_once(backbone)
     tuner.end_task(0, [0, 1], [query_batch(q[:7], labels[:7]), query_batch(q[7:20], labels[7:20])])
     tuner.begin_task(1, [2, 3])
     tuner.end_task(1, [2, 3], [query_batch(q[20:], labels[20:])])
-    h = torch.relu(q @ tuner.projection)
-    y = torch.nn.functional.one_hot(torch.tensor(labels), 4).float()
-    torch.testing.assert_close(tuner.gram, h.T @ h, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(tuner.target_sum, h.T @ y, rtol=1e-5, atol=1e-4)
+    h = torch.relu(q @ tuner.projection).double()  # the sums of all samples at once
+    y = torch.nn.functional.one_hot(torch.tensor(labels), 4).double()
+    torch.testing.assert_close(tuner.gram, h.T @ h)
+    torch.testing.assert_close(tuner.target_sum, h.T @ y)
     ridge = tuner.ridge[-1].item()
-    want = torch.linalg.solve(
-        h.T.double() @ h.double() + ridge * torch.eye(64).double(), h.T.double() @ y.double()
-    )
+    want = torch.linalg.solve(h.T @ h + ridge * torch.eye(64, dtype=h.dtype), h.T @ y)
     torch.testing.assert_close(tuner.weight, want.float(), rtol=1e-4, atol=1e-5)
     logits = tuner.eval()(query_batch(q[:3], labels[:3])).logits
-    torch.testing.assert_close(logits, h[:3] @ want.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits, (h[:3] @ want).float(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("n", [5, 50])  # fewer and more samples than features
@@ -139,3 +137,23 @@ def test_edit_methods_name_the_task_by_tii(backbone):
         given = tuner(batch, task=torch.tensor([0, 1, 1, 0]))
     assert out.task_pred.tolist() == [0, 1, 1, 0]
     torch.testing.assert_close(out.logits, given.logits)
+
+
+@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm"])
+@pytest.mark.parametrize("name", ["hash", "hide", "norga"])
+def test_hide_family_infers_the_task_with_the_chosen_tii_classifier(name, classifier, backbone):
+    tii = {"classifier": classifier, "epochs": 30, "align_epochs": 30, "lr": 0.01}
+    tuner = make(name, backbone, num_classes=6, tii=tii, tap=None).eval()
+    g = torch.Generator().manual_seed(4)
+    centres = 5 * torch.randn(6, backbone.dim, generator=g)
+    ids = torch.randint(1000, 2000, (12, 6), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        labels = torch.tensor(classes * 4)
+        q = centres[labels] + 0.1 * torch.randn(len(labels), backbone.dim, generator=g)
+        tuner.end_task(task, classes, [Batch(inputs, labels, torch.arange(12), q)])
+    labels = torch.tensor([1, 4, 5, 0])
+    batch = Batch({k: v[:4] for k, v in inputs.items()}, labels, torch.arange(4), centres[labels])
+    with torch.no_grad():
+        assert tuner(batch).task_pred.tolist() == [0, 1, 1, 0]

@@ -113,7 +113,7 @@ class EditOptions:
         },
     )
     tii: TIIOptions = field(
-        default_factory=lambda: TIIOptions(classifier="lda"),
+        default_factory=TIIOptions,
         metadata={"help": "task_id=tii: the classifier on the frozen query and its training."},
     )
     key_pull_coeff: float = field(

@@ -3,8 +3,9 @@ Learning", NeurIPS 2023): a fixed random projection of the frozen feature with a
 h = relu(q W_rand) (W_rand (d, M) ~ N(0, 1), never trained), and a ridge classifier on h.
 
 Accumulated task by task as SUMS (nothing is forgotten, all-reducible across processes):
-``gram`` G = sum h h^T (M, M) and ``target_sum`` Q = sum h y^T (M, C), y one-hot. Finalised
-after each task: W_o = (G + lambda I)^{-1} Q (logits = h W_o). lambda is
+``gram`` G = sum h h^T (M, M) and ``target_sum`` Q = sum h y^T (M, C), y one-hot (float64:
+with float32 sums a chosen lambda of 1e-8 lies below the rounding of G and the solve breaks
+down). Finalised after each task: W_o = (G + lambda I)^{-1} Q (logits = h W_o). lambda is
 chosen per task as RanPAC's ``optimise_ridge_parameter``: ridge regression fitted on 80 % of
 the task's training features, the grid value of least mean squared error on the other 20 %
 (per class here; one eigendecomposition serves the whole grid, which is exact).
@@ -56,8 +57,9 @@ class RanPAC(Tuner):
         self.trains = config.adapt
         projection = torch.randn(d, config.dim) if config.dim else torch.zeros(0, 0)
         self.register_buffer("projection", projection)  # W_rand (d, M), fixed
-        self.register_buffer("gram", torch.zeros(m, m))  # G, a sum
-        self.register_buffer("target_sum", torch.zeros(m, num_classes))  # Q, a sum
+        # float64: at the smallest lambdas float32 rounding of G outweighs lambda
+        self.register_buffer("gram", torch.zeros(m, m, dtype=torch.float64))  # G, a sum
+        self.register_buffer("target_sum", torch.zeros(m, num_classes, dtype=torch.float64))
         self.register_buffer("weight", torch.zeros(m, num_classes))  # W_o, finalised
         self.register_buffer("ridge", torch.zeros(0))  # lambda chosen after each task
         if config.adapt:
@@ -101,16 +103,21 @@ class RanPAC(Tuner):
         y = F.one_hot(labels, self.num_classes).to(h.dtype)
         ridge = self.choose_ridge(h, y, labels, seed=task)
         self.ridge = torch.cat([self.ridge, self.ridge.new_tensor([ridge])])
+        h, y = h.double(), y.double()
         self.gram += h.T @ h
         self.target_sum += h.T @ y
         self.finalise(ridge)
 
     def finalise(self, ridge: float) -> None:
-        """W_o = (G + lambda I)^{-1} Q, solved in float64 (LU, as RanPAC's code: at the smallest
-        lambdas G + lambda I can be indefinite by rounding)."""
-        gram = self.gram.double()
+        """W_o = (G + lambda I)^{-1} Q in float64: by Cholesky, or by LU where rounding leaves
+        G + lambda I indefinite at the smallest lambdas (RanPAC's code always uses LU)."""
+        gram = self.gram.clone()
         gram.diagonal().add_(ridge)
-        solved = torch.linalg.solve(gram, self.target_sum.double())
+        factor, info = torch.linalg.cholesky_ex(gram)
+        if info == 0:
+            solved = torch.cholesky_solve(self.target_sum, factor)
+        else:
+            solved = torch.linalg.solve(gram, self.target_sum)
         self.weight = solved.to(self.weight.dtype)
 
     def choose_ridge(
