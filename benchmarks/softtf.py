@@ -186,6 +186,11 @@ def main() -> None:
         help="a table of --methods alone (no time column) for the README section "
         "softtf-BENCHMARK-SECTION, beside the main one",
     )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="with --section: tabulate the finished runs among --seeds, run nothing",
+    )
     args = parser.parse_args()
     if "softtf" not in args.methods and not args.section:
         raise SystemExit("--methods must include softtf (the reference of the time column)")
@@ -216,7 +221,7 @@ def main() -> None:
         "FAA/CAA/FM in %, mean ± std over seeds."
     )
     if args.section:
-        lines = [about, "", clinc150_table(results), ""]
+        lines = [about, "", clinc150_table(results, seeds=args.finished_only), ""]
     else:
         seconds = time_inference(args.runs / f"softtf-s{args.seeds[0]}")
         (args.runs / "inference_seconds.json").write_text(json.dumps(seconds, indent=1))
@@ -249,6 +254,7 @@ def main() -> None:
         command += f" --test-per-class {args.test_per_class}"
     if args.section:
         command += f" --methods {' '.join(args.methods)} --section {args.section}"
+        command += " --finished-only" if args.finished_only else ""
     lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
     text = "\n".join(lines)
     name = f"softtf-{args.benchmark}" + (f"-{args.section}" if args.section else "")
