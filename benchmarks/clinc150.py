@@ -5,7 +5,8 @@ from configs/clinc150/, then a markdown table (also written into the README).
         [--train-per-class N] [--eval-split test|val]
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
-hash = Hash, its ablations and the methods it is compared with.
+hash = Hash, its ablations and the methods it is compared with; second-order = the frozen-feature
+baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier.
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
@@ -33,8 +34,22 @@ from promptcl.learner import Experiment
 
 CONFIGS = REPO / "configs" / "clinc150"
 SUITES = {
-    "core": ["ncm", "linear", "finetune", "joint", "l2p", "dualprompt"],
-    "hash": ["hash", "hash-pool", "hash-hdr", "hash-hgm", "hide", "norga", "dualprompt", "ncm"],
+    "core": ["ncm", "lda", "ranpac", "linear", "finetune", "joint", "l2p", "dualprompt", "coda"],
+    "hash": [
+        "hash",
+        "hash-pool",
+        "hash-hdr",
+        "hash-hgm",
+        "hide",
+        "norga",
+        "dualprompt",
+        "coda",
+        "ncm",
+        "lda",
+        "ranpac",
+    ],  # fmt: skip
+    # the second-order baselines beside ncm, and hash with the LDA TII classifier (the default)
+    "second-order": ["ncm", "lda", "ranpac", "ranpac-m2000", "coda", "hash-tii-lda"],
 }
 
 
@@ -46,6 +61,8 @@ def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, li
         for seed in args.seeds:
             out = args.runs / f"{method}-s{seed}"
             done = out / "metrics.json"
+            if not done.is_file() and getattr(args, "finished_only", False):
+                continue
             if not done.is_file():
                 items = [*overrides(args, seed), *extra]
                 config = load_config(CONFIGS / f"{method}.yaml", items)
@@ -71,12 +88,14 @@ def variant(args: argparse.Namespace) -> str:
     return cap + ("-val" if args.eval_split != "test" else "")
 
 
-def table(results: dict[str, list[dict]]) -> str:
+def table(results: dict[str, list[dict]], seeds: bool = False) -> str:
+    """One row per method; ``seeds``: a column of the seeds each row averages."""
     rows = []
     for method, runs in results.items():
         rows.append(
             [
                 method,
+                *([" ".join(str(m["seed"]) for m in runs)] if seeds else []),
                 mean_std([m["faa"] for m in runs]),
                 mean_std([m["caa"] for m in runs]),
                 mean_std([m["fm"] for m in runs]),
@@ -86,7 +105,7 @@ def table(results: dict[str, list[dict]]) -> str:
             ]
         )
     header = ["method", "FAA", "CAA", "FM", "task-id acc", "trained params", "train s"]
-    return markdown_table(header, rows)
+    return markdown_table(header[:1] + ["seeds"] * seeds + header[1:], rows)
 
 
 def main() -> None:
@@ -100,6 +119,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="tabulate the finished runs among --seeds (a seeds column says which), run nothing",
+    )
     args = parser.parse_args()
     args.methods = args.methods or SUITES[args.suite]
     name = f"clinc150-{args.suite}{variant(args)}"
@@ -116,14 +140,15 @@ def main() -> None:
     label = "" if args.train_per_class is None else "Second table, capped training data: "
     lines = [
         f"{label}CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
-        f"seeds {seeds}, {args.eval_split} split. FAA/CAA/FM in %, mean ± std over seeds; "
+        f"seeds {seeds}{' (the finished runs among them)' if args.finished_only else ''}, "
+        f"{args.eval_split} split. FAA/CAA/FM in %, mean ± std over seeds; "
         "trained params count every tensor the method learns (prompts, keys, routers, heads, "
         "TII classifier).",
         "",
-        table(results),
+        table(results, seeds=args.finished_only),
         "",
     ]
-    if args.suite == "core":
+    if args.suite == "core" and not args.finished_only:
         config = load_config(CONFIGS / "dualprompt.yaml", overrides(args, 0))
         speed = measure(Experiment(config), config.train.batch_size)
         lines += [
@@ -137,6 +162,8 @@ def main() -> None:
         command += f" --train-per-class {args.train_per_class}"
     if args.eval_split != "test":
         command += f" --eval-split {args.eval_split}"
+    if args.finished_only:
+        command += f" --methods {' '.join(args.methods)} --finished-only"
     lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)

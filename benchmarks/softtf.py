@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from clinc150 import run_all
+from clinc150 import table as clinc150_table
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
 from promptcl import load_config
@@ -35,15 +36,25 @@ METHODS = [
     "dualprompt",
     "softtf",
     "softtf-gradient",
+    "softtf-tii",
     "softtf-batch",
     "wsn",
     "lora",
     "adapter",
+    "coda",
     "ncm",
+    "lda",
+    "ranpac",
 ]
 # trained with the true task: the final tensors can be evaluated under any task inference
-PER_TASK = ["dualprompt", "softtf", "wsn", "lora", "adapter"]
-MODES = {"softtf": "prompt", "softtf-gradient": "gradient", "softtf-batch": "gradient-batch"}
+PER_TASK = ["dualprompt", "softtf", "softtf-tii", "wsn", "lora", "adapter"]
+MODES = {
+    "softtf": "prompt",
+    "softtf-gradient": "gradient",
+    "softtf-tii": "tii",
+    "softtf-batch": "gradient-batch",
+}
+TASK_INFERENCE = {"prompt": "Prompt ID", "gradient": "Gradient ID", "tii": "TII (tuner.tii)"}
 
 
 def restored(run_dir: Path) -> Experiment:
@@ -88,17 +99,20 @@ def time_inference(run_dir: Path, batches: int = 4) -> dict[str, float]:
 
 def accuracy_by_task_inference(run_dir: Path) -> dict[str, float | None]:
     """FAA (%: accuracy per task after the last one, averaged over tasks) with each test
-    sample's task named by Prompt ID, by per-sample Gradient ID, or given (the truth: a
-    diagnostic of what task inference costs, not a class-incremental result). Cached in the
-    run directory."""
+    sample's task named by Prompt ID, by per-sample Gradient ID, by the TII classifier on the
+    frozen query (fitted in the run after every task), or given (the truth: a diagnostic of what
+    task inference costs, not a class-incremental result). Cached in the run directory."""
     cached = run_dir / "accuracy_by_task_inference.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        accuracy = json.loads(cached.read_text())
+        if accuracy.keys() >= {*TASK_INFERENCE, "given"}:  # else made before TII existed
+            return accuracy
     exp = restored(run_dir)
     tuner = exp.tuner
     indices = exp.indices_of("test", range(exp.stream.num_tasks))
-    modes = ["prompt", "gradient", "given"] if isinstance(tuner, EditTuner) else ["prompt", "given"]
-    accuracy: dict[str, float | None] = {"prompt": None, "gradient": None, "given": None}
+    edits = isinstance(tuner, EditTuner)
+    modes = [*TASK_INFERENCE, "given"] if edits else ["prompt", "given"]
+    accuracy: dict[str, float | None] = dict.fromkeys([*TASK_INFERENCE, "given"])
     tasks = torch.tensor(exp.sample_tasks["test"])
     for mode in modes:
         correct = torch.zeros(exp.stream.num_tasks)
@@ -121,7 +135,7 @@ def task_inference_table(runs: Path, methods: list[str], seed: int) -> str:
     for method in methods:
         accuracy = accuracy_by_task_inference(runs / f"{method}-s{seed}")
         rows.append([method, *(f"{v:.2f}" if v is not None else "-" for v in accuracy.values())])
-    header = [f"method (seed {seed})", "Prompt ID", "Gradient ID", "task given (not CIL)"]
+    header = [f"method (seed {seed})", *TASK_INFERENCE.values(), "task given (not CIL)"]
     return markdown_table(header, rows)
 
 
@@ -167,8 +181,18 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=None)
     parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--section",
+        help="a table of --methods alone (no time column) for the README section "
+        "softtf-BENCHMARK-SECTION, beside the main one",
+    )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="with --section: tabulate the finished runs among --seeds, run nothing",
+    )
     args = parser.parse_args()
-    if "softtf" not in args.methods:
+    if "softtf" not in args.methods and not args.section:
         raise SystemExit("--methods must include softtf (the reference of the time column)")
     caps = ""
     if args.train_per_class is not None:
@@ -176,13 +200,13 @@ def main() -> None:
     if args.test_per_class is not None:
         caps += f"-test{args.test_per_class}"
     args.runs = REPO / "runs" / f"bench-softtf-{args.benchmark}{caps}"
+    args.eval_split = "test"  # read by clinc150.run_all
     extra = [f"benchmark={args.benchmark}"]
     if args.test_per_class is not None:
         extra.append(f"data.test_per_class={args.test_per_class}")
 
     results = run_all(args, extra)
     torch.set_num_threads(1)
-    seconds = time_inference(args.runs / f"softtf-s{args.seeds[0]}")
     data = (
         "all training data"
         if args.train_per_class is None
@@ -191,24 +215,36 @@ def main() -> None:
     if args.test_per_class is not None:
         data += f", data.test_per_class={args.test_per_class}"
     seeds = " ".join(map(str, args.seeds))
-    lines = [
+    per_task = [m for m in PER_TASK if m in args.methods]
+    about = (
         f"`{args.benchmark}`, packaged MiniLM-L6, {data}, seeds {seeds}, test split. "
-        "FAA/CAA/FM in %, mean ± std over seeds. Params per task: what one task adds "
-        "(edits + E-prompt + key). Inference time: per test sample, relative to softtf's "
-        f"Prompt ID on the same trained tensors, 1 thread, batch of the run's eval_batch_size; "
-        f"with the frozen queries cached as in the runs ({seconds['softtf'] * 1e3:.1f} "
-        "ms/sample) and with Prompt ID computing them, as on inputs never seen before "
-        f"({seconds['softtf-query'] * 1e3:.1f} ms/sample; Gradient ID needs no query).",
-        "",
-        table(results, seconds),
-        "",
-        "FAA (%) of the same trained tensors evaluated with each sample's task named by "
-        "Prompt ID, by per-sample Gradient ID, or given (training always uses the true task, "
-        "so only evaluation differs):",
-        "",
-        task_inference_table(args.runs, [m for m in PER_TASK if m in args.methods], args.seeds[0]),
-        "",
-    ]
+        "FAA/CAA/FM in %, mean ± std over seeds."
+    )
+    if args.section:
+        lines = [about, "", clinc150_table(results, seeds=args.finished_only), ""]
+    else:
+        seconds = time_inference(args.runs / f"softtf-s{args.seeds[0]}")
+        (args.runs / "inference_seconds.json").write_text(json.dumps(seconds, indent=1))
+        lines = [
+            f"{about} Params per task: what one task adds "
+            "(edits + E-prompt + key). Inference time: per test sample, relative to softtf's "
+            "Prompt ID on the same trained tensors, 1 thread, batch of the run's eval_batch_size; "
+            f"with the frozen queries cached as in the runs ({seconds['softtf'] * 1e3:.1f} "
+            "ms/sample) and with Prompt ID computing them, as on inputs never seen before "
+            f"({seconds['softtf-query'] * 1e3:.1f} ms/sample; Gradient ID needs no query).",
+            "",
+            table(results, seconds),
+            "",
+        ]
+    if per_task:
+        lines += [
+            "FAA (%) of the same trained tensors evaluated with each sample's task named by "
+            "Prompt ID, by per-sample Gradient ID, by the TII classifier on the frozen query, or "
+            "given (training always uses the true task, so only evaluation differs):",
+            "",
+            task_inference_table(args.runs, per_task, args.seeds[0]),
+            "",
+        ]
     command = (
         f"python benchmarks/softtf.py --data-root DATA --benchmark {args.benchmark} --seeds {seeds}"
     )
@@ -216,14 +252,17 @@ def main() -> None:
         command += f" --train-per-class {args.train_per_class}"
     if args.test_per_class is not None:
         command += f" --test-per-class {args.test_per_class}"
+    if args.section:
+        command += f" --methods {' '.join(args.methods)} --section {args.section}"
+        command += " --finished-only" if args.finished_only else ""
     lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
     text = "\n".join(lines)
-    out = REPO / "benchmarks" / "results" / f"softtf-{args.benchmark}.md"
+    name = f"softtf-{args.benchmark}" + (f"-{args.section}" if args.section else "")
+    out = REPO / "benchmarks" / "results" / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n", encoding="utf-8")
-    (args.runs / "inference_seconds.json").write_text(json.dumps(seconds, indent=1))
     if not args.no_readme:
-        update_readme_section(f"softtf-{args.benchmark}", text)
+        update_readme_section(name, text)
     print(text)
 
 

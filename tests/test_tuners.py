@@ -13,6 +13,8 @@ from promptcl.tuners.dualprompt import DualPromptConfig
 
 NUM_CLASSES = 6
 TASKS = [[0, 1, 2], [3, 4, 5]]
+# speed only: RanPAC's 10000-wide projection makes each end of task a 10000 x 10000 solve
+FAST = {"ranpac": {"dim": 256}}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,7 @@ def make_batch(backbone, n=4, labels=None, seed=0):
 def make(name, backbone, **options):
     cls = get_tuner(name)
     torch.manual_seed(0)
+    options = {**FAST.get(name, {}), **options}
     return cls(build_dataclass(cls.config_class, options, name), backbone, NUM_CLASSES)
 
 
@@ -210,3 +213,55 @@ def test_hide_prompt_momentum_is_baked_in_at_the_end_of_a_task(backbone):
     expected = 0.5 * tuner.prompts[1].detach() + 0.5 * tuner.prompts[0].detach()
     tuner.end_task(1, TASKS[1], [make_batch(backbone, labels=[3, 4, 5, 3])])
     torch.testing.assert_close(tuner.prompts[1].detach(), expected)
+
+
+def coda_tensors(tuner, task):
+    return {n: getattr(tuner, n)[task] for n in ("keys", "attention", "components")}
+
+
+def test_coda_components_of_old_tasks_never_move(backbone):
+    tuner = make("coda", backbone, ortho_mu=0.1)
+    tuner.begin_task(0, TASKS[0])
+    tuner.begin_task(1, TASKS[1])
+    before = {n: t.clone() for n, t in coda_tensors(tuner, 0).items()}
+    current = {n: t.clone() for n, t in coda_tensors(tuner, 1).items()}
+    optimizer = torch.optim.Adam([p for g in tuner.param_groups() for p in g["params"]], lr=0.1)
+    for step in range(3):
+        train_step(tuner, make_batch(backbone, labels=[3, 4, 5, 3], seed=step), task=1)
+        optimizer.step()
+    for name, tensor in coda_tensors(tuner, 0).items():
+        assert not tensor.requires_grad
+        torch.testing.assert_close(tensor, before[name], atol=0, rtol=0)
+        assert not torch.equal(getattr(tuner, name)[1], current[name])  # the new ones trained
+
+
+def test_coda_new_components_start_orthonormal_and_orthogonal_to_the_old(backbone):
+    tuner = make("coda", backbone, components_per_task=4)
+    tuner.begin_task(0, TASKS[0])
+    with torch.no_grad():  # as after training: old components no longer orthonormal
+        for tensor in coda_tensors(tuner, 0).values():
+            tensor.add_(torch.randn_like(tensor))
+    tuner.begin_task(1, TASKS[1])
+    for name in ("keys", "attention", "components"):
+        old, new = getattr(tuner, name)[0].flatten(2), getattr(tuner, name)[1].flatten(2)
+        for i in range(len(tuner.blocks)):
+            eye = torch.eye(4)
+            torch.testing.assert_close(new[i] @ new[i].T, eye, atol=1e-5, rtol=0)
+            torch.testing.assert_close(old[i] @ new[i].T, torch.zeros(4, 4), atol=1e-5, rtol=0)
+
+
+def test_coda_prompt_is_the_alpha_weighted_sum_of_components(backbone):
+    from promptcl.tuners.coda.model import ortho_penalty
+
+    tuner = make("coda", backbone, components_per_task=3)
+    tuner.begin_task(0, TASKS[0])
+    tuner.begin_task(1, TASKS[1])
+    q = make_batch(backbone).query
+    alpha = tuner.weights(q)  # (B, n_blocks, 6)
+    K, A = tuner.stacked("keys"), tuner.stacked("attention")
+    for b in range(len(q)):
+        for m in range(6):
+            want = torch.nn.functional.cosine_similarity(q[b] * A[0, m], K[0, m], dim=0)
+            torch.testing.assert_close(alpha[b, 0, m], want)
+    # new components start orthonormal: no penalty; a scaled copy is penalised
+    assert ortho_penalty(K[0]) < 1e-10 and ortho_penalty(2 * K[0]) > 0.1

@@ -17,6 +17,7 @@ FAST_STAGES = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tap.epoc
 def overrides(method, backbone="tiny-vit"):
     """Every method with its default options (block defaults follow the backbone's depth)."""
     fast = FAST_STAGES if method in ("hide", "norga", "hash") else []
+    fast += ["tuner.dim=256"] if method == "ranpac" else []  # a 10000-wide projection is slow
     return [f"backbone={backbone}", f"method={method}", "train.epochs=1", "train.batch_size=16",
             "train.progress=false", "data.train_per_class=6", *fast]  # fmt: skip
 

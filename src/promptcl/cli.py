@@ -9,6 +9,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -16,13 +17,17 @@ from promptcl.config import RunConfig, load_config
 from promptcl.errors import UsageError
 
 
-def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """One line per settable key, with its default and help text."""
+def config_keys(cls: type = RunConfig, prefix: str = "", instance: Any = None) -> list[str]:
+    """One line per settable key, with its default and help text (a nested config's defaults
+    are those of the instance its field's default gives)."""
     lines = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if instance is not None:
+            default = getattr(instance, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if dataclasses.is_dataclass(default):
-            lines += config_keys(type(default), f"{prefix}{f.name}.")
+            lines += config_keys(type(default), f"{prefix}{f.name}.", default)
             continue
         if f.name == "tuner":
             continue

@@ -7,6 +7,11 @@ features, logits of other classes masked, then (b) aligned on pseudo-features dr
 stored per-class Gaussians of q(x) of ALL seen classes (the "original model" of HiDe's code,
 tii_trainer.py and engines/hide_tii_engine.py), so old classes are not forgotten although no
 old sample is stored.
+
+``TIIOptions.classifier`` chooses the classifier whose predicted class names the task: ``mlp``
+(HiDe's, above), ``lda`` (class means with one shared covariance) or ``ncm`` (cosine to class
+means), the last two from running sums of q(x) (taskid/discriminant.py). ``TaskInference`` holds
+the chosen one with the class -> task map; HiDe's stages and the per-task edit methods use it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from promptcl.registry import Registry
+from promptcl.taskid.discriminant import SHRINKAGES, DiscriminantClassifier
 from promptcl.taskid.gaussians import (
     ClassGaussians,
     Covariance,
@@ -64,6 +71,19 @@ class TIIOptions:
         default="diagonal",
         metadata={"help": "statistics stored per class of q(x): 'diagonal' or 'full'"},
     )
+    classifier: str = field(
+        default="lda",
+        metadata={
+            "help": "classifier naming the task: lda (shared covariance; chosen on CLINC150's "
+            "validation split), mlp (HiDe's, trained on Gaussians), ncm (class means)"
+        },
+    )
+    shrinkages: list[float] = field(
+        default_factory=lambda: list(SHRINKAGES),
+        metadata={
+            "help": "lda: grid of the covariance shrinkage, chosen per task on held-out data"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "align_epochs"):
@@ -76,11 +96,16 @@ class TIIOptions:
             raise ValueError("lr and align_lr must be > 0, weight_decay >= 0")
         if self.covariance not in ("diagonal", "full"):
             raise ValueError(f"covariance must be 'diagonal' or 'full', not {self.covariance!r}")
+        if self.classifier not in TII_CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {TII_CLASSIFIERS.choices()}")
+        if not self.shrinkages or not all(0 < g <= 1 for g in self.shrinkages):
+            raise ValueError("shrinkages must be a non-empty list of values in (0, 1]")
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`TaskIdentityClassifier.fit_task`."""
         kwargs = asdict(self)
-        del kwargs["covariance"]
+        for key in ("covariance", "classifier", "shrinkages"):
+            del kwargs[key]
         return kwargs
 
 
@@ -124,11 +149,12 @@ class TaskIdentityClassifier(nn.Module):
         class_task: torch.Tensor,
     ) -> torch.Tensor:
         """(B,) task of the most likely seen class; class_task (C,) maps class -> task."""
-        logits = self(query)
-        unseen = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
-        unseen[as_index(seen_classes, logits.device)] = False
-        best = logits.masked_fill(unseen, float("-inf")).argmax(dim=1)
-        return class_task.to(best.device)[best]
+        return task_of_best_class(self(query), seen_classes, class_task)
+
+    def learn(self, tii: TaskInference, task: int, classes: Sequence[int], queries, labels) -> None:
+        """After a task: ``fit_task`` on the Gaussians and options of ``tii``."""
+        seen, options = tii.seen_classes(), tii.tii_options
+        self.fit_task(queries, labels, classes, seen, tii.query_stats, **options.fit_kwargs())
 
     def fit_task(
         self,
@@ -194,3 +220,66 @@ class TaskIdentityClassifier(nn.Module):
         features = features.detach().float()
         for _ in range(epochs):
             train_epoch(self, features, labels, outside, optimizer, batch_size, MAX_GRAD_NORM)
+
+
+def task_of_best_class(
+    scores: torch.Tensor, seen_classes: Sequence[int] | torch.Tensor, class_task: torch.Tensor
+) -> torch.Tensor:
+    """(B,) task of the best-scoring seen class, from scores (B, C)."""
+    unseen = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
+    unseen[as_index(seen_classes, scores.device)] = False
+    best = scores.masked_fill(unseen, float("-inf")).argmax(dim=1)
+    return class_task.to(best.device)[best]
+
+
+class DiscriminantTaskClassifier(DiscriminantClassifier):
+    """lda / ncm on q(x) as a TII classifier: the task of the best seen class."""
+
+    @torch.no_grad()
+    def predict_task(
+        self, query: torch.Tensor, seen_classes: torch.Tensor, class_task: torch.Tensor
+    ) -> torch.Tensor:
+        return task_of_best_class(self(query), seen_classes, class_task)
+
+    def learn(self, tii: TaskInference, task: int, classes: Sequence[int], queries, labels) -> None:
+        self.fit_task(queries, labels, tii.seen_classes(), seed=task)
+
+
+TII_CLASSIFIERS: Registry[Any] = Registry("TII classifier")
+TII_CLASSIFIERS.add("mlp", lambda dim, c, o: TaskIdentityClassifier(dim, c), "HiDe's MLP")
+TII_CLASSIFIERS.add(
+    "lda", lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "lda", o.shrinkages), "LDA"
+)
+TII_CLASSIFIERS.add("ncm", lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "ncm"), "NCM")
+
+
+class TaskInference(nn.Module):
+    """The task of a sample from its frozen query q(x): the task of the class that the chosen
+    TII classifier (``options.classifier``) predicts among the seen classes. ``begin_task``
+    records the task's classes; ``fit`` (after the task, with its training queries) updates the
+    per-class Gaussians of q(x) (used by the mlp classifier's alignment) and the classifier."""
+
+    def __init__(self, dim: int, num_classes: int, options: TIIOptions) -> None:
+        super().__init__()
+        self.tii_options = options
+        self.query_stats = ClassGaussians(num_classes, dim, options.covariance)
+        self.classifier = TII_CLASSIFIERS[options.classifier](dim, num_classes, options)
+        self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
+
+    def begin_task(self, task: int, classes: Sequence[int]) -> None:
+        self.class_task[list(classes)] = task
+
+    def seen_classes(self) -> torch.Tensor:
+        return (self.class_task >= 0).nonzero().squeeze(1)
+
+    def infer_task(self, query: torch.Tensor) -> torch.Tensor:
+        """(B,) task of each sample, from its frozen query feature."""
+        return self.classifier.predict_task(query, self.seen_classes(), self.class_task)
+
+    @torch.no_grad()
+    def fit(
+        self, task: int, classes: Sequence[int], queries: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """After task ``task``: its training queries (N, d) and labels (N,)."""
+        self.query_stats.fit(queries, labels)
+        self.classifier.learn(self, task, classes, queries, labels)

@@ -19,15 +19,18 @@ def get_tuner(name: str) -> type[Tuner]:
 # importing a method's package registers it
 from promptcl.tuners import (  # noqa: E402, F401
     adapter,
+    coda,
     dualprompt,
     finetune,
     hash,
     hide,
     l2p,
+    lda,
     linear,
     lora,
     ncm,
     norga,
+    ranpac,
     softtf,
     wsn,
 )

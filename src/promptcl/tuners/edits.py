@@ -23,6 +23,9 @@ Task identity at evaluation (``task_id``):
   classes (``entropy_top``: ``top``, over their top C/T logits; ``reference``, gradient-batch
   only, Soft-TF's code: the top C/T of all classes, first 7 samples; taskid/gradient.py); the
   prediction then runs with task_b's edits and E-prompt.
+- ``tii``: the task of the class that a classifier on the frozen query predicts (``tii``
+  options: ``classifier`` lda, ncm or mlp; taskid/tii.py), fitted after every task whatever
+  ``task_id`` says, so that trained tensors can be evaluated under each inference.
 - ``gradient-batch``: the paper's one-shot form, one alpha shared by the batch, hence one task
   per batch. It leaks the task identity (a task-pure batch names its task): the loop evaluates
   it on task-pure batches and marks the run ``leaks_task_identity``.
@@ -30,7 +33,7 @@ Task identity at evaluation (``task_id``):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -42,12 +45,13 @@ from promptcl.backbones.masked import OutputEdit, WeightEdit, edited_layers
 from promptcl.config import build_dataclass, to_dict
 from promptcl.taskid import TaskKeys, gradient_id
 from promptcl.taskid.gradient import entropy_logits, entropy_set_name
+from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners import TUNERS, get_tuner
 from promptcl.tuners.base import Batch, Tuner, TunerOutput
 from promptcl.tuners.editbank import TaskEditBank
 from promptcl.tuners.prompts import check_blocks
 
-TASK_ID_MODES = ("prompt", "gradient", "gradient-batch")
+TASK_ID_MODES = ("prompt", "gradient", "tii", "gradient-batch")
 
 
 @runtime_checkable
@@ -99,7 +103,8 @@ class EditOptions:
         default="prompt",
         metadata={
             "help": "Task inference: prompt (key matching), gradient (per-sample Gradient ID), "
-            "gradient-batch (one task per batch: leaks task identity, flagged)."
+            "tii (a classifier on the frozen query, tuner.tii.*), gradient-batch (one task per "
+            "batch: leaks task identity, flagged)."
         },
     )
     entropy_top: str = field(
@@ -108,6 +113,10 @@ class EditOptions:
             "help": "Gradient ID's entropy: seen (all seen classes), top (their top C/T logits), "
             "reference (gradient-batch only; Soft-TF's code: top C/T of all classes, 7 samples)."
         },
+    )
+    tii: TIIOptions = field(
+        default_factory=TIIOptions,
+        metadata={"help": "task_id=tii: the classifier on the frozen query and its training."},
     )
     key_pull_coeff: float = field(
         default=1.0,
@@ -154,6 +163,7 @@ class EditTuner(Tuner):
         self.task_keys = self.base.new_task_keys() if self.base.own_task_keys() is None else None
         self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
         self.params_per_task = 0
+        self.tii = TaskInference(backbone.dim, num_classes, config.tii)
 
     def make_edit(self, layer: nn.Linear) -> WeightEdit | OutputEdit:
         """The new task's edit of one frozen layer."""
@@ -164,6 +174,7 @@ class EditTuner(Tuner):
         self.base.begin_task(task, classes)
         self.edits.add_task(self.make_edit)
         self.class_task[list(classes)] = task
+        self.tii.begin_task(task, classes)
         if self.task_keys is not None:
             self.task_keys.add_task(self.class_task.device)
         self.params_per_task = self.num_trained_parameters() - before
@@ -173,7 +184,8 @@ class EditTuner(Tuner):
             return self.base(batch, task, edits=self.edits.choice(task))
         # Gradient ID's superposed pass and the final pass share the blocks below the first
         # task-dependent one
-        trunk = Trunk(self.trunk_depth) if self.config.task_id != "prompt" else None
+        shared = self.config.task_id not in ("prompt", "tii")
+        trunk = Trunk(self.trunk_depth) if shared else None
         task = self.infer_task(batch, trunk)
         out = self.base(batch, task, edits=self.edits.choice(task), trunk=trunk)
         return replace(out, task_pred=task)
@@ -190,6 +202,8 @@ class EditTuner(Tuner):
         if self.config.task_id == "prompt":
             keys = self.base.own_task_keys() if self.task_keys is None else self.task_keys
             return keys.match(batch.query)
+        if self.config.task_id == "tii":
+            return self.tii.infer_task(batch.query)
         seen = (self.class_task >= 0).nonzero().squeeze(1)
         num_tasks = self.edits.num_tasks
         seen, top = entropy_logits(self.config.entropy_top, seen, self.num_classes, num_tasks)
@@ -201,6 +215,19 @@ class EditTuner(Tuner):
         shared = self.config.task_id == "gradient-batch"
         size, device = batch.labels.shape[0], self.class_task.device
         return gradient_id(logits_of, size, num_tasks, top=top, shared=shared, device=device)
+
+    @torch.no_grad()
+    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+        """The base's end of task, then the TII classifier on the task's frozen queries."""
+        batches = list(batches)
+        self.base.end_task(task, classes, batches)
+        queries = torch.cat([b.query for b in batches])
+        self.tii.fit(task, classes, queries, torch.cat([b.labels for b in batches]))
+
+    def load_trained_state(self, state) -> None:
+        if not any(k.startswith("tii.") for k in state):  # made before task_id=tii existed
+            state = {**state, **{f"tii.{k}": v for k, v in self.tii.state_dict().items()}}
+        super().load_trained_state(state)
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         terms = self.base.loss_terms(batch, out, task)

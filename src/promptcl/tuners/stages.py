@@ -14,30 +14,16 @@ import torch
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians
-from promptcl.taskid.tii import TaskIdentityClassifier, TIIOptions
+from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners.align import TAPOptions, align_head
 from promptcl.tuners.base import Batch
 
 
-class HiDeStages(nn.Module):
+class HiDeStages(TaskInference):
     def __init__(self, dim: int, num_classes: int, tii: TIIOptions, tap: TAPOptions | None) -> None:
-        super().__init__()
-        self.tii_options = tii
+        super().__init__(dim, num_classes, tii)
         self.tap_options = tap
-        self.query_stats = ClassGaussians(num_classes, dim, tii.covariance)
         self.feature_stats = ClassGaussians(num_classes, dim, tii.covariance)
-        self.classifier = TaskIdentityClassifier(dim, num_classes)
-        self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
-
-    def begin_task(self, task: int, classes: Sequence[int]) -> None:
-        self.class_task[list(classes)] = task
-
-    def seen_classes(self) -> torch.Tensor:
-        return (self.class_task >= 0).nonzero().squeeze(1)
-
-    def infer_task(self, query: torch.Tensor) -> torch.Tensor:
-        """(B,) task of each sample, from its frozen query feature."""
-        return self.classifier.predict_task(query, self.seen_classes(), self.class_task)
 
     @torch.no_grad()
     def end_task(
@@ -50,12 +36,8 @@ class HiDeStages(nn.Module):
     ) -> None:
         """batches: the task's training data; features: their prompted pooled features."""
         labels = torch.cat([b.labels for b in batches])
-        queries = torch.cat([b.query for b in batches])
+        self.fit(task, classes, torch.cat([b.query for b in batches]), labels)
         seen = self.seen_classes()
-        self.query_stats.fit(queries, labels)
-        self.classifier.fit_task(
-            queries, labels, classes, seen, self.query_stats, **self.tii_options.fit_kwargs()
-        )
         self.feature_stats.fit(torch.cat(list(features)).float(), labels)
         if self.tap_options is not None and task > 0:
             tap = self.tap_options

@@ -1,0 +1,161 @@
+"""LDA, RanPAC and the task-identity classifiers on frozen features: hand-worked cases."""
+
+import pytest
+import torch
+
+from promptcl.backbones.hf import tiny_bert
+from promptcl.config import build_dataclass
+from promptcl.taskid.discriminant import ClassSums, DiscriminantClassifier
+from promptcl.taskid.tii import TaskInference, TIIOptions
+from promptcl.tuners import Batch, get_tuner
+from promptcl.tuners.ranpac.model import ridge_predictions
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_bert()
+
+
+def make(name, backbone, num_classes=4, **options):
+    cls = get_tuner(name)
+    torch.manual_seed(0)
+    return cls(build_dataclass(cls.config_class, options, name), backbone, num_classes)
+
+
+def query_batch(q, labels):
+    return Batch({}, torch.tensor(labels), torch.arange(len(labels)), q)
+
+
+def test_lda_scores_equal_a_hand_computation():
+    # d = 2; class 0 at (0, 0) +- (1, 0), class 1 at (2, 2) +- (0, 1)
+    x = torch.tensor([[-1.0, 0], [1, 0], [2, 1], [2, 3]])
+    classifier = DiscriminantClassifier(2, 2, "lda", shrinkages=[0.5])
+    classifier.fit_task(x, torch.tensor([0, 0, 1, 1]), [0, 1])
+    # pooled within-class scatter diag(2, 2) over N - C = 2: Sigma = I; shrunk to 0.5 I + 0.5 I
+    mu = torch.tensor([[0.0, 0], [2, 2]])
+    test = torch.tensor([[1.0, 1.5]])
+    want = test @ mu.T - 0.5 * (mu * mu).sum(dim=1)  # Sigma^{-1} = I
+    torch.testing.assert_close(classifier(test), want)
+    assert classifier.shrinkage.tolist() == [0.5]
+
+
+def test_lda_shrinkage_on_an_anisotropic_case():
+    # Sigma = diag(4, 1) (scatter diag(8, 2) over 2); gamma = 0.5: 0.5 Sigma + 0.5 * 2.5 I
+    x = torch.tensor([[-2.0, 0], [2, 0], [0, 1], [0, 3]])
+    classifier = DiscriminantClassifier(2, 2, "lda", shrinkages=[0.5])
+    classifier.fit_task(x, torch.tensor([0, 0, 1, 1]), [0, 1])
+    inv = torch.diag(torch.tensor([1 / 3.25, 1 / 1.75]))
+    mu = torch.tensor([[0.0, 0], [0, 2]])
+    test = torch.tensor([[0.5, -1.0], [1.0, 1.0]])
+    want = test @ inv @ mu.T - 0.5 * ((mu @ inv) * mu).sum(dim=1)
+    torch.testing.assert_close(classifier(test).float(), want)
+
+
+def test_class_sums_accumulated_task_by_task_equal_all_at_once():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 5, generator=g), torch.randint(0, 4, (30,), generator=g)
+    parts, whole = ClassSums(4, 5), ClassSums(4, 5)
+    parts.accumulate(x[:11], y[:11])
+    parts.accumulate(x[11:], y[11:])
+    whole.accumulate(x, y)
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(parts.state_dict()[key], value)
+    classes = torch.arange(4)
+    xd = x.double()
+    mu = torch.stack([xd[y == c].mean(0) for c in range(4)])
+    centred = xd - mu[y]
+    torch.testing.assert_close(whole.within_covariance(classes), centred.T @ centred / (30 - 4))
+
+
+def test_ranpac_incremental_statistics_equal_those_of_all_data_at_once(backbone):
+    tuner = make("ranpac", backbone, dim=64)
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(40, backbone.dim, generator=g)
+    labels = [0, 1] * 10 + [2, 3] * 10
+    tuner.begin_task(0, [0, 1])
+    tuner.end_task(0, [0, 1], [query_batch(q[:7], labels[:7]), query_batch(q[7:20], labels[7:20])])
+    tuner.begin_task(1, [2, 3])
+    tuner.end_task(1, [2, 3], [query_batch(q[20:], labels[20:])])
+    h = torch.relu(q @ tuner.projection).double()  # the sums of all samples at once
+    y = torch.nn.functional.one_hot(torch.tensor(labels), 4).double()
+    # the projection is an fp32 matmul whose rounding depends on the batch it runs in (blocked
+    # GEMM): the float64 sums agree to fp32 precision, not to float64's
+    torch.testing.assert_close(tuner.gram, h.T @ h, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(tuner.target_sum, h.T @ y, rtol=1e-5, atol=1e-4)
+    ridge = tuner.ridge[-1].item()
+    want = torch.linalg.solve(h.T @ h + ridge * torch.eye(64, dtype=h.dtype), h.T @ y)
+    torch.testing.assert_close(tuner.weight, want.float(), rtol=1e-4, atol=1e-5)
+    logits = tuner.eval()(query_batch(q[:3], labels[:3])).logits
+    torch.testing.assert_close(logits, (h[:3] @ want).float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [5, 50])  # fewer and more samples than features
+def test_ridge_predictions_equal_the_direct_solution(n):
+    g = torch.Generator().manual_seed(2)
+    h, y, test = (torch.randn(s, generator=g).double() for s in [(n, 12), (n, 3), (4, 12)])
+    ridges = [1e-2, 1.0, 1e3]
+    for r, got in zip(ridges, ridge_predictions(h, y, test, ridges), strict=True):
+        w = torch.linalg.solve(h.T @ h + r * torch.eye(12).double(), h.T @ y)
+        torch.testing.assert_close(got, test @ w)
+
+
+def clustered(task, per_class=20, seed=0):
+    """Two well-separated classes per task in d = 8: class c sits at 4 * e_c."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([2 * task, 2 * task + 1]).repeat_interleave(per_class)
+    centres = 4 * torch.eye(8)[labels]
+    return centres + 0.3 * torch.randn(len(labels), 8, generator=g), labels
+
+
+@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm"])
+def test_each_tii_classifier_names_the_right_task(classifier):
+    torch.manual_seed(0)
+    options = TIIOptions(classifier=classifier, epochs=30, align_epochs=30, lr=0.01)
+    tii = TaskInference(8, 6, options)
+    for task in range(3):
+        tii.begin_task(task, [2 * task, 2 * task + 1])
+        tii.fit(task, [2 * task, 2 * task + 1], *clustered(task))
+    test = [clustered(task, seed=9) for task in range(3)]
+    queries = torch.cat([x for x, _ in test])
+    truth = torch.cat([labels // 2 for _, labels in test])
+    assert torch.equal(tii.infer_task(queries), truth)
+
+
+def test_edit_methods_name_the_task_by_tii(backbone):
+    tuner = make("softtf", backbone, num_classes=6, task_id="tii").eval()
+    g = torch.Generator().manual_seed(3)
+    centres = 5 * torch.randn(6, backbone.dim, generator=g)
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        labels = torch.tensor(classes * 4)
+        q = centres[labels] + 0.1 * torch.randn(len(labels), backbone.dim, generator=g)
+        tuner.end_task(task, classes, [query_batch(q, labels.tolist())])
+    ids = torch.randint(1000, 2000, (4, 6), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = torch.tensor([1, 4, 5, 0])
+    batch = Batch(inputs, labels, torch.arange(4), centres[labels])
+    with torch.no_grad():
+        out = tuner(batch)
+        given = tuner(batch, task=torch.tensor([0, 1, 1, 0]))
+    assert out.task_pred.tolist() == [0, 1, 1, 0]
+    torch.testing.assert_close(out.logits, given.logits)
+
+
+@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm"])
+@pytest.mark.parametrize("name", ["hash", "hide", "norga"])
+def test_hide_family_infers_the_task_with_the_chosen_tii_classifier(name, classifier, backbone):
+    tii = {"classifier": classifier, "epochs": 30, "align_epochs": 30, "lr": 0.01}
+    tuner = make(name, backbone, num_classes=6, tii=tii, tap=None).eval()
+    g = torch.Generator().manual_seed(4)
+    centres = 5 * torch.randn(6, backbone.dim, generator=g)
+    ids = torch.randint(1000, 2000, (12, 6), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        labels = torch.tensor(classes * 4)
+        q = centres[labels] + 0.1 * torch.randn(len(labels), backbone.dim, generator=g)
+        tuner.end_task(task, classes, [Batch(inputs, labels, torch.arange(12), q)])
+    labels = torch.tensor([1, 4, 5, 0])
+    batch = Batch({k: v[:4] for k, v in inputs.items()}, labels, torch.arange(4), centres[labels])
+    with torch.no_grad():
+        assert tuner(batch).task_pred.tolist() == [0, 1, 1, 0]
