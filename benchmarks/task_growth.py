@@ -28,6 +28,7 @@ from promptcl.tuners import Batch, get_tuner
 
 METHODS = {
     "dualprompt": {},
+    "coda": {},
     "hide": {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}},
     "hash": {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}},
     "softtf (Prompt ID)": {"task_id": "prompt"},
