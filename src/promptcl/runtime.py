@@ -81,13 +81,14 @@ def optimisation_steps(
     *,
     grad_clip: float | None = None,
     where: str = "training",
+    fix: str = "lower train.lr or set train.grad_clip, in a new --out",
     progress: bool = False,
     total: int | None = None,
 ) -> Iterator[dict[str, float]]:
     """One optimisation step per batch: loss = sum of ``loss_terms(batch)``, a finite check,
     zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step. Yields
     each step's loss terms as floats. ``where`` names the stage in the progress bar and in the
-    error raised at the first non-finite loss."""
+    error raised at the first non-finite loss, ``fix`` the likely fix."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(batches, total=total, desc=where, disable=None if progress else True, leave=False)
     for step, batch in enumerate(bar, start=1):
@@ -96,10 +97,7 @@ def optimisation_steps(
         value = loss.item()
         if not math.isfinite(value):
             bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            raise NonFiniteLoss(
-                f"non-finite loss ({bad}) in {where}, step {step}; lower train.lr or set "
-                "train.grad_clip"
-            )
+            raise NonFiniteLoss(f"non-finite loss ({bad}) in {where}, step {step}; {fix}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
