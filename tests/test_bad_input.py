@@ -307,7 +307,7 @@ RUN = [
         for name, message in [
             ("malformed", "is not valid YAML (did not find expected ',' or ']' at line 2"),
             ("list", "must hold key: value lines"),
-            ("tabs", "is not valid YAML (found character"),
+            ("tabs", "at line 2, column 1, a tab: YAML indents with spaces"),
             ("python", "could not determine a constructor for the tag"),
             ("duplicate", "found duplicate key seed"),
             ("number", "must hold key: value lines"),

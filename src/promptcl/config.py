@@ -245,13 +245,16 @@ def read_yaml(path: Path) -> DictConfig:
     """A YAML file of config keys, read safely (no Python tags); one-line errors."""
     if not path.is_file():
         raise UsageError(f"config file {path} not found; pass an existing YAML file")
+    text = read_text(path)
     try:  # OmegaConf's safe loader, with its cap on alias expansion
-        cfg = OmegaConf.load(io.StringIO(read_text(path)))
+        cfg = OmegaConf.load(io.StringIO(text))
     except OSError:  # a lone number
         cfg = None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        if where and "\t" in (text.splitlines() + [""])[where.line]:
+            at += ", a tab: YAML indents with spaces"
         problem = getattr(err, "problem", None) or _one_line(err)
         raise UsageError(f"config file {path} is not valid YAML ({problem}{at}); fix it") from None
     if not isinstance(cfg, DictConfig):
