@@ -148,3 +148,22 @@ def test_norga_gate_with_zero_alpha_is_plain_prefix_attention_and_matches_by_han
     torch.testing.assert_close(zero, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gated, attn.output(expected), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(gated, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_timm_weights_come_from_a_local_file(tmp_path, suffix):
+    """A file of the model with its classifier (a training checkpoint's "model" entry for
+    .pth) loads every tensor; refused files are in test_bad_input.py."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    state = {k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()}
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save({"model": state, "epoch": 3}, path)
+    loaded = build_backbone("timm:test_vit", str(path)).model.state_dict()
+    assert "head.weight" in state and "head.weight" not in loaded
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 SETTINGS = ["method=dualprompt", "backbone=tiny-bert", "data.train_per_class=2", "train.epochs=1",
             "tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]  # fmt: skip
 TINY = [arg for setting in SETTINGS for arg in ("--set", setting)]
@@ -51,56 +49,11 @@ def test_run_and_resume(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["method"] == "dualprompt"
 
 
-def write(path, text):
-    path.write_text(text)
-    return path
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--set", "method=nope"], "unknown method 'nope'"),
-        (["--set", "benchmark=nope"], "unknown benchmark 'nope'"),
-        (["--set", "train.epoch=3"], "Key 'epoch' not in 'ContinualTrainConfig'"),
-        (["--set", "benchmark=clinc150"], "needs a data root"),
-        (["--set", "benchmark=clinc150", "--set", "data.root=/no/such/dir"], "not found"),
-        (["--set", "tuner.e_lenght=2"], "e_lenght"),
-        (["--set", "train.lr=fast"], "could not be converted"),
-        (["--config", "missing.yaml"], "config file missing.yaml not found"),
-    ],
-)
-def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_input_gives_one_line_and_exit_2(tmp_path):
+    """The real entry point; tests/test_bad_input.py runs the whole matrix in-process."""
     out = tmp_path / "run"
-    result = promptcl("run", *TINY, *args, "--out", out, cwd=tmp_path)
-    assert result.returncode == 2
+    result = promptcl("run", *TINY, "--set", "train.lr=-1", "--out", out, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("promptcl: error:"), result.stderr
-    assert message in lines[0] and "Traceback" not in result.stderr
+    assert lines == ["promptcl: error: bad config: train.lr=-1.0 must be a finite number >= 0"]
     assert not out.exists()
-
-
-def test_wrong_data_format_and_foreign_resume(tmp_path):
-    (tmp_path / "clinc150").mkdir()
-    write(tmp_path / "clinc150" / "domains.json", '{"d": ["a"]}')
-    write(tmp_path / "clinc150" / "data_full.json", '{"train": "oops", "test": []}')
-    result = promptcl(
-        "run",
-        *TINY,
-        "--set",
-        "benchmark=clinc150",
-        "--set",
-        f"data.root={tmp_path}",
-        "--out",
-        tmp_path / "r",
-    )
-    assert result.returncode == 2 and "[text, label] pairs" in result.stderr
-    assert not (tmp_path / "r").exists()
-
-    out = tmp_path / "done"
-    assert promptcl("run", *TINY, "--out", out).returncode == 0
-    before = {p.name: p.stat().st_mtime for p in out.iterdir()}
-    result = promptcl("run", "--resume", out, *TINY, "--set", "train.lr=0.9")
-    assert result.returncode == 2 and "differs in train.lr" in result.stderr
-    assert {p.name: p.stat().st_mtime for p in out.iterdir()} == before
-    result = promptcl("run", "--resume", tmp_path / "nothing")
-    assert result.returncode == 2 and "not a promptcl run directory" in result.stderr

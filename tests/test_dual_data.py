@@ -122,7 +122,7 @@ def test_malformed_intent_files_are_usage_errors(tmp_path):
     (tmp_path / "banking77").mkdir()
     (tmp_path / "banking77" / "train.csv").write_text("sentence,intent\nhi,greet\n")
     (tmp_path / "banking77" / "test.csv").write_text("sentence,intent\nhi,greet\n")
-    with pytest.raises(UsageError, match="columns text and category"):
+    with pytest.raises(UsageError, match="no columns 'text', 'category'"):
         load_b2n_data("banking77", str(tmp_path), "test", None)
 
 

@@ -6,7 +6,7 @@ import torch
 from promptcl import load_config, run
 from promptcl.errors import UsageError
 from promptcl.learner import Experiment
-from promptcl.learner.checkpoint import load_checkpoint
+from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
 
 TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
 
@@ -170,6 +170,9 @@ def test_run_from_an_older_version_without_newer_keys_resumes(tmp_path):
     config = json.loads(path.read_text())
     del config["data"]["workers"], config["tuner"]["pull_coeff"]  # keys added later, defaults
     path.write_text(json.dumps(config))
+    tensors, state = load_checkpoint(tmp_path / "a" / "checkpoint")
+    del state["fingerprint"]  # added later too
+    save_checkpoint(tmp_path / "a" / "checkpoint", tensors, state)
     assert run(tiny(), tmp_path / "a", resume=True)["num_tasks"] == 4
 
 
@@ -213,79 +216,6 @@ def test_tasks_sharing_classes_are_trained_and_scored_by_data_set(tmp_path, data
     metrics = run(config, tmp_path / "run")
     assert [len(row) for row in metrics["acc_matrix"]] == [4] * 4
     assert all(a is not None for a in metrics["acc_matrix"][3])
-
-
-@pytest.mark.parametrize("method", ["l2p", "linear", "dualprompt"])
-def test_a_crash_at_the_task_boundary_resumes_to_the_unbroken_run(tmp_path, method, monkeypatch):
-    """Kill the run while it writes task 2's checkpoint (the new file written, not yet renamed):
-    the previous checkpoint is intact and resuming gives the unbroken run exactly."""
-    import os
-
-    import promptcl.learner.checkpoint as checkpoint
-
-    options = RESUME_OPTIONS.get(method, [])
-    unbroken = run(tiny(f"method={method}", *options), tmp_path / "a")
-    calls, replace = [], os.replace
-
-    def crash_on_second(src, dst):
-        calls.append(str(dst).endswith("tuner.safetensors"))
-        if sum(calls) == 2 and calls[-1]:
-            raise KeyboardInterrupt  # the process dies between writing and renaming
-        replace(src, dst)
-
-    monkeypatch.setattr(checkpoint.os, "replace", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny(f"method={method}", *options), tmp_path / "b")
-    monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1]["tasks_done"] == 1
-    resumed = run(tiny(f"method={method}", *options), tmp_path / "b", resume=True)
-    assert without_timing(resumed) == without_timing(unbroken)
-
-
-@pytest.mark.parametrize("damage", ["truncate", "edit_state"])
-def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, damage):
-    from safetensors.torch import load_file, save_file
-
-    run(tiny(), tmp_path / "a", stop_after=1)
-    path = tmp_path / "a" / "checkpoint" / "tuner.safetensors"
-    if damage == "truncate":
-        path.write_bytes(path.read_bytes()[:-100])
-    else:  # tasks_done edited by hand
-        tensors, state = load_checkpoint(path.parent)
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            metadata = dict(f.metadata())
-        metadata["state"] = metadata["state"].replace('"tasks_done": 1', '"tasks_done": 2')
-        save_file(load_file(str(path)), str(path), metadata=metadata)
-    with pytest.raises(UsageError, match="damaged") as err:
-        run(tiny(), tmp_path / "a", resume=True)
-    assert "\n" not in str(err.value)
-
-
-def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path):
-    import os
-
-    from promptcl.files import run_lock
-
-    with (
-        run_lock(tmp_path / "a"),
-        pytest.raises(UsageError, match=f"in use by process {os.getpid()}"),
-    ):
-        run(tiny(), tmp_path / "a")
-    assert not (tmp_path / "a" / "config.json").exists()  # the refused run wrote nothing
-
-
-def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, capsys):
-    import socket
-    import subprocess
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / ".lock").write_text(f"{dead.pid} {socket.gethostname()}")
-    assert run(tiny(), tmp_path / "a")["faa"] is not None
-    assert f"killed process {dead.pid}" in capsys.readouterr().err
 
 
 def test_run_files_are_strict_json():

@@ -6,6 +6,8 @@ boolean and an unknown key is an error rather than a silently ignored typo.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 import os
 from collections.abc import Callable
@@ -13,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from promptcl.engine import LOGGERS, PRECISIONS, STRATEGIES
 from promptcl.errors import UsageError
+from promptcl.files import read_text
 
 
 def _check(ok: bool, message: str) -> None:
@@ -245,8 +249,11 @@ def _legacy(raw: Any) -> Any:
     return raw
 
 
-def _one_line(err: OmegaConfBaseException) -> str:
-    return str(err).splitlines()[0]
+def _one_line(err: Exception) -> str:
+    """The first line of an OmegaConf error, after the key it is about."""
+    key = getattr(err, "full_key", None)
+    line = str(err).splitlines()[0]
+    return f"{key}: {line}" if key and not line.startswith("Key ") else line
 
 
 def load_config(
@@ -270,27 +277,55 @@ def load_structured(
     cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise UsageError(f"config file {path} not found; pass an existing YAML file")
-            cfg = OmegaConf.merge(cfg, _legacy(OmegaConf.load(path)))
+            cfg = OmegaConf.merge(cfg, _legacy(read_yaml(Path(path))))
         for item in overrides:
             if "=" not in item:
                 raise UsageError(f"--set {item!r} is not key=value; write e.g. --set train.lr=0.01")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
+        config = OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list merged into a dict
         raise UsageError(
             f"bad config: {_one_line(err)}; `promptcl {command} --help` lists keys"
         ) from None
-    try:
-        config = OmegaConf.to_object(cfg)
     except ValueError as err:  # raised by a config's __post_init__
         raise UsageError(f"bad config: {err}") from None
     if config.data.root is None and os.environ.get("PROMPTCL_DATA"):
         config.data.root = os.environ["PROMPTCL_DATA"]
     options = build_dataclass(options_of(config.method), config.tuner, config.method)
     config.tuner = to_dict(options)
+    check_finite(dataclasses.asdict(config))
     return config
+
+
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML file of config keys, read safely (no Python tags); one-line errors."""
+    if not path.is_file():
+        raise UsageError(f"config file {path} not found; pass an existing YAML file")
+    text = read_text(path)
+    try:  # OmegaConf's safe loader, with its cap on alias expansion
+        cfg = OmegaConf.load(io.StringIO(text))
+    except OSError:  # a lone number
+        cfg = None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        if where and "\t" in (text.splitlines() + [""])[where.line]:
+            at += ", a tab: YAML indents with spaces"
+        problem = getattr(err, "problem", None) or _one_line(err)
+        raise UsageError(f"config file {path} is not valid YAML ({problem}{at}); fix it") from None
+    if not isinstance(cfg, DictConfig):
+        raise UsageError(f"config file {path} must hold key: value lines; fix it")
+    return cfg
+
+
+def check_finite(config: dict[str, Any], prefix: str = "") -> None:
+    """No number of any config is NaN or infinite (null switches a key off where it can be)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            check_finite(value, f"{prefix}{key}.")
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UsageError(f"bad config: {prefix}{key}={value} must be a finite number")
 
 
 def build_dataclass(cls: type, options: dict[str, Any], where: str) -> Any:

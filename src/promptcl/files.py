@@ -1,8 +1,9 @@
-"""Files of run directories and checkpoints: strict JSON written atomically, and the lock that
-keeps two runs out of one directory."""
+"""Files of run directories and checkpoints: strict JSON written atomically, text read as UTF-8
+with one-line errors, and the lock that keeps two runs out of one directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,19 @@ def dumps(data: Any, indent: int | None = None) -> str:
     return json.dumps(strict(data), indent=indent, allow_nan=False)
 
 
+def read_text(path: Path) -> str:
+    """A text file's content; a file that is not UTF-8 is a one-line error naming the byte."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path} ({err.strerror}); check the path") from None
+
+
 def write_text(path: Path, text: str) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -44,43 +58,74 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2) + "\n")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def check_out(folder: Path, hint: str) -> None:
+    """Refuse, before any work, a run directory that is a file, cannot be made, or already holds
+    files (``hint`` says what to do then). Nothing is written."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file, not a folder; pass another --out")
+    if folder.is_dir() and any(p.name != LOCK for p in folder.iterdir()):
+        raise UsageError(f"{folder} already exists; {hint}")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot create {folder}: {parent} is not a writable folder; pass another --out"
+        )
+
+
+def _open_lock(path: Path) -> Any:
+    """``path`` opened and flock-ed (exclusive, non-blocking), or a one-line error naming the
+    process that holds it."""
+    import fcntl  # POSIX: the one non-portable piece of promptcl
+
+    while True:
+        try:
+            f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held by run_lock)
+        except OSError as err:
+            raise UsageError(
+                f"cannot write to {path.parent} ({err.strerror}); pass another --out"
+            ) from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise UsageError(
+                f"{path.parent} is in use by {holder}; wait for it to finish"
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        f.close()  # its holder removed that file as we locked it: lock the current one
 
 
 @contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder/.lock`` (an exclusive create) while a run writes there. Another live
-    process holding it is a one-line error; a lock left by a killed process on this host is
-    taken over, saying so."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path, me = folder / LOCK, f"{os.getpid()} {socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid, _, host = path.read_text(encoding="utf-8").partition(" ")
-            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
-                raise UsageError(
-                    f"{folder} is in use by process {pid} on {host or 'an unknown host'}; wait "
-                    f"for it, or if that run was killed elsewhere remove {path}"
-                ) from None
-            print(f"promptcl: {path} was left by killed process {pid}; taking it over",
-                  file=sys.stderr)  # fmt: skip
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(me)
-        break
-    else:  # another process took the stale lock first
-        raise UsageError(f"{folder} is in use by another process; wait for it")
+def run_lock(folder: Path, hint: str | None = None) -> Iterator[None]:
+    """Hold ``folder/.lock`` while a run writes there: an exclusive flock, which the system
+    releases when a process dies, on a file naming the holding process. A lock held by a live
+    process is a one-line error; the file of a killed run is taken over, saying so. With a
+    ``hint``, the folder is checked again under the lock (``check_out``): a run started at the
+    same moment may have filled it."""
     try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create {folder} ({err.strerror}); pass another --out") from None
+    path = folder / LOCK
+    with _open_lock(path) as f:
+        f.seek(0)
+        left = f.read().strip()
+        if left:  # written by a run that ended without removing it: a killed one
+            print(f"promptcl: {path} was left by {left}, which was killed; taking it over",
+                  file=sys.stderr)  # fmt: skip
+        f.truncate(0)
+        f.write(f"process {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            if hint is not None:
+                check_out(folder, hint)
+            yield
+        finally:
+            f.truncate(0)
+            path.unlink(missing_ok=True)

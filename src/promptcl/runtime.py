@@ -73,6 +73,7 @@ def optimisation_steps(
     engine: Engine | None = None,
     grad_clip: float | None = None,
     where: str = "training",
+    fix: str = "lower train.lr or set train.grad_clip, in a new --out",
     progress: bool = False,
     total: int | None = None,
 ) -> Iterator[dict[str, float]]:
@@ -80,7 +81,8 @@ def optimisation_steps(
     zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step. Yields
     each step's loss terms as floats (summed over ranks on an ``engine`` with several: each
     rank's terms are weighted by its share of the global batch). ``where`` names the stage in
-    the progress bar and in the error raised at the first non-finite loss (on every rank)."""
+    the progress bar and in the error raised at the first non-finite loss (on every rank),
+    ``fix`` the likely fix."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(batches, total=total, desc=where, disable=None if progress else True, leave=False)
     for step, batch in enumerate(bar, start=1):
@@ -92,10 +94,7 @@ def optimisation_steps(
         value, *parts = values.tolist()
         if not math.isfinite(value):
             bad = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, parts, strict=True))
-            raise NonFiniteLoss(
-                f"non-finite loss ({bad}) in {where}, step {step}; lower train.lr or set "
-                "train.grad_clip"
-            )
+            raise NonFiniteLoss(f"non-finite loss ({bad}) in {where}, step {step}; {fix}")
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
             loss.backward()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
 from promptcl.backbones.base import Backbone, PrefixFn, Prompts, PromptStep
 from promptcl.backbones.dual import DualEncoder, dual_encoder
+from promptcl.errors import UsageError
 from promptcl.registry import Registry
 
 # name -> factory(weights file or None) -> Backbone
@@ -59,6 +60,10 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     """A frozen backbone from a registered name, ``hf:SOURCE``, ``timm:MODEL`` or
     ``clip:SOURCE``."""
     kind, _, source = name.partition(":")
+    if weights is not None and (kind != "timm" or not source):
+        raise UsageError(
+            f"backbone_weights is for timm:MODEL backbones; {name} does not read it, remove it"
+        )
     if name not in BACKBONES and source:
         if kind == "hf":
             from promptcl.backbones.hf import load_hf_encoder

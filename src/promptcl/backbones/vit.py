@@ -82,19 +82,15 @@ class TimmViT(Backbone):
 
 
 def load_timm_vit(name: str, weights: str | None = None) -> TimmViT:
-    """``timm.create_model(name)`` with weights from a local file (safetensors, .pth/.bin loaded
-    with weights_only, .npz), from timm's hub when ``weights`` is None, or random when
-    ``weights`` is "random" (speed measurements only)."""
+    """``timm.create_model(name)`` with weights from a local file (``load_weights``), from
+    timm's hub when ``weights`` is None, or random when ``weights`` is "random" (speed
+    measurements only)."""
     import timm
 
-    kwargs: dict = {"num_classes": 0}
-    pretrained = weights != "random"
-    if pretrained and weights is not None:
-        if not Path(weights).is_file():
-            raise UsageError(f"weights file {weights} not found; pass backbone_weights=FILE")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    if weights not in (None, "random") and not Path(weights).is_file():
+        raise UsageError(f"weights file {weights} not found; pass backbone_weights=FILE")
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm.create_model(name, pretrained=weights is None, num_classes=0)
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise UsageError(f"timm has no model {name!r}; see timm.list_models('vit_*')") from None
@@ -104,7 +100,51 @@ def load_timm_vit(name: str, weights: str | None = None) -> TimmViT:
             f"could not fetch weights for {name!r} ({str(err).splitlines()[0]}); "
             "download them on a connected machine and pass backbone_weights=FILE"
         ) from None
-    return TimmViT(model)
+    vit = TimmViT(model)
+    if weights not in (None, "random"):
+        load_weights(model, Path(weights), name)
+    return vit
+
+
+def load_weights(model: nn.Module, path: Path, name: str) -> None:
+    """A local weights file into the timm ViT ``model``, never running code from it: .npz (the
+    original JAX checkpoints, timm's reader), .safetensors, or else a PyTorch file read with
+    ``torch.load(weights_only=True)`` (a training checkpoint's "state_dict" or "model" entry),
+    passed through timm's own conversion. Every tensor of the model must be in the file."""
+    import pickle
+    import warnings
+
+    from safetensors.torch import load_file
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    try:
+        if path.suffix == ".npz":
+            model.load_pretrained(str(path))
+            return
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            with warnings.catch_warnings():  # the outcome is told in one line, below
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict):
+            state = state.get("state_dict", state.get("model", state))
+        missing = model.load_state_dict(checkpoint_filter_fn(state, model), strict=False)[0]
+    except Exception as err:  # whatever the file holds, it is refused in one line
+        why = (
+            "damaged, or it holds Python objects, which promptcl never unpickles"
+            if isinstance(err, pickle.UnpicklingError)
+            else str(err).strip().splitlines()[0].split(". ")[0]
+        )
+        raise UsageError(
+            f"cannot load {path} into {name} ({why}); pass that model's .safetensors, "
+            ".pth or .npz weights"
+        ) from None
+    if missing:
+        raise UsageError(
+            f"{path} lacks {len(missing)} tensors of {name} (such as {missing[0]}); pass that "
+            "model's weights"
+        )
 
 
 def tiny_vit(seed: int = 0) -> TimmViT:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from promptcl.config import StreamDataConfig
@@ -17,15 +17,27 @@ from promptcl.data.vision import (
     imagenet_r,
     tinyimagenet,
 )
+from promptcl.errors import UsageError
 from promptcl.registry import Registry
 
 BENCHMARKS: Registry[Callable[[StreamDataConfig, int], TaskStream]] = Registry("benchmark")
 
+# data keys that only some benchmarks read, and which of them each benchmark reads: a key set
+# for a benchmark that ignores it is refused (data.num_tasks on a fixed split, say)
+OWN_KEYS = ("num_tasks", "order", "train_file", "test_file", "text_column", "label_column")
+FILE_KEYS = ("num_tasks", "train_file", "test_file", "text_column", "label_column")
+READS: dict[str, tuple[str, ...]] = {}
+
 
 def register_benchmark(
-    name: str, description: str, builder: Callable[[StreamDataConfig, int], TaskStream]
+    name: str,
+    description: str,
+    builder: Callable[[StreamDataConfig, int], TaskStream],
+    reads: Sequence[str] = ("num_tasks",),
 ) -> None:
+    """``reads``: the keys of OWN_KEYS that ``builder`` reads."""
     BENCHMARKS.add(name, builder, description)
+    READS[name] = tuple(reads)
 
 
 register_benchmark(
@@ -37,27 +49,32 @@ register_benchmark(
     "clinc150",
     "CLINC150: 10 tasks = its 10 domains (15 intents each), seeded domain order",
     partial(clinc150, per_domain=True),
+    (),
 )
 register_benchmark(
     "clinc150-15",
     "CLINC150: 15 tasks of 10 intents in a seeded order",
     partial(clinc150, per_domain=False),
+    (),
 )
 register_benchmark(
     "text4",
     "AG News, Yelp, Amazon, DBpedia: 4 tasks, one per data set (data.order 4-7); Yelp and "
     "Amazon share the 5 star classes",
     text4,
+    ("order",),
 )
 register_benchmark(
     "text-csv",
     "CSV files data.train_file/test_file with text and label columns",
     partial(text_file_stream, kind="csv"),
+    FILE_KEYS,
 )
 register_benchmark(
     "text-jsonl",
     "JSON-lines files data.train_file/test_file with text and label keys",
     partial(text_file_stream, kind="jsonl"),
+    FILE_KEYS,
 )
 register_benchmark(
     "cifar100",
@@ -88,7 +105,14 @@ register_benchmark(
 
 
 def build_benchmark(name: str, cfg: StreamDataConfig, seed: int) -> TaskStream:
-    return BENCHMARKS.get(name)(cfg, seed)
+    builder, defaults = BENCHMARKS.get(name), StreamDataConfig()
+    for key in OWN_KEYS:
+        value = getattr(cfg, key)
+        if key not in READS[name] and value != getattr(defaults, key):
+            raise UsageError(
+                f"benchmark {name} does not read data.{key} (set to {value}); remove it"
+            )
+    return builder(cfg, seed)
 
 
 __all__ = [

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from promptcl.data.stream import (
     split_into_tasks,
 )
 from promptcl.errors import UsageError
+from promptcl.files import read_text
 
 BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
 
@@ -39,8 +42,8 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise UsageError(f"{path} not found; check data.root")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise UsageError(
             f"{path} is not valid JSON ({err}); replace it with the original"
         ) from None
@@ -171,20 +174,31 @@ def _resolve(cfg: StreamDataConfig, file: str | None, key: str, benchmark: str) 
     return path
 
 
-def _read_csv(path: Path, text: str, label: str) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {text, label} <= set(reader.fieldnames):
+def read_csv(path: Path, columns: Sequence[str], hint: str) -> list[tuple[str, ...]]:
+    """The ``columns`` of each row of a UTF-8 CSV file with a header; ``hint`` says how to name
+    other columns."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
+        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
             raise UsageError(
-                f"{path} has no columns {text!r} and {label!r} (found {reader.fieldnames}); "
-                "set data.text_column and data.label_column"
+                f"{path} has no columns {', '.join(map(repr, columns))} (found "
+                f"{reader.fieldnames}); {hint}"
             )
-        return [(row[text], str(row[label])) for row in reader]
+        rows = [tuple(row[c] for c in columns) for row in reader]
+    except csv.Error as err:
+        raise UsageError(f"{path} is not valid CSV ({err}); fix the file") from None
+    if any(None in row for row in rows):
+        raise UsageError(f"{path} has rows with fewer fields than its header; fix the file")
+    return rows
+
+
+def _read_csv(path: Path, text: str, label: str) -> list[tuple[str, ...]]:
+    return read_csv(path, (text, label), "set data.text_column and data.label_column")
 
 
 def _read_jsonl(path: Path, text: str, label: str) -> list[tuple[str, str]]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

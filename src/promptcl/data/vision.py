@@ -30,6 +30,7 @@ from promptcl.data.stream import (
     split_into_tasks,
 )
 from promptcl.errors import UsageError
+from promptcl.files import read_text
 
 ImageItem = str | np.ndarray
 Pairs = list[tuple[ImageItem, str]]
@@ -193,7 +194,7 @@ def imagenet_r(cfg: StreamDataConfig, seed: int) -> TaskStream:
 def _table(path: Path) -> dict[str, str]:
     """A whitespace-separated two-column file (``id value``) as a dict."""
     rows = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
@@ -224,11 +225,11 @@ def tinyimagenet(cfg: StreamDataConfig, seed: int) -> TaskStream:
     tiny-imagenet-200``; its val split (50 per class) is the test set; 10 seeded tasks."""
     files = ("wnids.txt", "train", "val/val_annotations.txt", "val/images")
     root = _root(cfg, "tinyimagenet", "tinyimagenet/tiny-imagenet-200", files)
-    wnids = (root / "wnids.txt").read_text(encoding="utf-8").split()
+    wnids = read_text(root / "wnids.txt").split()
     by_class = list_image_folder(root / "train")
     train = [(p, w) for w in wnids for p in by_class.get(w, [])]
     test = []
-    annotations = (root / "val" / "val_annotations.txt").read_text("utf-8").splitlines()
+    annotations = read_text(root / "val" / "val_annotations.txt").splitlines()
     for n, line in enumerate(annotations, 1):
         if line.strip():
             parts = line.split("\t")

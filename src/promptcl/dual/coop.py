@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptcl.errors import UsageError
+from promptcl.files import read_text
 
 Samples = list[tuple[Path, int]]
 
@@ -158,8 +159,8 @@ def _zhou_split(name: str, folder: Path) -> tuple[list[str], Samples, Samples, S
     if not images.is_dir():
         raise _missing(name, images)
     try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        split = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise _malformed(name, path, f"not JSON: {err}") from None
     if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in _PARTS):
         raise _malformed(name, path, "expected lists under 'train', 'val' and 'test'")
@@ -287,7 +288,4 @@ def _list_classes(path: Path, wnids: list[str], label: dict[str, int]) -> Sample
 
 
 def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text; replace it with the original") from None
+    return read_text(path).splitlines()

@@ -10,7 +10,6 @@ into a template, by default ``INTENT_TEMPLATE`` for intents and the data set's o
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from collections import defaultdict
@@ -21,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from promptcl.data.text import read_json
+from promptcl.data.text import read_csv, read_json
 from promptcl.errors import UsageError
+from promptcl.files import read_text
 from promptcl.registry import Registry
 
 INTENT_TEMPLATE = "a request about {}"  # see docs/METHODS.md: chosen on the validation split
@@ -146,12 +146,8 @@ def banking77(root: str | None, split: str, template: str | None) -> LabelledDat
     return _text_data("banking77", rows["train"], rows[split], template)
 
 
-def _read_banking(path: Path) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"text", "category"} <= set(reader.fieldnames):
-            raise UsageError(f"{path} needs columns text and category (found {reader.fieldnames})")
-        return [(row["text"], row["category"]) for row in reader]
+def _read_banking(path: Path) -> list[tuple[str, ...]]:
+    return read_csv(path, ("text", "category"), "Banking77's files have these two")
 
 
 def hwu64(root: str | None, split: str, template: str | None) -> LabelledData:
@@ -166,7 +162,7 @@ def _read_seq_in(folder: Path) -> list[tuple[str, str]]:
     for name in ("seq.in", "label"):
         if not (folder / name).is_file():
             raise UsageError(f"{folder / name} not found; each split folder needs seq.in and label")
-        lines[name] = (folder / name).read_text(encoding="utf-8").splitlines()
+        lines[name] = read_text(folder / name).splitlines()
     texts, labels = lines["seq.in"], lines["label"]
     if len(texts) != len(labels):
         raise UsageError(

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -43,7 +44,7 @@ from promptcl.dual.data import (
 from promptcl.dual.methods import get_method
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.files import LOCK, dumps, run_lock, write_json
+from promptcl.files import check_out, dumps, run_lock, write_json
 from promptcl.metrics import harmonic_mean
 from promptcl.report.plots import plot_bars
 from promptcl.runtime import (
@@ -212,16 +213,20 @@ class B2NExperiment:
         return 100.0 * engine.sum(correct).item() / len(samples)
 
 
-def prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(p.name != LOCK for p in out.iterdir())):
-        raise UsageError(f"{out} already exists; pass a new --out")
+NEW_OUT = "pass a new --out"
 
 
 def load_prompts(exp: B2NExperiment, path: Path) -> None:
     """Trained tensors of an earlier run (its prompts.safetensors) into the method."""
     if not path.is_file():
         raise UsageError(f"{path} not found; pass the prompts.safetensors of an earlier run")
-    tensors = load_file(path)
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError):
+        raise UsageError(
+            f"{path} is not a safetensors file (damaged, or another format); pass the "
+            "prompts.safetensors of an earlier run"
+        ) from None
     expected = exp.method.state_dict()
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
@@ -238,14 +243,14 @@ def run_b2n(
     """Train on the base classes (or load trained ``prompts``), evaluate base, novel and
     transfer targets; returns (and writes) metrics.json's content."""
     out = Path(out)
-    prepare_out(out)
+    check_out(out, NEW_OUT)
     engine = Engine(config.train, log_root=out)
     engine.launch()
     exp = B2NExperiment(config, engine)
     if prompts is not None:
         load_prompts(exp, Path(prompts))
     with ExitStack() as held:
-        engine.on_main(lambda: held.enter_context(run_lock(out)))
+        engine.on_main(lambda: held.enter_context(run_lock(out, NEW_OUT)))
         split = {
             "base": exp.names["base"],
             "novel": exp.names["novel"],

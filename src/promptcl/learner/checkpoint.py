@@ -48,11 +48,13 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The tensors and state of the last finished task, or None before the first one."""
     path = folder / CHECKPOINT
-    if not path.is_file():
-        return None
     broken = UsageError(
         f"{path} is damaged (truncated or edited); start a new --out, or resume from a copy"
     )
+    if folder.exists() and not folder.is_dir():
+        raise broken
+    if not path.is_file():
+        return None
     try:
         with safe_open(str(path), "pt") as f:  # one read: tensors and metadata
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
@@ -62,7 +64,14 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     text = metadata.get("state")
     legacy = folder / "state.json"  # promptcl 0.1 wrote the state beside the tensors, unverified
     if text is None and legacy.is_file():
-        return tensors, json.loads(legacy.read_text(encoding="utf-8"))
-    if text is None or metadata.get("sha256") != checksum(tensors, text):
+        text = legacy.read_bytes().decode(errors="replace")
+    elif text is None or metadata.get("sha256") != checksum(tensors, text):
         raise broken
-    return tensors, json.loads(text)
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError:
+        raise broken from None
+    done = state.get("tasks_done") if isinstance(state, dict) else None
+    if not isinstance(done, int) or done < 1 or len(state.get("acc_rows", ())) != done:
+        raise broken
+    return tensors, state

@@ -28,7 +28,7 @@ from promptcl.data import build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.files import LOCK, run_lock
+from promptcl.files import check_out, run_lock
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.learner.features import FeatureCache
 from promptcl.report.rundir import RunDir
@@ -270,9 +270,13 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
     if resume:
         if not run_dir.is_run():
             raise UsageError(f"{out} is not a promptcl run directory; check the --resume path")
-    elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
-        raise UsageError(f"{out} already exists; pass --resume {out} to continue it or a new --out")
+    else:
+        check_out(out, new_run_hint(out))
     return run_dir
+
+
+def new_run_hint(out: Path) -> str:
+    return f"pass --resume {out} to continue it or a new --out"
 
 
 def run(
@@ -286,7 +290,8 @@ def run(
     engine.launch()
     exp = Experiment(config, engine)
     with ExitStack() as held:
-        engine.on_main(lambda: held.enter_context(run_lock(run_dir.path)))
+        hint = None if resume else new_run_hint(run_dir.path)
+        engine.on_main(lambda: held.enter_context(run_lock(run_dir.path, hint)))
         state: dict[str, Any] = {
             "tasks_done": 0,
             "acc_rows": [],
@@ -305,12 +310,23 @@ def run(
                     f"{out} was made with another config (differs in {', '.join(diffs)}); "
                     "resume without --config/--set, or start a new --out"
                 )
-        else:
+        if saved is None:  # a new run, or one stopped before its first task boundary
             engine.on_main(lambda: run_dir.create(exp.config_dict(), exp.stream.describe()))
+        fingerprint = run_dir.fingerprint(exp.stream.describe())
         if saved is not None:
             tensors, state = saved
-            exp.restore(tensors, state["tasks_done"])
+            done = state["tasks_done"]
+            changed = state.get("fingerprint", fingerprint) != fingerprint  # absent: older
+            if changed or done > len(exp.training_tasks):
+                raise UsageError(
+                    f"{out}: config.json or the data changed after the checkpoint was written; "
+                    "restore them, or start a new --out"
+                )
+            exp.restore(tensors, done)
             exp.steps = state.get("steps", 0)
+            if engine.is_main:
+                run_dir.write_log(state["log"])  # a run stopped before writing it
+        state["fingerprint"] = fingerprint
 
         T = len(exp.training_tasks)
         for task in range(state["tasks_done"], T):

@@ -11,6 +11,7 @@ checkpoint/        trained tensors + JSON state (one checksummed safetensors fil
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / "config.json", config)
         write_json(self.path / "class_order.json", stream)
+
+    def fingerprint(self, stream: dict[str, Any]) -> str:
+        """A digest of config.json as written and of the task stream: a checkpoint holds it, and
+        resume refuses a run whose config.json was edited or whose data changed."""
+        digest = hashlib.sha256((self.path / "config.json").read_bytes())
+        digest.update(dumps(stream).encode())
+        return digest.hexdigest()
 
     def is_run(self) -> bool:
         return (self.path / "config.json").is_file()

@@ -168,7 +168,12 @@ def train_epoch(
         return {"ce": F.cross_entropy(logits, labels[batch])}
 
     for _ in optimisation_steps(
-        batches, loss_terms, optimizer, grad_clip=max_norm, where="classifier alignment"
+        batches,
+        loss_terms,
+        optimizer,
+        grad_clip=max_norm,
+        where="classifier alignment",
+        fix="lower tuner.tii.lr, tuner.tii.align_lr or tuner.tap.lr, in a new --out",
     ):
         pass
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from promptcl.backbones import Backbone
+from promptcl.errors import UsageError
 
 
 @dataclass
@@ -97,10 +98,16 @@ class Tuner(nn.Module):
         }
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not in_backbone(k)]
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not fit {self.name}: {missing or unexpected}")
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+            wrong = [k for k in missing if not in_backbone(k)] + list(unexpected)
+        except RuntimeError as err:  # tensors of other shapes
+            wrong = [str(err).splitlines()[-1].strip()]
+        if wrong:
+            raise UsageError(
+                f"the checkpoint does not fit {self.name} ({wrong[0]}); resume with the config "
+                "that made it"
+            )
 
     def num_trained_parameters(self) -> int:
         return sum(p.numel() for p in self.own_parameters())

@@ -131,6 +131,8 @@ class EditOptions:
             raise ValueError(f"base must be one of {', '.join(edit_bases())}, not {self.base}")
         if self.task_id not in TASK_ID_MODES:
             raise ValueError(f"task_id must be one of {', '.join(TASK_ID_MODES)}")
+        if self.key_pull_coeff < 0:
+            raise ValueError("key_pull_coeff must be >= 0")
         self.entropy_top = entropy_set_name(self.entropy_top)
         if self.entropy_top == "reference" and self.task_id != "gradient-batch":
             raise ValueError(

@@ -40,3 +40,5 @@ class DualPromptConfig:
     def __post_init__(self) -> None:
         if self.g_length < 0 or self.e_length < 1:
             raise ValueError("g_length must be >= 0 and e_length >= 1")
+        if self.pull_coeff < 0 or self.prompt_init < 0:
+            raise ValueError("need pull_coeff >= 0 and prompt_init >= 0")

@@ -11,5 +11,5 @@ class FinetuneConfig:
     prompt_init: float = field(default=1.0, metadata={"help": "Prefixes start as U(-a, a)."})
 
     def __post_init__(self) -> None:
-        if self.length < 1:
-            raise ValueError("length must be at least 1")
+        if self.length < 1 or self.prompt_init < 0:
+            raise ValueError("need length >= 1 and prompt_init >= 0")

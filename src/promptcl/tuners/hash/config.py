@@ -70,3 +70,7 @@ class HashConfig:
             raise ValueError("need 0 < protect_share <= 1")
         if not 0 < self.beta <= 1 or self.delta < 0:
             raise ValueError("need 0 < beta <= 1 and delta >= 0")
+        if self.length < 1:
+            raise ValueError("length must be >= 1")
+        if min(self.quadratic_lambda, self.prompt_init, self.router_init) < 0:
+            raise ValueError("quadratic_lambda, prompt_init and router_init must be >= 0")

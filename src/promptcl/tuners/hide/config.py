@@ -31,3 +31,7 @@ class HiDeConfig:
     def __post_init__(self) -> None:
         if self.length < 1 or not 0 <= self.prompt_momentum < 1:
             raise ValueError("need length >= 1 and 0 <= prompt_momentum < 1")
+        if min(self.contrast_coeff, self.head_lr_scale, self.prompt_init) < 0:
+            raise ValueError("contrast_coeff, head_lr_scale and prompt_init must be >= 0")
+        if self.contrast_temperature <= 0:
+            raise ValueError("contrast_temperature must be > 0")

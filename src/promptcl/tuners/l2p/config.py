@@ -16,3 +16,5 @@ class L2PConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.pool_size or self.length < 1:
             raise ValueError("need 1 <= top_k <= pool_size and length >= 1")
+        if self.pull_coeff < 0 or self.prompt_init < 0:
+            raise ValueError("need pull_coeff >= 0 and prompt_init >= 0")
