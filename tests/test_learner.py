@@ -73,10 +73,11 @@ RESUME_OPTIONS = {
         "tuner.tii.align_epochs=1",
         "tuner.tap.epochs=1",
     ],
+    "ranpac": ["tuner.dim=256"],
 }
 
 
-@pytest.mark.parametrize("method", ["dualprompt", "ncm", "l2p", "hash"])
+@pytest.mark.parametrize("method", ["dualprompt", "ncm", "l2p", "hash", "lda", "ranpac"])
 def test_resumed_run_equals_unbroken_run(tmp_path, method):
     options = RESUME_OPTIONS.get(method, [])
     unbroken = run(tiny(f"method={method}", *options), tmp_path / "a")

@@ -119,6 +119,12 @@ class DiscriminantClassifier(nn.Module):
         self.register_buffer("bias", torch.zeros(num_classes))
         self.register_buffer("shrinkage", torch.zeros(0))  # gamma chosen after each task (lda)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # one gamma per finished task: take the checkpoint's length (a resumed run)
+        if prefix + "shrinkage" in state_dict:
+            self.shrinkage = torch.zeros_like(state_dict[prefix + "shrinkage"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         """(B, C) scores; classes never fitted score 0 (mask them)."""
         if self.kind == "ncm":

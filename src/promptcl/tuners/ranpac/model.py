@@ -70,6 +70,12 @@ class RanPAC(Tuner):
             self.prompt = nn.Parameter(uniform_(torch.empty(shape), -a, a))
             self.adapt_head = nn.Linear(d, num_classes)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # one lambda per finished task: take the checkpoint's length (a resumed run)
+        if prefix + "ridge" in state_dict:
+            self.ridge = torch.zeros_like(state_dict[prefix + "ridge"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         if task > 0:  # phase 1 is over: the adapted prefix is frozen
             for p in self.own_parameters():
