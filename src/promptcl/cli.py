@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,8 @@ def command_b2n(args: argparse.Namespace) -> None:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
     out = args.out or default_out(name)
-    m = run_b2n(config, out, args.prompts)
+    with shared_out(out):
+        m = run_b2n(config, out, args.prompts)
     if not main_rank():
         return
 
@@ -168,10 +170,27 @@ def command_b2n(args: argparse.Namespace) -> None:
     )
 
 
+SHARED_OUT = "PROMPTCL_DEFAULT_OUT"
+
+
 def default_out(name: str) -> Path:
-    """runs/NAME; the processes a multi-device run starts (they run this command again, later)
-    inherit the first process's choice."""
-    return Path(os.environ.setdefault("PROMPTCL_DEFAULT_OUT", str(Path("runs") / name)))
+    """runs/NAME, or the first process's choice in the processes a multi-device run starts
+    (they run this command again, later; see ``shared_out``)."""
+    return Path(os.environ.get(SHARED_OUT) or Path("runs") / name)
+
+
+@contextlib.contextmanager
+def shared_out(out: Path) -> Iterator[None]:
+    """While a run lasts, the processes it starts inherit ``out`` through the environment."""
+    before = os.environ.get(SHARED_OUT)
+    os.environ[SHARED_OUT] = str(out)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SHARED_OUT)
+        else:
+            os.environ[SHARED_OUT] = before
 
 
 def main_rank() -> bool:
@@ -199,7 +218,8 @@ def command_run(args: argparse.Namespace) -> None:
         name = f"{config.method}-{config.benchmark}-s{config.seed}-{stamp}"
         out = args.out or default_out(name)
     try:
-        summary = run(config, out, resume=args.resume is not None)
+        with shared_out(out):
+            summary = run(config, out, resume=args.resume is not None)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: promptcl run --resume {out}", file=sys.stderr)
         raise SystemExit(130) from None

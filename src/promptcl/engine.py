@@ -55,7 +55,10 @@ class LossModule(nn.Module):
 
 def _fabric(cfg: Any, loggers: list) -> Fabric:
     """Fabric for train.accelerator / devices / strategy / num_nodes / precision."""
-    if cfg.precision == "16-mixed" and cfg.accelerator == "cpu":
+    cuda = cfg.accelerator in ("cuda", "gpu") or (
+        cfg.accelerator == "auto" and torch.cuda.is_available()
+    )
+    if cfg.precision == "16-mixed" and not cuda:  # Fabric would switch to bf16 with a warning
         raise UsageError("train.precision=16-mixed needs CUDA; on the CPU use bf16-mixed")
     kwargs = {
         "accelerator": cfg.accelerator,
@@ -64,9 +67,6 @@ def _fabric(cfg: Any, loggers: list) -> Fabric:
         "loggers": loggers,
     }
     if cfg.precision == "bf16-true":  # the frozen backbone in bf16, trained tensors in fp32
-        cuda = cfg.accelerator in ("cuda", "gpu") or (
-            cfg.accelerator == "auto" and torch.cuda.is_available()
-        )
         kwargs["plugins"] = FrozenBF16Precision("cuda" if cuda else "cpu")
     else:
         kwargs["precision"] = cfg.precision
@@ -78,8 +78,6 @@ def _fabric(cfg: Any, loggers: list) -> Fabric:
     except (RuntimeError, ValueError, TypeError) as err:
         message = str(err).strip().splitlines()[0]
         raise UsageError(f"bad train.accelerator/devices/strategy: {message}") from None
-    if cfg.precision == "16-mixed" and fabric.device.type != "cuda":
-        raise UsageError("train.precision=16-mixed needs CUDA; on the CPU use bf16-mixed")
     return fabric
 
 
