@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from promptcl import load_config
+from promptcl.config import load_run_config
 from promptcl.learner import Experiment
 from promptcl.learner.checkpoint import load_checkpoint
 from promptcl.tuners.align import align_head
@@ -57,7 +57,7 @@ def per_task(correct: torch.Tensor, tasks: torch.Tensor, T: int) -> list[float]:
 
 
 def diagnose(run_dir: Path, split: str | None = None, per_class: int | None = None) -> dict:
-    config = load_config(run_dir / "config.json")
+    config = load_run_config(run_dir / "config.json")
     config.data.eval_split = split or config.data.eval_split
     config.train.progress = False
     exp = Experiment(config)

@@ -27,7 +27,7 @@ from clinc150 import run_all
 from clinc150 import table as clinc150_table
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
-from promptcl import load_config
+from promptcl.config import load_run_config
 from promptcl.learner import Experiment
 from promptcl.learner.checkpoint import load_checkpoint
 from promptcl.tuners.edits import EditTuner
@@ -59,7 +59,7 @@ TASK_INFERENCE = {"prompt": "Prompt ID", "gradient": "Gradient ID", "tii": "TII 
 
 def restored(run_dir: Path) -> Experiment:
     """A finished run's experiment with its trained tensors after the last task, in eval mode."""
-    config = load_config(run_dir / "config.json", ["train.progress=false"])
+    config = load_run_config(run_dir / "config.json", ["train.progress=false"])
     exp = Experiment(config)
     tensors, state = load_checkpoint(run_dir / "checkpoint")
     exp.restore(tensors, state["tasks_done"])

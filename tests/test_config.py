@@ -3,7 +3,13 @@ import json
 import pytest
 from conftest import REPO
 
-from promptcl.config import build_dataclass, config_differences, load_config, to_dict
+from promptcl.config import (
+    build_dataclass,
+    config_differences,
+    load_config,
+    load_run_config,
+    to_dict,
+)
 from promptcl.data import BENCHMARKS
 from promptcl.errors import UsageError
 from promptcl.tuners import get_tuner
@@ -115,3 +121,17 @@ def test_config_files_of_older_versions_name_their_device_in_todays_keys(tmp_pat
     assert (config.train.accelerator, config.train.devices) == ("cuda", [1])
     path.write_text(json.dumps({"method": "ncm", "train": {"device": "auto"}}))
     assert load_config(path).train.accelerator == "auto"
+
+
+def test_runs_made_before_a_default_changed_keep_the_value_they_were_made_with(tmp_path):
+    """hide/hash runs written before tuner.tii.classifier existed trained HiDe's MLP: read as
+    a run's config.json they keep it; a user's file without the key gets today's default."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"method": "hide", "tuner": {"tii": {"epochs": 20}}}))
+    assert load_run_config(path).tuner["tii"]["classifier"] == "mlp"
+    assert load_config(path).tuner["tii"]["classifier"] == "lda"
+    assert load_run_config(path, ["tuner.tii.classifier=ncm"]).tuner["tii"]["classifier"] == "ncm"
+    path.write_text(json.dumps({"method": "hide", "tuner": {"tii": {"classifier": "lda"}}}))
+    assert load_run_config(path).tuner["tii"]["classifier"] == "lda"
+    path.write_text(json.dumps({"method": "ncm"}))  # no tii at all: nothing filled
+    assert load_run_config(path).method == "ncm"

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl.config import RunConfig, load_config
+from promptcl.config import RunConfig, load_config, load_run_config
 from promptcl.errors import UsageError
 
 
@@ -209,8 +209,10 @@ def command_run(args: argparse.Namespace) -> None:
         saved = args.resume / "config.json"
         if not saved.is_file():
             raise UsageError(f"{args.resume} is not a promptcl run directory; check the path")
-        base = args.config or saved
-        config = load_config(base, args.set)
+        if args.config is None:
+            config = load_run_config(saved, args.set)
+        else:
+            config = load_config(args.config, args.set)
         out = args.resume
     else:
         config = load_config(args.config, args.set)

@@ -264,6 +264,25 @@ def load_config(
     return load_structured(RunConfig, path, overrides, "run", tuner_options)
 
 
+# keys whose default changed after runs were written without them: (dotted key, the value
+# those runs used). A run's config.json that has the key's parent but not the key was made
+# before it existed, so it resumes (and loads) with the old value, not today's default.
+OLD_DEFAULTS = (("tuner.tii.classifier", "mlp"),)  # the default became lda with issue 16
+
+
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A run directory's config.json read as that run was made (``OLD_DEFAULTS``), then
+    ``overrides``."""
+    raw = read_yaml(Path(path))
+    filled = []
+    for key, value in OLD_DEFAULTS:
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(raw, parent)
+        if isinstance(node, DictConfig) and name not in node:
+            filled.append(f"{key}={value}")
+    return load_config(path, [*filled, *overrides])
+
+
 def load_structured(
     schema: type,
     path: str | Path | None,

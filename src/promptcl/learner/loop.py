@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from promptcl import metrics
 from promptcl.backbones import build_backbone
-from promptcl.config import RunConfig, build_dataclass, config_differences, load_config, to_dict
+from promptcl.config import RunConfig, build_dataclass, config_differences, load_run_config, to_dict
 from promptcl.data import build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.engine import Engine
@@ -261,7 +261,7 @@ class Experiment:
 def saved_config(run_dir: RunDir) -> dict[str, Any]:
     """The run's config.json with keys added to promptcl since then filled with their defaults
     (a run made by an older version resumes as long as it matches on the keys it knew)."""
-    return to_dict(load_config(run_dir.path / "config.json"))
+    return to_dict(load_run_config(run_dir.path / "config.json"))
 
 
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
