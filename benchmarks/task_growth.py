@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from promptcl.backbones import build_backbone
 from promptcl.config import build_dataclass
 from promptcl.report.plots import plot_lines
-from promptcl.tuners import Batch, get_tuner
+from promptcl.tuners import Batch, TaskData, get_tuner
 
 METHODS = {
     "dualprompt": {},
@@ -55,7 +55,7 @@ def costs(name: str, options: dict, backbone, num_tasks: int, repeats: int) -> d
         tuner.begin_task(task, classes)
         batch = random_batch(backbone, classes * 8, seed=task)
         batch.query = backbone.features(batch.inputs)
-        tuner.end_task(task, classes, [batch])
+        tuner.end_task(task, classes, TaskData([batch]))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tuner.safetensors"
         save_file({k: v.contiguous() for k, v in tuner.trained_state().items()}, path)

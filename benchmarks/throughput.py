@@ -10,6 +10,7 @@ import torch
 
 from promptcl.learner import Experiment
 from promptcl.runtime import optimisation_steps
+from promptcl.tuners import TaskData
 
 
 def samples_per_second(step: Callable[[], None], batch_size: int, repeats: int = 10) -> float:
@@ -50,7 +51,7 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
 
         def update() -> None:
             refresh_query(exp, batch)
-            tuner.end_task(0, classes, [batch])
+            tuner.end_task(0, classes, TaskData([batch]))
 
         return update
     loss_module, optimizer = trainer
@@ -108,7 +109,7 @@ def measure(
     if evaluation:
         exp.tuner.eval()
         classes = exp.training_tasks[0]
-        exp.tuner.end_task(0, classes, exp.batches("train", indices, batch_size))
+        exp.tuner.end_task(0, classes, TaskData(exp.batches("train", indices, batch_size)))
         speed["eval"] = samples_per_second(eval_step(exp, batch), batch_size, repeats)
         speed["eval_floor"] = samples_per_second(eval_floor_step(exp, batch), batch_size, repeats)
     return speed

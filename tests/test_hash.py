@@ -11,7 +11,7 @@ from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
 from promptcl.learner import Experiment
-from promptcl.tuners import Batch, get_tuner
+from promptcl.tuners import Batch, TaskData, get_tuner
 
 FAST = {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}}
 
@@ -121,7 +121,7 @@ def test_history_counts_equal_routed_samples(backbone):
     tuner = make(backbone).eval()
     tuner.begin_task(0, [0, 1, 2])
     batches = [batch(backbone, seed=s) for s in range(3)]
-    tuner.end_task(0, [0, 1, 2], batches)
+    tuner.end_task(0, [0, 1, 2], TaskData(batches))
     counts = torch.zeros(2, 4)
     for b in batches:
         record = {}
@@ -166,7 +166,9 @@ def test_inference_routes_as_training_did(backbone):
     tuner = make(backbone).eval()
     for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
         tuner.begin_task(task, classes)
-        tuner.end_task(task, classes, [batch(backbone, seed=task, first_class=classes[0])])
+        tuner.end_task(
+            task, classes, TaskData([batch(backbone, seed=task, first_class=classes[0])])
+        )
     b = batch(backbone, seed=7)
     with torch.no_grad():
         inferred = tuner(b)
@@ -213,7 +215,9 @@ def test_drift_diagnostics_equal_a_hand_computation(backbone):
         tuner.begin_task(task, classes)
         with torch.no_grad():
             tuner.experts[list(moves)[task]].add_(moves[list(moves)[task]])
-        tuner.end_task(task, classes, [batch(backbone, seed=task, first_class=classes[0])])
+        tuner.end_task(
+            task, classes, TaskData([batch(backbone, seed=task, first_class=classes[0])])
+        )
     n = tuner.experts[0].numel()
     expected = torch.zeros(2, 2, 4)
     expected[0, 0, 0] = 0.1 * math.sqrt(n)

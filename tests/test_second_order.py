@@ -7,7 +7,7 @@ from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
 from promptcl.taskid.discriminant import ClassSums, DiscriminantClassifier
 from promptcl.taskid.tii import TaskInference, TIIOptions
-from promptcl.tuners import Batch, get_tuner
+from promptcl.tuners import Batch, TaskData, get_tuner
 from promptcl.tuners.ranpac.model import ridge_predictions
 
 
@@ -73,9 +73,11 @@ def test_ranpac_incremental_statistics_equal_those_of_all_data_at_once(backbone)
     q = torch.randn(40, backbone.dim, generator=g)
     labels = [0, 1] * 10 + [2, 3] * 10
     tuner.begin_task(0, [0, 1])
-    tuner.end_task(0, [0, 1], [query_batch(q[:7], labels[:7]), query_batch(q[7:20], labels[7:20])])
+    tuner.end_task(
+        0, [0, 1], TaskData([query_batch(q[:7], labels[:7]), query_batch(q[7:20], labels[7:20])])
+    )
     tuner.begin_task(1, [2, 3])
-    tuner.end_task(1, [2, 3], [query_batch(q[20:], labels[20:])])
+    tuner.end_task(1, [2, 3], TaskData([query_batch(q[20:], labels[20:])]))
     h = torch.relu(q @ tuner.projection).double()  # the sums of all samples at once
     y = torch.nn.functional.one_hot(torch.tensor(labels), 4).double()
     # the projection is an fp32 matmul whose rounding depends on the batch it runs in (blocked
@@ -129,7 +131,7 @@ def test_edit_methods_name_the_task_by_tii(backbone):
         tuner.begin_task(task, classes)
         labels = torch.tensor(classes * 4)
         q = centres[labels] + 0.1 * torch.randn(len(labels), backbone.dim, generator=g)
-        tuner.end_task(task, classes, [query_batch(q, labels.tolist())])
+        tuner.end_task(task, classes, TaskData([query_batch(q, labels.tolist())]))
     ids = torch.randint(1000, 2000, (4, 6), generator=g)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     labels = torch.tensor([1, 4, 5, 0])
@@ -154,7 +156,7 @@ def test_hide_family_infers_the_task_with_the_chosen_tii_classifier(name, classi
         tuner.begin_task(task, classes)
         labels = torch.tensor(classes * 4)
         q = centres[labels] + 0.1 * torch.randn(len(labels), backbone.dim, generator=g)
-        tuner.end_task(task, classes, [Batch(inputs, labels, torch.arange(12), q)])
+        tuner.end_task(task, classes, TaskData([Batch(inputs, labels, torch.arange(12), q)]))
     labels = torch.tensor([1, 4, 5, 0])
     batch = Batch({k: v[:4] for k, v in inputs.items()}, labels, torch.arange(4), centres[labels])
     with torch.no_grad():

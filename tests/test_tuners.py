@@ -8,7 +8,7 @@ from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.vit import tiny_vit
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
-from promptcl.tuners import TUNERS, Batch, get_tuner
+from promptcl.tuners import TUNERS, Batch, TaskData, get_tuner
 from promptcl.tuners.dualprompt import DualPromptConfig
 
 NUM_CLASSES = 6
@@ -74,7 +74,7 @@ def test_eval_output_of_a_sample_does_not_depend_on_its_batch(name, backbone):
     for task, classes in enumerate(TASKS):
         tuner.begin_task(task, classes)
         batch = make_batch(backbone, labels=[classes[0], classes[1], classes[2], classes[0]])
-        tuner.end_task(task, classes, [batch])
+        tuner.end_task(task, classes, TaskData([batch]))
     full = make_batch(backbone, n=4)
     single = Batch(
         {k: v[1:2, :] for k, v in full.inputs.items()},
@@ -161,7 +161,7 @@ def test_ncm_class_means_on_a_hand_made_case(backbone):
     q = torch.zeros(4, d)
     q[0, 0], q[1, 1], q[2, 2], q[3, 0] = 2.0, 1.0, 1.0, 4.0
     batch = Batch({}, torch.tensor([0, 1, 2, 0]), torch.arange(4), q)
-    tuner.end_task(0, TASKS[0], [batch])
+    tuner.end_task(0, TASKS[0], TaskData([batch]))
     torch.testing.assert_close(tuner.class_means[0, 0], torch.tensor(3.0))
     test = torch.zeros(2, d)
     test[0, 1], test[1, 2] = 0.5, 7.0
@@ -206,12 +206,12 @@ def test_hide_old_prompts_frozen_and_norga_gate_trains_on_the_first_task_only(na
 def test_hide_prompt_momentum_is_baked_in_at_the_end_of_a_task(backbone):
     tuner = make("hide", backbone, prompt_momentum=0.5, contrast_coeff=0.0).eval()
     tuner.begin_task(0, TASKS[0])
-    tuner.end_task(0, TASKS[0], [make_batch(backbone, labels=[0, 1, 2, 0])])
+    tuner.end_task(0, TASKS[0], TaskData([make_batch(backbone, labels=[0, 1, 2, 0])]))
     tuner.begin_task(1, TASKS[1])
     with torch.no_grad():
         tuner.prompts[1].add_(1.0)
     expected = 0.5 * tuner.prompts[1].detach() + 0.5 * tuner.prompts[0].detach()
-    tuner.end_task(1, TASKS[1], [make_batch(backbone, labels=[3, 4, 5, 3])])
+    tuner.end_task(1, TASKS[1], TaskData([make_batch(backbone, labels=[3, 4, 5, 3])]))
     torch.testing.assert_close(tuner.prompts[1].detach(), expected)
 
 
@@ -265,3 +265,27 @@ def test_coda_prompt_is_the_alpha_weighted_sum_of_components(backbone):
             torch.testing.assert_close(alpha[b, 0, m], want)
     # new components start orthonormal: no penalty; a scaled copy is penalised
     assert ortho_penalty(K[0]) < 1e-10 and ortho_penalty(2 * K[0]) > 0.1
+
+
+def test_task_data_map_over_ranks_sums_to_the_one_process_tensors():
+    """Each batch is computed on one rank (round-robin) and the ranks' zero-filled results
+    are summed: the sum over two simulated ranks equals one process exactly, in batch order,
+    floating outputs in float32; a rank without a batch still learns the shapes."""
+    torch.manual_seed(0)
+    batches = [
+        Batch({}, torch.arange(n), torch.arange(n), torch.randn(n, 3, dtype=torch.float64))
+        for n in (4, 3, 5)
+    ]
+
+    def fn(batch):
+        return batch.query * 2, batch.labels[:, None].repeat(1, 2)
+
+    one = TaskData(batches).map(fn)
+    ranks = [TaskData(batches, lambda p, r=r: p[r::2]).map(fn) for r in range(2)]
+    summed = [a + b for a, b in zip(*ranks, strict=True)]
+    assert one[0].dtype == torch.float32 and one[1].dtype == torch.int64
+    assert torch.equal(one[0], torch.cat([b.query for b in batches]).float() * 2)
+    for a, b in zip(one, summed, strict=True):
+        assert torch.equal(a, b)
+    idle = TaskData(batches[:1], lambda p: p[1::2]).map(fn)  # rank 1 of 2, one batch only
+    assert idle[0].shape == (4, 3) and not idle[0].any()

@@ -11,9 +11,12 @@ Several processes (DDP, ``train.devices`` > 1, or torchrun / SLURM, which Fabric
 - evaluation and frozen-feature caches: whole batches go round-robin to the ranks and the
   results are summed (counts, or features that are zero on the other ranks), so they equal
   the one-process values exactly;
-- end-of-task statistics (class means, Gaussians, usage counts, keys) are computed by every
-  rank over the whole task, from the same parameters and the same random state (rank 0's,
-  broadcast first), so every rank holds the same state with no reduction to get wrong;
+- end of task: the forward passes that statistics are taken from (prompted features, Hash's
+  routing) go round-robin over whole batches and are summed the same way (``TaskData.map``),
+  so every rank holds the one-process tensors; the statistics computed from them (class
+  means, Gaussians, usage counts, LDA / RanPAC sums over the cached queries) and the stages
+  that sample (TII, TAP) then run on every rank from rank 0's random state, broadcast first,
+  so every rank holds the same state;
 - only rank 0 writes the run directory; the others wait at a barrier.
 """
 

@@ -39,7 +39,7 @@ from promptcl.runtime import (
     set_epoch_lr,
     task_seed,
 )
-from promptcl.tuners import Batch, get_tuner
+from promptcl.tuners import Batch, TaskData, get_tuner
 
 
 class Experiment:
@@ -164,7 +164,8 @@ class Experiment:
         tuner.eval()
         self.engine.same_random_state()
         with self.engine.autocast():
-            tuner.end_task(task, classes, self.batches("train", indices, cfg.eval_batch_size))
+            batches = self.batches("train", indices, cfg.eval_batch_size)
+            tuner.end_task(task, classes, TaskData(batches, self.engine.shard, self.engine.sum))
         return {
             "train_samples": len(indices) * (cfg.epochs if trainer else 0),
             "losses": {name: total / steps for name, total in sums.items()} if steps else {},

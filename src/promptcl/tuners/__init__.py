@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from promptcl.registry import Registry
-from promptcl.tuners.base import Batch, Tuner, TunerOutput
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 
 TUNERS: Registry[type[Tuner]] = Registry("method")
 
@@ -35,4 +35,4 @@ from promptcl.tuners import (  # noqa: E402, F401
     wsn,
 )
 
-__all__ = ["TUNERS", "Batch", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]
+__all__ = ["TUNERS", "Batch", "TaskData", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]

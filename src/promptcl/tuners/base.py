@@ -8,7 +8,7 @@ Per-call inputs (the true task in training, the frozen query feature) are argume
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +32,56 @@ class Batch:
     labels: torch.Tensor  # (B,)
     index: torch.Tensor  # (B,) positions in the split
     query: torch.Tensor | None = None  # (B, d) frozen pooled feature, when the tuner needs it
+
+
+class TaskData:
+    """A task's training data for ``Tuner.end_task``: its batches in order (iterate, index,
+    ``len``), and ``map`` for the per-sample forward passes that statistics are taken from.
+
+    With several processes every rank holds every batch (their frozen queries included), and
+    ``map`` computes each batch on one rank and sums the results (zeros on the other ranks),
+    so every rank ends with exactly the tensors one process computes, at 1/world_size of the
+    cost. ``shard`` picks this rank's share of the batch positions, ``total`` sums a tensor
+    over ranks (``Engine.shard`` / ``Engine.sum``; the identity in one process)."""
+
+    def __init__(
+        self,
+        batches: Iterable[Batch],
+        shard: Callable[[Sequence[int]], Sequence[int]] = lambda positions: positions,
+        total: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor,
+    ) -> None:
+        self.batches = list(batches)
+        self.shard, self.total = shard, total
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, position: int) -> Batch:
+        return self.batches[position]
+
+    def cat(self, name: str) -> torch.Tensor:
+        """A batch field over the whole task, e.g. ``cat("labels")``, ``cat("query")``."""
+        return torch.cat([getattr(b, name) for b in self.batches])
+
+    def map(self, fn: Callable[[Batch], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        """``fn(batch)`` gives per-sample tensors (first dimension: the batch's size); returns
+        each concatenated over the task's batches in order, floating ones in float32. A rank
+        with no batch of its own computes the first one only to learn the shapes."""
+        positions = list(self.shard(range(len(self.batches))))
+        results = {i: fn(self.batches[i]) for i in positions or [0]}
+        sizes = [len(b.labels) for b in self.batches]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        outputs = []
+        for k, first in enumerate(next(iter(results.values()))):
+            dtype = torch.float32 if first.is_floating_point() else first.dtype
+            out = first.new_zeros((sum(sizes), *first.shape[1:]), dtype=dtype)
+            for i in positions:
+                out[starts[i] : starts[i] + sizes[i]] = results[i][k]
+            outputs.append(self.total(out))
+        return tuple(outputs)
 
 
 class Tuner(nn.Module):
@@ -69,8 +119,9 @@ class Tuner(nn.Module):
         return [{"params": params}] if params else []
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
-        """Called once after training task ``task``, with its training data (un-shuffled)."""
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
+        """Called once after training task ``task``, with its training data (un-shuffled);
+        forward passes over it go through ``data.map``, which shares them out over ranks."""
 
     def report(self) -> dict[str, Any]:
         """Method-specific figures for metrics.json (JSON-serialisable)."""

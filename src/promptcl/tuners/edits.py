@@ -33,7 +33,7 @@ Task identity at evaluation (``task_id``):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -47,7 +47,7 @@ from promptcl.taskid import TaskKeys, gradient_id
 from promptcl.taskid.gradient import entropy_logits, entropy_set_name
 from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners import TUNERS, get_tuner
-from promptcl.tuners.base import Batch, Tuner, TunerOutput
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 from promptcl.tuners.editbank import TaskEditBank
 from promptcl.tuners.prompts import check_blocks
 
@@ -219,12 +219,10 @@ class EditTuner(Tuner):
         return gradient_id(logits_of, size, num_tasks, top=top, shared=shared, device=device)
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
         """The base's end of task, then the TII classifier on the task's frozen queries."""
-        batches = list(batches)
-        self.base.end_task(task, classes, batches)
-        queries = torch.cat([b.query for b in batches])
-        self.tii.fit(task, classes, queries, torch.cat([b.labels for b in batches]))
+        self.base.end_task(task, classes, data)
+        self.tii.fit(task, classes, data.cat("query"), data.cat("labels"))
 
     def load_trained_state(self, state) -> None:
         if not any(k.startswith("tii.") for k in state):  # made before task_id=tii existed

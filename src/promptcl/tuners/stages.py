@@ -16,7 +16,7 @@ from torch import nn
 from promptcl.taskid.gaussians import ClassGaussians
 from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners.align import TAPOptions, align_head
-from promptcl.tuners.base import Batch
+from promptcl.tuners.base import TaskData
 
 
 class HiDeStages(TaskInference):
@@ -30,15 +30,15 @@ class HiDeStages(TaskInference):
         self,
         task: int,
         classes: Sequence[int],
-        batches: Sequence[Batch],
-        features: Sequence[torch.Tensor],
+        data: TaskData,
+        features: torch.Tensor,
         head: nn.Linear,
     ) -> None:
-        """batches: the task's training data; features: their prompted pooled features."""
-        labels = torch.cat([b.labels for b in batches])
-        self.fit(task, classes, torch.cat([b.query for b in batches]), labels)
+        """data: the task's training data; features (n, d): their prompted pooled features."""
+        labels = data.cat("labels")
+        self.fit(task, classes, data.cat("query"), labels)
         seen = self.seen_classes()
-        self.feature_stats.fit(torch.cat(list(features)).float(), labels)
+        self.feature_stats.fit(features.float(), labels)
         if self.tap_options is not None and task > 0:
             tap = self.tap_options
             align_head(

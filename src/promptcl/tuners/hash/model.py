@@ -15,7 +15,7 @@ inferred per sample by HiDe's TII; the head is re-aligned by TAP after each task
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from promptcl.backbones import Prefix, PrefixFn
 from promptcl.backbones.base import masked_mean
-from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput, uniform_
 from promptcl.tuners.hash.config import HashConfig
 from promptcl.tuners.hash.routing import (
     MODULATIONS,
@@ -152,23 +152,26 @@ class Hash(Tuner):
     # -- after a task --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
         """Count routed samples (H), routing entropy, then TII and TAP on this task's data."""
-        batches = list(batches)
         self.drift[task] = (self.pool() - self.experts_before).flatten(2).norm(dim=-1)
-        entropy = torch.zeros(len(self.blocks), device=self.usage.device)
-        features = []
-        for batch in batches:
+
+        def routed(batch: Batch) -> tuple[torch.Tensor, ...]:
+            """Prompted feature (B, d), chosen experts (B, n_blocks, k), entropy (B, n_blocks)."""
             record: Routing = {}
             given = torch.full_like(batch.labels, task)
             hidden, keep = self.backbone(batch.inputs, prefixes=self.prefix_fns(given, record))
-            features.append(self.backbone.pool(hidden, keep))
-            for i, (chosen, weights) in record.items():
-                ones = torch.ones_like(chosen.flatten(), dtype=self.usage.dtype)
-                self.usage[task, i].index_add_(0, chosen.flatten(), ones)
-                entropy[i] += routing_entropy(weights).sum()
-        self.entropy[task] = entropy / sum(len(b.labels) for b in batches)
-        self.stages.end_task(task, classes, batches, features, self.head)
+            blocks = range(len(self.blocks))
+            chosen = torch.stack([record[i][0] for i in blocks], dim=1)
+            entropy = torch.stack([routing_entropy(record[i][1]) for i in blocks], dim=1)
+            return self.backbone.pool(hidden, keep), chosen, entropy
+
+        features, chosen, entropy = data.map(routed)
+        for i in range(len(self.blocks)):
+            counts = torch.bincount(chosen[:, i].flatten(), minlength=self.usage.shape[-1])
+            self.usage[task, i] = counts.to(self.usage.dtype)
+        self.entropy[task] = entropy.mean(dim=0)
+        self.stages.end_task(task, classes, data, features, self.head)
 
     # -- reporting -----------------------------------------------------------------------------
 

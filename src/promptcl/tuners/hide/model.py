@@ -11,7 +11,7 @@ Task-identity inference (TII) and task-adaptive prediction (TAP) run after each 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones import Prefix
-from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput, uniform_
 from promptcl.tuners.hide.config import HiDeConfig
 from promptcl.tuners.prompts import check_blocks, first_blocks
 from promptcl.tuners.stages import HiDeStages
@@ -92,15 +92,14 @@ class HiDePrompt(Tuner):
         return {"contrast": self.config.contrast_coeff * F.cross_entropy(similarity, target)}
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
         m = self.config.prompt_momentum
         if task > 0 and m > 0:  # bake the momentum mix into the stored prompt
             old_mean = torch.stack(list(self.prompts)[:task]).mean(dim=0)
             self.prompts[task].mul_(1 - m).add_(m * old_mean)
-        batches = list(batches)
-        features = []
-        for batch in batches:
-            given = torch.full_like(batch.labels, task)
-            out = self(batch, task=given)
-            features.append(out.extras["features"])
-        self.stages.end_task(task, classes, batches, features, self.head)
+        (features,) = data.map(
+            lambda batch: (
+                self(batch, task=torch.full_like(batch.labels, task)).extras["features"],
+            )
+        )
+        self.stages.end_task(task, classes, data, features, self.head)

@@ -4,13 +4,13 @@ held-out training data. logits_c = mu_c^T Sigma^{-1} q(x) - 1/2 mu_c^T Sigma^{-1
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from promptcl.taskid.discriminant import DiscriminantClassifier
-from promptcl.tuners.base import Batch, Tuner, TunerOutput
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 from promptcl.tuners.lda.config import LDAConfig
 
 
@@ -35,11 +35,10 @@ class LDA(Tuner):
         return TunerOutput(self.classifier(batch.query).float())
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
-        batches = list(batches)
-        queries = torch.cat([b.query for b in batches])
-        labels = torch.cat([b.labels for b in batches])
-        self.classifier.fit_task(queries, labels, self.seen.nonzero().squeeze(1), seed=task)
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
+        self.classifier.fit_task(
+            data.cat("query"), data.cat("labels"), self.seen.nonzero().squeeze(1), seed=task
+        )
 
     def report(self) -> dict[str, Any]:
         return self.classifier.report()

@@ -3,12 +3,12 @@ pooled training features; a sample goes to the class of highest cosine similarit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from promptcl.taskid import cosine
-from promptcl.tuners.base import Batch, Tuner, TunerOutput
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 from promptcl.tuners.ncm.config import NCMConfig
 
 
@@ -27,10 +27,10 @@ class NCM(Tuner):
         return TunerOutput(self.config.scale * cosine(batch.query, self.class_means))
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
         sums = torch.zeros_like(self.class_means)
         counts = torch.zeros(self.num_classes, device=sums.device)
-        for batch in batches:
+        for batch in data:
             sums.index_add_(0, batch.labels, batch.query.to(sums.dtype))
             counts.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=counts.dtype))
         idx = torch.as_tensor(list(classes), device=sums.device)

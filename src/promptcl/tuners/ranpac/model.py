@@ -15,7 +15,7 @@ loop's cross-entropy, then freeze; the projection then reads the prefixed pooled
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.discriminant import held_out_split
-from promptcl.tuners.base import Batch, Tuner, TunerOutput, uniform_
+from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput, uniform_
 from promptcl.tuners.prompts import check_blocks, first_blocks, prefixes_from
 from promptcl.tuners.ranpac.config import RanPACConfig
 
@@ -100,9 +100,9 @@ class RanPAC(Tuner):
         return TunerOutput(self.project(feature) @ self.weight)
 
     @torch.no_grad()
-    def end_task(self, task: int, classes: Sequence[int], batches: Iterable[Batch]) -> None:
+    def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
         hs, ys = [], []
-        for batch in batches:
+        for batch in data:
             hs.append(self.project(self.feature(batch)))
             ys.append(batch.labels)
         h, labels = torch.cat(hs), torch.cat(ys)
