@@ -178,6 +178,23 @@ def test_engine_settings_that_cannot_work_are_one_line_errors(overrides, message
     assert not out.exists()
 
 
+def test_an_error_in_two_processes_is_said_once(tmp_path):
+    """Every rank raises the same UsageError; only rank 0 prints it, and the run exits 2."""
+    args = [
+        "run",
+        *sets([*TINY, "benchmark=clinc150-15", "data.num_tasks=3"]),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    process = cli(args)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 2
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert lines == [
+        "promptcl: error: benchmark clinc150-15 does not read data.num_tasks (set to 3); remove it"
+    ], err[-2000:]
+
+
 def test_tensorboard_logger_writes_event_files(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     one_process([*TINY, "method=ncm", "train.logger=tensorboard"], tmp_path)

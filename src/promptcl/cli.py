@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
             command_b2n(args)
         else:
             command_run(args)
-    except UsageError as err:
-        print(f"promptcl: error: {err}", file=sys.stderr)
+    except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it
+        if main_rank():
+            print(f"promptcl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
