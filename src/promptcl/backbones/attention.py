@@ -4,6 +4,10 @@ Prefix tuning (Li & Liang 2021; DualPrompt eq. 3) concatenates learned (p_K, p_V
 (L_p, d), to the keys and values after the projections: keys (B, H, L_p + N, d_head). The
 prefix is split per head exactly as the projected keys are, so head h sees columns
 h*d_head:(h+1)*d_head of p_K and p_V.
+
+Encoders with relative positions add a term to the scores among the real tokens (MPNet's
+position bias, DeBERTa's disentangled attention: ``PrefixAttention.score_bias``); prefix
+positions have no position and get no such term.
 """
 
 from __future__ import annotations
@@ -91,6 +95,15 @@ class PrefixAttention(nn.Module):
         causal = torch.cat([causal.new_ones(n, prefix_length), causal], dim=1)[None, None]
         return causal if mask is None else causal & mask
 
+    def score_bias(
+        self, q: torch.Tensor, k: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> torch.Tensor | None:
+        """A term added to the scores among the N real tokens, (B or 1, H, N, N), from the
+        projected q, k (B, H, N, d_head): MPNet's relative position bias, DeBERTa's
+        disentangled terms (backbones/relpos.py). Prefix positions have no position, so their
+        scores get none. None (the default): no such term."""
+        return None
+
     def forward(
         self,
         x: torch.Tensor,
@@ -101,8 +114,9 @@ class PrefixAttention(nn.Module):
         """x: (B, N, d); keep: (B, N) bool, True for real tokens; prefix: keys/values to prepend."""
         B, N, _ = x.shape
         q, k, v = self.project(x, edits)  # (B, H, N, dh)
+        bias = self.score_bias(q, k, edits)  # (B or 1, H, N, N) or None
         if prefix is None:
-            mask = self.mask(keep, N, 0)
+            mask = with_bias(self.mask(keep, N, 0), bias, 0, q.dtype)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
             return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
         pk, pv = self.split_heads(prefix.key, B).to(k.dtype), self.split_heads(prefix.value, B)
@@ -110,11 +124,25 @@ class PrefixAttention(nn.Module):
         mask = self.mask(keep, N, pk.shape[2])  # (B, 1, 1 or N, Lp + N)
         if prefix.gate is None:
             k = torch.cat([pk, k], dim=2)
+            mask = with_bias(mask, bias, pk.shape[2], q.dtype)
             # frozen: no dropout
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         else:
-            context = gated_attention(q, pk, k, v, mask, prefix.gate, self.scale)
+            context = gated_attention(q, pk, k, v, mask, prefix.gate, self.scale, bias)
         return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
+
+
+def with_bias(
+    mask: torch.Tensor | None, bias: torch.Tensor | None, prefix_length: int, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """The attention mask with a score bias over the real tokens: the float mask
+    SDPA adds to the scores, zeros over the ``prefix_length`` prefix positions and -inf where
+    ``mask`` forbids. No bias: ``mask`` itself (boolean or None), so backbones without one run
+    exactly as before."""
+    if bias is None:
+        return mask
+    bias = F.pad(bias.to(dtype), (prefix_length, 0))  # (B or 1, H, N, Lp + N)
+    return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
 
 def gated_attention(
@@ -125,15 +153,20 @@ def gated_attention(
     mask: torch.Tensor | None,
     gate: PrefixGate,
     scale: float | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention whose prefix scores pass through NoRGa's gate (Le et al. 2024, eq. 9).
 
-    q, k: (B, H, N, dh); prefix_key: (B, H, Lp, dh); v: (B, H, Lp + N, dh) -> (B, H, N, dh).
+    q, k: (B, H, N, dh); prefix_key: (B, H, Lp, dh); v: (B, H, Lp + N, dh) -> (B, H, N, dh);
+    bias: added to the real tokens' scores (``PrefixAttention.score_bias``).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     prefix_scores = (q @ prefix_key.transpose(-2, -1)) * scale  # (B, H, N, Lp)
     prefix_scores = prefix_scores + gate.alpha * gate.activation(gate.tau * prefix_scores)
-    scores = torch.cat([prefix_scores, (q @ k.transpose(-2, -1)) * scale], dim=-1)
+    token_scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, N, N)
+    if bias is not None:
+        token_scores = token_scores + bias.to(token_scores.dtype)
+    scores = torch.cat([prefix_scores, token_scores], dim=-1)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1) @ v
@@ -162,23 +195,42 @@ class TimmPrefixAttention(PrefixAttention):
         return base.proj_drop(edited_linear(base.proj, base.norm(context), edits.get("proj")))
 
 
-class BertPrefixAttention(PrefixAttention):
-    """Wraps a BERT-family ``attention.self`` module (separate query/key/value projections).
+class EncoderPrefixAttention(PrefixAttention):
+    """Wraps the self-attention module of a Hugging Face encoder layer with separate query, key
+    and value linears (backbones/hf.py finds them by model type).
 
-    The output projection, residual and LayerNorm stay in the layer's ``attention.output``.
+    ``names``: short name (query, key, value) -> attribute of ``base_layer``. ``bias``: a module
+    (q, k, edits) -> the score bias of ``score_bias`` (backbones/relpos.py), whose ``scale``
+    attribute replaces 1/sqrt(d_head) (DeBERTa's 1/sqrt(3 d_head)). The output projection,
+    residual and LayerNorm run in the encoder's block.
     """
 
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer, base_layer.num_attention_heads)
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        num_heads: int,
+        names: Mapping[str, str],
+        bias: nn.Module | None = None,
+    ) -> None:
+        super().__init__(base_layer, num_heads)
+        self.names = dict(names)
+        self.bias = bias
+        self.scale = getattr(bias, "scale", None)
 
     def project(
         self, x: torch.Tensor, edits: BlockEdits = NO_EDITS
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         base = self.base_layer
-        return self.heads_of(x, edits, {"query": base.query, "key": base.key, "value": base.value})
+        projections = {name: getattr(base, attribute) for name, attribute in self.names.items()}
+        return self.heads_of(x, edits, projections)
 
     def output(self, context: torch.Tensor, edits: BlockEdits = NO_EDITS) -> torch.Tensor:
         return context
+
+    def score_bias(
+        self, q: torch.Tensor, k: torch.Tensor, edits: BlockEdits = NO_EDITS
+    ) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias(q, k, edits)
 
 
 class ClipPrefixAttention(PrefixAttention):
