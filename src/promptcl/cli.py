@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl.config import RunConfig, load_config
+from promptcl.config import RunConfig, load_config, resolve_config, shipped_configs
 from promptcl.errors import UsageError
 
 
@@ -44,7 +45,7 @@ def chosen_method(argv: list[str], default: str) -> str:
         if arg == "--config":
             # --help must not fail on a bad file; running will say why
             with contextlib.suppress(Exception):
-                method = OmegaConf.load(argv[i + 1]).get("method", method)
+                method = OmegaConf.load(resolve_config(argv[i + 1])).get("method", method)
     for i, arg in enumerate(argv[:-1]):
         if arg == "--set" and argv[i + 1].startswith("method="):
             method = argv[i + 1].partition("=")[2]
@@ -132,12 +133,25 @@ def command_list() -> None:
         "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
         "benchmarks (promptcl run)": BENCHMARKS.describe(),
         "benchmarks (promptcl b2n)": B2N_BENCHMARKS.describe(),
+        "shipped configs (--config FOLDER/NAME)": shipped_by_folder(),
     }
     for title, entries in sections.items():
         print(f"{title}:")
         width = max(map(len, entries))
         for name, description in entries.items():
-            print(f"  {name:<{width}}  {description}")
+            lines = textwrap.wrap(description, 96 - width, break_on_hyphens=False) or [""]
+            print(f"  {name:<{width}}  {lines[0]}")
+            for line in lines[1:]:
+                print(f"  {'':<{width}}  {line}")
+
+
+def shipped_by_folder() -> dict[str, str]:
+    """Folder -> the names of the shipped configs in it."""
+    folders: dict[str, list[str]] = {}
+    for name in shipped_configs():
+        folder, _, stem = name.rpartition("/")
+        folders.setdefault(folder, []).append(stem)
+    return {folder: " ".join(stems) for folder, stems in folders.items()}
 
 
 def task_inference(cls: type) -> str:
