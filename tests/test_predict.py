@@ -104,6 +104,10 @@ def test_text_predictions_are_the_runs_evaluation(text_run):
     small = model.predict(stream.test.items[:7], batch_size=2)
     assert [p.label for p in small] == [p.label for p in predictions[:7]]
     assert model.predict([]) == []
+    with pytest.raises(UsageError, match="batch size 0 must be >= 1"):
+        model.predict(["x"], batch_size=0)
+    with pytest.raises(UsageError, match="not text"):
+        model.predict([3])
 
 
 def test_image_predictions_are_the_runs_evaluation(image_run):
@@ -220,6 +224,19 @@ def test_a_run_without_a_finished_task_is_refused(tmp_path):
     with pytest.raises(UsageError, match="has not finished a task yet") as err:
         promptcl.load(out)
     assert "\n" not in str(err.value)
+
+
+def test_an_interrupted_run_predicts_among_its_finished_tasks_unless_it_leaks(tmp_path):
+    """Loaded at its last task boundary (1 of 2 tasks); a per-batch task inference (Soft-TF's
+    gradient-batch, evaluated on task-pure batches) cannot predict new inputs."""
+    sets = ["method=softtf", "tuner.task_id=gradient-batch", "backbone=tiny-bert",
+            "data.num_tasks=2", *FAST, "train.epochs=0"]  # fmt: skip
+    out = tmp_path / "run"
+    assert run(load_config(None, sets), out, stop_after=1) is None
+    model = promptcl.load(out)
+    assert model.tasks_done == 1 and len(model.tasks) == 2
+    with pytest.raises(UsageError, match="leaks task identity"):
+        model.predict(["set an alarm"])
 
 
 def rewrite_checkpoint(run_dir, change_tensors=None, change_state=None):

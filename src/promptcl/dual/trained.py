@@ -52,7 +52,7 @@ class DualModel(TrainedModel):
         of logit_scale * cosine over those names."""
         names = self.class_names if class_names is None else check_names(class_names)
         model = self.model
-        size = batch_size or model.config.train.eval_batch_size
+        size = model.config.train.eval_batch_size if batch_size is None else batch_size
         if size < 1:
             raise UsageError(f"batch size {size} must be >= 1")
         processor = model.processors["test"]

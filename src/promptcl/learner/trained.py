@@ -105,7 +105,7 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
         and all(isinstance(name, str) for name in names)
         and len(set(names)) == len(names)
         and isinstance(tasks, list)
-        and all(isinstance(t, list) and set(t) <= set(names) for t in tasks)
+        and all(isinstance(t, list) and all(n in names for n in t) for t in tasks)
     )
     if not well_formed:
         raise UsageError(f"{path / 'class_order.json'} is not a promptcl class order; {LOAD_HINT}")
@@ -116,7 +116,9 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
             f"continue it with promptcl run --resume {path}"
         )
     tensors, state = saved
-    if state.get("fingerprint", run_dir.fingerprint(order)) != run_dir.fingerprint(order):
+    trained_tasks = 1 if config.train.joint else len(tasks)
+    changed = state.get("fingerprint", run_dir.fingerprint(order)) != run_dir.fingerprint(order)
+    if changed or state["tasks_done"] > trained_tasks:  # no fingerprint: promptcl 0.1's files
         raise UsageError(
             f"{path}: config.json or class_order.json changed after the checkpoint was written; "
             "restore them from a copy of the run"
@@ -159,7 +161,7 @@ class ContinualModel(TrainedModel):
                 f"{self.path} infers one task per task-pure batch (it leaks task identity), "
                 "which new inputs cannot give; train with a per-sample task inference"
             )
-        size = batch_size or exp.config.train.eval_batch_size
+        size = exp.config.train.eval_batch_size if batch_size is None else batch_size
         if size < 1:
             raise UsageError(f"batch size {size} must be >= 1")
         processor = exp.processors["test"]
