@@ -1,7 +1,8 @@
 """CLINC150 base-to-novel with the packaged MiniLM on both sides (16 shots per base intent):
-zeroshot, coop, ivlp, maple and mpl from configs/b2n/clinc150/, then a markdown table of base,
-novel and HM accuracy (mean ± std over seeds), trained parameters and training time (also
-written into the README between the clinc150-b2n markers).
+zeroshot, coop, ivlp, maple and mpl from the shipped configs b2n/clinc150/ (in
+src/promptcl/configs/), then a markdown table of base, novel and HM accuracy (mean ± std over
+seeds), trained parameters and training time (also written into the README between the
+clinc150-b2n markers).
 
     python benchmarks/b2n.py --data-root ../shared/data [--seeds 0 1 2] [--jobs 2]
 
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
-CONFIGS = REPO / "configs" / "b2n" / "clinc150"
+from promptcl.config import SHIPPED_CONFIGS
+
+CONFIGS = SHIPPED_CONFIGS / "b2n" / "clinc150"
 METHODS = ["zeroshot", "coop", "ivlp", "maple", "mpl"]
-# configs/b2n/clinc150/<name>.yaml beyond the papers' settings (chosen on the validation split)
+# the shipped b2n/clinc150/<name>.yaml beyond the papers' settings (chosen on the validation split)
 EXTRA = ["mpl-ctx2"]
 
 
@@ -131,8 +134,8 @@ def main() -> None:
     if "mpl-ctx2" in results:
         note = (
             "mpl-ctx2 is MPL with settings chosen on the validation split "
-            "(configs/b2n/clinc150/mpl-ctx2.yaml: 2 context tokens from the template as MaPLe, "
-            "n_add 1, n_rm 1)."
+            "(src/promptcl/configs/b2n/clinc150/mpl-ctx2.yaml: 2 context tokens from the "
+            "template as MaPLe, n_add 1, n_rm 1)."
         )
         reused = [str(m["seed"]) for m in results["mpl-ctx2"] if m.get("prompts_from")]
         if reused:

@@ -1,5 +1,6 @@
-"""CLINC150 (clinc150-15: 15 tasks of 10 intents) with the packaged MiniLM: a suite of configs
-from configs/clinc150/, then a markdown table (also written into the README).
+"""CLINC150 (clinc150-15: 15 tasks of 10 intents) with the packaged MiniLM: a suite of the
+shipped configs clinc150/ (src/promptcl/configs/clinc150/), then a markdown table (also written
+into the README).
 
     python benchmarks/clinc150.py --data-root ../shared/data [--suite core|hash] [--seeds 0 1 2]
         [--train-per-class N] [--eval-split test|val]
@@ -30,9 +31,10 @@ from common import REPO, machine, markdown_table, mean_std, update_readme_sectio
 from throughput import measure
 
 from promptcl import load_config, run
+from promptcl.config import SHIPPED_CONFIGS
 from promptcl.learner import Experiment
 
-CONFIGS = REPO / "configs" / "clinc150"
+CONFIGS = SHIPPED_CONFIGS / "clinc150"
 SUITES = {
     "core": ["ncm", "lda", "ranpac", "linear", "finetune", "joint", "l2p", "dualprompt", "coda"],
     "hash": [
@@ -54,7 +56,7 @@ SUITES = {
 
 
 def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[dict]]:
-    """Run (or reuse) configs/clinc150/METHOD.yaml for each method and seed, with ``extra``
+    """Run (or reuse) the shipped clinc150/METHOD.yaml for each method and seed, with ``extra``
     overrides; METHOD -> metrics.json of each seed."""
     results: dict[str, list[dict]] = {}
     for method in args.methods:

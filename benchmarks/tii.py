@@ -69,7 +69,7 @@ def main() -> None:
         items.append(f"benchmark={args.benchmark}")
         if args.test_per_class is not None:
             items.append(f"data.test_per_class={args.test_per_class}")
-        exp = Experiment(load_config(REPO / "configs" / "clinc150" / "ncm.yaml", items))
+        exp = Experiment(load_config("clinc150/ncm", items))
         for classifier in args.classifiers:
             results[classifier].append(measure(exp, classifier))
             print(seed, classifier, results[classifier][-1], flush=True)

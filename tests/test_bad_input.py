@@ -1,9 +1,10 @@
-"""Bad input to `promptcl run`, `run --resume` and `b2n`: exit code 2, one line on stderr naming
-the problem, no traceback, and nothing created or changed on disk.
+"""Bad input to `promptcl run`, `run --resume`, `b2n`, `predict` and `eval`: exit code 2, one
+line on stderr naming the problem, no traceback, and nothing created or changed on disk.
 
 Every case runs the real command line in-process inside a copy of one folder (``world``) that
-holds the files the cases point at: tiny data, broken YAML, weights and prompts files, and a
-run stopped after its first task (with damaged copies of it for --resume).
+holds the files the cases point at: tiny data, broken YAML, weights and prompts files, a run
+stopped after its first task (with damaged copies of it for --resume, predict and eval), one
+stopped before it, and a finished b2n run.
 """
 
 import contextlib
@@ -21,7 +22,10 @@ from safetensors.torch import load_file, save_file
 
 from promptcl import load_config, run
 from promptcl.cli import main
+from promptcl.dual.config import load_b2n_config
+from promptcl.dual.protocol import run_b2n
 from promptcl.files import run_lock
+from promptcl.learner.checkpoint import save_checkpoint
 
 CLASSES = ["alarm", "music", "taxi", "weather"]
 
@@ -70,6 +74,11 @@ def damaged_runs(w):
         state = metadata["state"].replace('"tasks_done": 1', '"tasks_done": 2')
         save_file(tensors, d / ckpt, metadata={**metadata, "state": state})
 
+    def other_shapes(d):  # a valid, checksummed file whose tensors the tuner cannot take
+        name = next(iter(tensors))
+        grown = {**tensors, name: torch.cat([tensors[name], tensors[name]])}
+        save_checkpoint(d / "checkpoint", grown, json.loads(metadata["state"]))
+
     (w / "not-a-run").mkdir()
     variant("run-config-broken", lambda d: (d / "config.json").write_text("{oops"))
     variant("run-config-list", lambda d: (d / "config.json").write_text("[1, 2]"))
@@ -86,6 +95,7 @@ def damaged_runs(w):
                                           (d / "checkpoint").write_text("x")))  # fmt: skip
     variant("run-legacy-broken", legacy("{broken"))
     variant("run-legacy-edited", legacy('{"tasks_done": 9, "acc_rows": [[50.0]]}'))
+    variant("run-ckpt-other-tensors", other_shapes)
 
 
 def billion_laughs(levels=5):
@@ -176,9 +186,15 @@ def world(tmp_path_factory):
     base = [s.split("=", 1) for s in RUN_SETTINGS]
     config = load_config(None, [f"{k}={v}" for k, v in base] + [f"data.root={data}"])
     run(config, w / "run", stop_after=1)
+    run(config, w / "run-no-task", stop_after=0)
     saved = (w / "run" / "config.json").read_text()
     (yaml / "other.yaml").write_text(saved.replace('"lr": 0.005', '"lr": 0.9'))
     damaged_runs(w)
+    run_b2n(load_b2n_config(None, [*B2N_SETTINGS, f"data.root={data}"]), w / "b2n-run")
+    shutil.copytree(w / "b2n-run", w / "b2n-unfinished")
+    (w / "b2n-unfinished" / "metrics.json").unlink()
+    (w / "inputs").mkdir()
+    (w / "inputs" / "empty.txt").write_text("\n \n")
     return w
 
 
@@ -404,7 +420,68 @@ B2N = [
     ("b2n out held by a live run", b2n_args(out="locked"), "locked is in use by process"),
 ]  # fmt: skip
 
-CASES = RUN + RESUME + B2N
+
+def predict_args(run_dir, *args):
+    return ["predict", run_dir, *(args or ["--text", "alarm please"])]
+
+
+PREDICT = [
+    ("predict nothing", ["predict", "run"], "nothing to predict"),
+    ("predict no run", predict_args("nowhere"), "nowhere is not a promptcl run directory"),
+    ("predict a folder", predict_args("not-a-run"), "not-a-run is not a promptcl run directory"),
+    ("predict no finished task", predict_args("run-no-task"), "has not finished a task yet"),
+    ("predict config.json broken", predict_args("run-config-broken"), "is not valid YAML"),
+    ("predict config.json edited", predict_args("run-config-lr"),
+     "config.json or class_order.json changed after the checkpoint"),
+    ("predict config.json method", predict_args("run-config-method"),
+     "config.json or class_order.json changed after the checkpoint"),
+    *[
+        (f"predict checkpoint {damage}", predict_args(f"run-{damage}"), "is damaged")
+        for damage in ["ckpt-truncated", "ckpt-empty", "ckpt-garbage", "ckpt-state-edited",
+                       "ckpt-tensor-edited", "ckpt-a-file", "legacy-broken", "legacy-edited"]
+    ],
+    ("predict tensors of other shapes", predict_args("run-ckpt-other-tensors"),
+     "the checkpoint does not fit linear as the config builds it"),
+    ("predict input missing", predict_args("run", "--input", "inputs/missing.txt"),
+     "cannot read inputs/missing.txt"),
+    ("predict input not utf-8", predict_args("run", "--input", "data/latin1.csv"), "is not UTF-8"),
+    ("predict input empty", predict_args("run", "--input", "inputs/empty.txt"),
+     "holds no inputs"),
+    ("predict input bad json line", predict_args("run", "--input", "data/badline.jsonl"),
+     'line 2 is not a JSON object with a "text" string'),
+    ("predict output a folder", predict_args("run", "--text", "x", "--output", "existing"),
+     "existing is a folder"),
+    ("predict output in no folder", predict_args("run", "--text", "x", "--output", "no/p.jsonl"),
+     "no does not exist"),
+    ("predict batch size 0", predict_args("run", "--text", "x", "--batch-size", "0"),
+     "--batch-size 0 must be >= 1"),
+    ("predict device", predict_args("run", "--text", "x", "--device", "quantum"),
+     "unknown device 'quantum'"),
+    ("predict class names of a continual run",
+     predict_args("run", "--text", "x", "--class-names", "a,b"), "class_names is for b2n runs"),
+    ("predict b2n class named twice",
+     predict_args("b2n-run", "--text", "x", "--class-names", "a,b,a"), "'a' is given twice"),
+    ("predict b2n no class names", predict_args("b2n-run", "--text", "x", "--class-names", ",,"),
+     "non-empty list of non-empty names"),
+    ("predict b2n unfinished", predict_args("b2n-unfinished"), "lacks metrics.json"),
+]  # fmt: skip
+
+EVAL = [
+    ("eval a key of the model", ["eval", "run", "--set", "method=ncm"],
+     "eval changes only benchmark, data.*"),
+    ("eval set without =", ["eval", "run", "--set", "data.root"], "is not key=value"),
+    ("eval benchmark", ["eval", "run", "--set", "benchmark=nope"], "unknown benchmark 'nope'"),
+    ("eval data root missing", ["eval", "run", "--set", "data.root=nowhere"], "not found"),
+    ("eval other classes", ["eval", "run", "--set", "data.root=data-changed"],
+     "the classes of text-csv do not match the run's (missing: 'weather')"),
+    ("eval no finished task", ["eval", "run-no-task"], "has not finished a task yet"),
+    ("eval tensors of other shapes", ["eval", "run-ckpt-other-tensors"], "does not fit linear"),
+    ("eval a b2n run", ["eval", "b2n-run"], "is a b2n run"),
+    ("eval output a folder", ["eval", "run", "--output", "existing"], "existing is a folder"),
+    ("eval device", ["eval", "run", "--device", "quantum"], "unknown device 'quantum'"),
+]  # fmt: skip
+
+CASES = RUN + RESUME + B2N + PREDICT + EVAL
 
 
 def snapshot(root):
@@ -426,6 +503,10 @@ def test_the_cases_differ_from_commands_that_work(world, tmp_path, monkeypatch):
     main(["run", "--resume", "run"])
     for done in ("new-run", "new-b2n", "run"):
         assert (tmp_path / "w" / done / "metrics.json").is_file()
+    main(["predict", "run", "--text", "alarm please", "--output", "predictions.jsonl"])
+    main(["predict", "b2n-run", "--text", "alarm please", "--class-names", "alarm,weather"])
+    main(["eval", "run", "--set", "benchmark=clinc150", "--set", "data.num_tasks=null",
+          "--set", "data.train_file=null", "--set", "data.test_file=null"])  # fmt: skip
 
 
 @pytest.mark.parametrize(("args", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -1,13 +1,15 @@
 import json
 
 import pytest
-from conftest import REPO
 
 from promptcl.config import (
+    SHIPPED_CONFIGS,
     build_dataclass,
     config_differences,
     load_config,
     load_run_config,
+    resolve_config,
+    shipped_configs,
     to_dict,
 )
 from promptcl.data import BENCHMARKS
@@ -61,8 +63,8 @@ def test_default_experiment_is_hash_on_the_builtin_intents_with_minilm():
     )
 
 
-# base-to-novel configs (configs/**/b2n/) are checked in test_dual_data.py
-CONTINUAL_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "b2n" not in p.parts)
+# base-to-novel configs (b2n/ and gpu/b2n/) are checked in test_dual_data.py
+CONTINUAL_CONFIGS = sorted(p for p in SHIPPED_CONFIGS.rglob("*.yaml") if "b2n" not in p.parts)
 
 
 @pytest.mark.parametrize("path", CONTINUAL_CONFIGS, ids=str)
@@ -71,6 +73,36 @@ def test_every_shipped_config_is_valid(path):
     cls = get_tuner(config.method)
     build_dataclass(cls.config_class, config.tuner, config.method)
     assert config.benchmark in BENCHMARKS
+
+
+HASH_NAMES = ["clinc150/hash", "clinc150/hash.yaml", "configs/clinc150/hash.yaml",
+              "./configs/clinc150/hash"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", HASH_NAMES)
+def test_shipped_configs_resolve_by_name_from_any_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config(name) == SHIPPED_CONFIGS / "clinc150" / "hash.yaml"
+    assert load_config(name).method == "hash"
+    assert "clinc150/hash" in shipped_configs() and "b2n/clinc150/mpl" in shipped_configs()
+
+
+def test_an_existing_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs" / "clinc150").mkdir(parents=True)
+    (tmp_path / "configs" / "clinc150" / "hash.yaml").write_text("method: ncm\n")
+    assert load_config("configs/clinc150/hash.yaml").method == "ncm"
+    assert load_config("clinc150/hash").method == "hash"
+
+
+def test_an_unknown_config_name_is_one_line_saying_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as err:
+        load_config("clinc150/nope")
+    message = str(err.value)
+    assert "\n" not in message and "config file clinc150/nope not found" in message
+    assert str(tmp_path / "clinc150" / "nope") in message
+    assert str(SHIPPED_CONFIGS / "clinc150" / "nope.yaml") in message
 
 
 @pytest.mark.parametrize(

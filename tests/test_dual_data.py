@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 from safetensors.torch import load_file
 
 from promptcl.cli import main
-from promptcl.config import build_dataclass
+from promptcl.config import SHIPPED_CONFIGS, build_dataclass
 from promptcl.dual.config import load_b2n_config
 from promptcl.dual.data import B2N_BENCHMARKS, base_novel, few_shot, load_b2n_data, readable
 from promptcl.dual.methods import get_method
@@ -197,7 +196,7 @@ def test_bad_config_values_are_usage_errors(override):
     assert "\n" not in str(err.value)
 
 
-B2N_CONFIGS = sorted((REPO / "configs").rglob("b2n/**/*.yaml"))
+B2N_CONFIGS = sorted(SHIPPED_CONFIGS.rglob("b2n/**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", B2N_CONFIGS, ids=str)

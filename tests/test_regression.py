@@ -24,19 +24,19 @@ EXPECTED = Path(__file__).parent / "regression" / "expected.json"
 HASH_STAGES = ["tii.epochs", "tii.align_epochs", "tap.epochs"]
 CAPS = ["data.train_per_class=5", "data.test_per_class=5", "train.epochs=1", "train.progress=false"]
 RUNS = {
-    "ncm": ("run", "configs/clinc150/ncm.yaml", []),
-    "dualprompt": ("run", "configs/clinc150/dualprompt.yaml", []),
+    "ncm": ("run", "clinc150/ncm.yaml", []),
+    "dualprompt": ("run", "clinc150/dualprompt.yaml", []),
     # HiDe's TII and TAP stages at one epoch each: at their defaults they dominate the run; the
     # case was recorded with HiDe's MLP as the TII classifier (the default until issue 16)
     "hash": (
         "run",
-        "configs/clinc150/hash.yaml",
+        "clinc150/hash.yaml",
         [f"tuner.{k}=1" for k in HASH_STAGES] + ["tuner.tii.classifier=mlp"],
     ),
-    "softtf-gradient": ("run", "configs/clinc150/softtf-gradient.yaml", []),
-    "zeroshot": ("b2n", "configs/b2n/clinc150/zeroshot.yaml", ["shots=2"]),
-    "maple": ("b2n", "configs/b2n/clinc150/maple.yaml", ["shots=2"]),
-    "mpl": ("b2n", "configs/b2n/clinc150/mpl.yaml", ["shots=2"]),
+    "softtf-gradient": ("run", "clinc150/softtf-gradient.yaml", []),
+    "zeroshot": ("b2n", "b2n/clinc150/zeroshot.yaml", ["shots=2"]),
+    "maple": ("b2n", "b2n/clinc150/maple.yaml", ["shots=2"]),
+    "mpl": ("b2n", "b2n/clinc150/mpl.yaml", ["shots=2"]),
 }
 # figures compared per command: exact, and to a relative tolerance
 EXACT = {
@@ -50,10 +50,9 @@ def run_case(name: str, data_root: Path, out: Path) -> dict:
     from promptcl.cli import main
 
     command, config, extra = RUNS[name]
-    repo = Path(__file__).resolve().parents[1]
     caps = CAPS if command == "run" else CAPS[1:]
     sets = [f"data.root={data_root}", *caps, *extra]
-    argv = [command, "--config", str(repo / config), "--out", str(out)]
+    argv = [command, "--config", config, "--out", str(out)]
     for item in sets:
         argv += ["--set", item]
     main(argv)

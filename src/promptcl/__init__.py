@@ -1,8 +1,22 @@
-"""promptcl: prompts, prefixes and masks learned on top of frozen pretrained transformers."""
+"""promptcl: prompts, prefixes and masks learned on top of frozen pretrained transformers.
+
+``run(load_config(...), out)`` trains a continual-learning run into a run directory;
+``load(out).predict(inputs)`` uses it (promptcl/trained.py).
+"""
 
 from promptcl.config import RunConfig, load_config
 from promptcl.errors import UsageError
 from promptcl.learner import run
+from promptcl.trained import Prediction, TrainedModel, load
+from promptcl.version import __version__
 
-__all__ = ["RunConfig", "UsageError", "load_config", "run"]
-__version__ = "0.1.0"
+__all__ = [
+    "Prediction",
+    "RunConfig",
+    "TrainedModel",
+    "UsageError",
+    "__version__",
+    "load",
+    "load_config",
+    "run",
+]

@@ -1,12 +1,14 @@
-"""The ``promptcl`` command: run, resume, b2n and list."""
+"""The ``promptcl`` command: run, resume, b2n, predict, eval and list."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +16,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl.config import RunConfig, load_config, load_run_config
+from promptcl.config import RunConfig, load_config, load_run_config, resolve_config, shipped_configs
 from promptcl.errors import UsageError
+from promptcl.files import dumps, read_text, write_json, write_text
 
 
 def config_keys(cls: type = RunConfig, prefix: str = "", instance: Any = None) -> list[str]:
@@ -44,7 +47,7 @@ def chosen_method(argv: list[str], default: str) -> str:
         if arg == "--config":
             # --help must not fail on a bad file; running will say why
             with contextlib.suppress(Exception):
-                method = OmegaConf.load(argv[i + 1]).get("method", method)
+                method = OmegaConf.load(resolve_config(argv[i + 1])).get("method", method)
     for i, arg in enumerate(argv[:-1]):
         if arg == "--set" and argv[i + 1].startswith("method="):
             method = argv[i + 1].partition("=")[2]
@@ -111,8 +114,44 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="evaluate these trained prompts (an earlier run's prompts.safetensors) instead of "
         "training",
     )
-    commands.add_parser("list", help="methods, backbones and benchmarks")
+    predict = commands.add_parser(
+        "predict", help="classify texts or images with a finished run (promptcl.load)"
+    )
+    predict.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    predict.add_argument("--text", action="append", default=[], help="a text to classify")
+    predict.add_argument(
+        "--input",
+        type=Path,
+        metavar="FILE",
+        help='lines of text, JSON lines with a "text" field, or (image runs) image paths',
+    )
+    predict.add_argument("--output", type=Path, metavar="FILE.jsonl", help="write JSON lines")
+    predict.add_argument(
+        "--class-names",
+        metavar="NAMES",
+        help="b2n runs: the classes to score, comma-separated or a file of one name per line",
+    )
+    use_arguments(predict)
+    predict.add_argument("--batch-size", type=int, help="default: the run's eval batch size")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a finished run on a labelled test set with its class names"
+    )
+    evaluate.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    evaluate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the test set: benchmark, data.* (also train.eval_batch_size, train.precision)",
+    )
+    evaluate.add_argument("--output", type=Path, metavar="FILE.json", help="write the figures")
+    use_arguments(evaluate)
+    commands.add_parser("list", help="methods, backbones, benchmarks and shipped configs")
     return parser
+
+
+def use_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's accelerator)")
 
 
 def command_list() -> None:
@@ -132,12 +171,25 @@ def command_list() -> None:
         "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
         "benchmarks (promptcl run)": BENCHMARKS.describe(),
         "benchmarks (promptcl b2n)": B2N_BENCHMARKS.describe(),
+        "shipped configs (--config FOLDER/NAME)": shipped_by_folder(),
     }
     for title, entries in sections.items():
         print(f"{title}:")
         width = max(map(len, entries))
         for name, description in entries.items():
-            print(f"  {name:<{width}}  {description}")
+            lines = textwrap.wrap(description, 96 - width, break_on_hyphens=False) or [""]
+            print(f"  {name:<{width}}  {lines[0]}")
+            for line in lines[1:]:
+                print(f"  {'':<{width}}  {line}")
+
+
+def shipped_by_folder() -> dict[str, str]:
+    """Folder -> the names of the shipped configs in it."""
+    folders: dict[str, list[str]] = {}
+    for name in shipped_configs():
+        folder, _, stem = name.rpartition("/")
+        folders.setdefault(folder, []).append(stem)
+    return {folder: " ".join(stems) for folder, stems in folders.items()}
 
 
 def task_inference(cls: type) -> str:
@@ -238,6 +290,113 @@ def format_summary(m: dict, out: Path) -> str:
     )
 
 
+def read_inputs(path: Path, modality: str) -> list[str]:
+    """The inputs of a --input file: one text (or, for image runs, image path) per non-empty
+    line; or JSON lines with a "text" field, when the first line is a JSON object."""
+    lines = [(n, line) for n, line in enumerate(read_text(path).splitlines(), 1) if line.strip()]
+    if not lines:
+        raise UsageError(f"{path} holds no inputs; write one per line")
+    try:
+        jsonl = isinstance(json.loads(lines[0][1]), dict)
+    except json.JSONDecodeError:
+        jsonl = False
+    if not jsonl:
+        return [line.strip() if modality == "image" else line for _, line in lines]
+    texts = []
+    for n, line in lines:
+        try:
+            texts.append(json.loads(line)["text"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            texts.append(None)
+        if not isinstance(texts[-1], str):
+            raise UsageError(f'{path} line {n} is not a JSON object with a "text" string; fix it')
+    return texts
+
+
+def check_output(path: Path | None) -> None:
+    """Refuse, before any work, an --output that cannot be written."""
+    if path is None:
+        return
+    if path.is_dir() or not path.parent.is_dir():
+        where = f"{path} is a folder" if path.is_dir() else f"{path.parent} does not exist"
+        raise UsageError(
+            f"cannot write --output {path}: {where}; pass a file in an existing folder"
+        )
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    from promptcl.trained import load
+
+    if not args.text and args.input is None:
+        raise UsageError('nothing to predict; pass --text "..." or --input FILE')
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
+    check_output(args.output)
+    model = load(args.run, args.device)
+    if args.text and model.modality != "text":
+        raise UsageError(f"{args.run} classifies images; pass a file of image paths with --input")
+    inputs = args.text + ([] if args.input is None else read_inputs(args.input, model.modality))
+    names = None if args.class_names is None else class_name_list(args.class_names)
+    predictions = model.predict(inputs, args.batch_size, names)
+    rows = [
+        {"input": str(item), "label": p.label, "score": p.score, "task": p.task}
+        for item, p in zip(inputs, predictions, strict=True)
+    ]
+    if args.output is not None:
+        write_text(args.output, "".join(dumps(row) + "\n" for row in rows))
+        print(f"wrote {len(rows)} predictions to {args.output}")
+        return
+    print(prediction_table(rows, with_task=model.tasks is not None))
+
+
+def class_name_list(value: str) -> list[str]:
+    """--class-names: a file of one name per line, or names separated by commas."""
+    path = Path(value)
+    text = read_text(path) if path.is_file() else value.replace(",", "\n")
+    return [name.strip() for name in text.splitlines() if name.strip()]
+
+
+def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 60) -> str:
+    """Predictions as aligned columns: input (shortened to ``width``), label, score, task."""
+    cells = [
+        [
+            row["input"] if len(row["input"]) <= width else row["input"][: width - 3] + "...",
+            row["label"],
+            f"{row['score']:.4f}",
+            *(["-" if row["task"] is None else str(row["task"])] if with_task else []),
+        ]
+        for row in rows
+    ]
+    header = ["input", "label", "score", *(["task"] if with_task else [])]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *cells]
+    )
+
+
+def command_eval(args: argparse.Namespace) -> None:
+    from promptcl.learner.trained import evaluate_run
+
+    if (args.run / "class_split.json").is_file():
+        raise UsageError(
+            f"{args.run} is a b2n run; evaluate it on other data sets with promptcl b2n "
+            f"--prompts {args.run / 'prompts.safetensors'} --set transfer=[NAME,...]"
+        )
+    check_output(args.output)
+    m = evaluate_run(args.run, args.set, args.device)
+    if args.output is not None:
+        write_json(args.output, m)
+    flag = "  (leaks task identity)" if m["leaks_task_identity"] else ""
+    print(
+        f"{m['method']} from {args.run} on {m['benchmark']} ({m['eval_split']} split, "
+        f"{m['test_samples']} samples of {m['tasks_seen']} tasks): avg acc {pct(m['avg_acc'])}  "
+        f"union acc {pct(m['union_acc'])}  task-id {pct(m['task_id_acc'])}{flag}\n"
+        f"per task: {' '.join(pct(a) for a in m['acc'])}"
+        + ("" if args.output is None else f"\nwrote {args.output}")
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser(argv).parse_args(argv)
     try:
@@ -245,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
             command_list()
         elif args.command == "b2n":
             command_b2n(args)
+        elif args.command == "predict":
+            command_predict(args)
+        elif args.command == "eval":
+            command_eval(args)
         else:
             command_run(args)
     except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it

@@ -296,7 +296,7 @@ def load_structured(
     cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, _legacy(read_yaml(Path(path))))
+            cfg = OmegaConf.merge(cfg, _legacy(read_yaml(resolve_config(path))))
         for item in overrides:
             if "=" not in item:
                 raise UsageError(f"--set {item!r} is not key=value; write e.g. --set train.lr=0.01")
@@ -316,10 +316,38 @@ def load_structured(
     return config
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with promptcl (``clinc150/hash``, ``b2n/clinc150/mpl``)."""
+    paths = SHIPPED_CONFIGS.rglob("*.yaml")
+    return sorted(p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix() for p in paths)
+
+
+def resolve_config(path: str | Path) -> Path:
+    """The YAML file ``--config`` names: an existing file; else a shipped config named as
+    ``clinc150/hash``, ``clinc150/hash.yaml`` or ``configs/clinc150/hash.yaml`` (the path in
+    the repository before the configs moved into the package, so commands written that way
+    work from any directory). Anything else is a one-line error saying where it looked."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    looked = f"looked for {given.resolve()}"
+    if not given.is_absolute():
+        name = given.as_posix().removeprefix("./").removeprefix("configs/")
+        shipped = SHIPPED_CONFIGS / (name if given.suffix == ".yaml" else f"{name}.yaml")
+        if shipped.is_file():
+            return shipped
+        looked += f" and for the shipped {shipped}"
+    raise UsageError(
+        f"config file {path} not found ({looked}); pass an existing YAML file or a shipped "
+        "config's name (`promptcl list` shows them)"
+    )
+
+
 def read_yaml(path: Path) -> DictConfig:
     """A YAML file of config keys, read safely (no Python tags); one-line errors."""
-    if not path.is_file():
-        raise UsageError(f"config file {path} not found; pass an existing YAML file")
     text = read_text(path)
     try:  # OmegaConf's safe loader, with its cap on alias expansion
         cfg = OmegaConf.load(io.StringIO(text))

@@ -238,6 +238,8 @@ class TextProcessor:
         self.max_length = max_length
 
     def prepare(self, texts: list[str]) -> list[list[int]]:
+        if not texts:  # a loaded run's splits hold no samples (the tokenizer fails on none)
+            return []
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def collate(self, items: list[list[int]]) -> dict[str, torch.Tensor]:

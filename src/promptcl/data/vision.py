@@ -1,7 +1,8 @@
 """Image benchmarks read from a local data root (never downloaded), and the image processor.
 
 A Split's items are either an image file path (str, decoded lazily) or a uint8 numpy array of
-shape (H, W) or (H, W, 3) held in memory (CIFAR-100, Fashion-MNIST). ``ImageProcessor`` turns
+shape (H, W) or (H, W, 3) held in memory (CIFAR-100, Fashion-MNIST); ``predict`` also passes
+PIL images. ``ImageProcessor`` turns
 either into a normalised tensor; it is picklable, so decoding can run in DataLoader workers.
 """
 
@@ -32,7 +33,7 @@ from promptcl.data.stream import (
 from promptcl.errors import UsageError
 from promptcl.files import read_text
 
-ImageItem = str | np.ndarray
+ImageItem = str | np.ndarray | Image.Image  # a PIL image: predict's inputs
 Pairs = list[tuple[ImageItem, str]]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -296,7 +297,9 @@ def image_folder(cfg: StreamDataConfig, seed: int) -> TaskStream:
 
 
 def load_image(item: ImageItem) -> Image.Image:
-    """An RGB PIL image from a file path or a uint8 array (gray arrays are made RGB)."""
+    """An RGB PIL image from a file path, a uint8 array or a PIL image (gray ones made RGB)."""
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
     if isinstance(item, np.ndarray):
         return Image.fromarray(item).convert("RGB")
     with Image.open(item) as img:

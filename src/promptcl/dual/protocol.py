@@ -10,8 +10,9 @@ all their classes with the learned prompts (cross-dataset transfer).
 Training uses the shared optimiser, schedule and step (promptcl.runtime); the b2n defaults are
 MaPLe's and MPL's recipe (SGD with momentum, Dassl's constant warmup then cosine).
 
-Run directory: config.json, class_split.json, log.jsonl (a line per epoch), metrics.json,
-b2n.png (bars of base, novel and HM) and prompts.safetensors (the trained tensors only).
+Run directory: config.json, class_split.json (base and novel class names, the class-text
+template), log.jsonl (a line per epoch), metrics.json, b2n.png (bars of base, novel and HM) and
+prompts.safetensors (the trained tensors only); ``promptcl.load`` reads them back.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from promptcl.backbones import build_dual_encoder
-from promptcl.config import build_dataclass, to_dict
-from promptcl.data.batching import collated, cut, make_processors
+from promptcl.config import to_dict
+from promptcl.data.batching import collated, cut
 from promptcl.dual.config import B2NConfig
-from promptcl.dual.context import ClassTexts, class_texts
+from promptcl.dual.context import ClassTexts
 from promptcl.dual.data import (
     LabelledData,
     Sample,
@@ -41,7 +40,7 @@ from promptcl.dual.data import (
     few_shot,
     load_b2n_data,
 )
-from promptcl.dual.methods import get_method
+from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.files import check_out, dumps, run_lock, write_json
@@ -53,6 +52,7 @@ from promptcl.runtime import (
     optimisation_steps,
     set_epoch_lr,
 )
+from promptcl.version import __version__
 
 
 def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
@@ -68,37 +68,29 @@ class B2NExperiment:
         self.config = config
         self.engine = engine or Engine(config.train)
         self.device = self.engine.device
-        config_cls, method_cls = get_method(config.method)
-        options = build_dataclass(config_cls, config.tuner, config.method)
-        self.layout = method_cls.text_layout(options)
         data = self.load(config.benchmark)
-        self.encoder = build_dual_encoder(config.backbone, config.logit_scale)
-        self.check_modality(data)
         order = data.class_order(config.seed)
         self.base, self.novel = (order, []) if config.data.all_classes else base_novel(order)
         self.names = {
             "base": self.names_of(data, self.base),
             "novel": self.names_of(data, self.novel),
         }
+        self.template = data.template
+        self.model = PromptedDualEncoder(config, self.engine, self.names["base"], data.template)
+        self.encoder, self.method = self.model.encoder, self.model.method
+        self.processors = self.model.processors
+        self.check_modality(data)
         self.train = relabel(few_shot(data.train, self.base, config.shots, config.seed), self.base)
         test = cap_per_class(data.test, config.data.test_per_class)
         self.tests = {"base": relabel(test, self.base), "novel": relabel(test, self.novel)}
-        self.texts = {k: self.class_texts(v, data.template) for k, v in self.names.items() if v}
+        self.texts = {k: self.model.class_texts(v) for k, v in self.names.items() if v}
         self.targets = {}
         for name in config.transfer:
             target = self.load(name)
             self.check_modality(target)
             samples = cap_per_class(target.test, config.data.test_per_class)
-            self.targets[name] = (samples, self.class_texts(target.classnames, target.template))
-        init_ids = self.texts["base"].init_ids
-        torch.manual_seed(config.seed)
-        self.method = method_cls(options, self.encoder, init_ids)
-        self.engine.prepare(self.encoder)
-        self.engine.prepare(self.method)
-        if config.train.compile:
-            for tower in {id(t): t for t in (self.encoder.query, self.encoder.label)}.values():
-                tower.compile_blocks()
-        self.processors = make_processors(self.encoder.query, config.data)
+            texts = self.model.class_texts(target.classnames, target.template)
+            self.targets[name] = (samples, texts)
 
     def load(self, name: str) -> LabelledData:
         cfg = self.config.data
@@ -114,11 +106,6 @@ class B2NExperiment:
     @staticmethod
     def names_of(data: LabelledData, classes: Sequence[int]) -> list[str]:
         return [data.classnames[c] for c in classes]
-
-    def class_texts(self, names: list[str], template: str) -> ClassTexts:
-        tower = self.encoder.label
-        n_ctx, ctx_init = self.layout
-        return class_texts(tower.tokenizer, names, template, n_ctx, ctx_init, tower.max_length)
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -197,44 +184,17 @@ class B2NExperiment:
         """Accuracy (%) of samples over the classes of ``texts``; None without samples."""
         if not samples:
             return None
-        self.method.eval()
         engine = self.engine
-        with engine.autocast():
-            inputs = texts.inputs(self.device)
-            classes = self.encoder.encode_labels(inputs, self.method.label_prompts())
-            prompts = self.method.query_prompts()
+        scores = self.model.scorer(texts)
         # whole batches round-robin to the ranks, correct counts summed
         chunks = engine.shard(cut(range(len(samples)), self.config.train.eval_batch_size))
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for labels, inputs in self.bar(self.batches("test", samples, chunks), len(chunks), desc):
-            with engine.autocast():
-                scores = self.encoder.scores(self.encoder.encode_queries(inputs, prompts), classes)
-            correct += (scores.argmax(1) == labels).sum()
+            correct += (scores(inputs).argmax(1) == labels).sum()
         return 100.0 * engine.sum(correct).item() / len(samples)
 
 
 NEW_OUT = "pass a new --out"
-
-
-def load_prompts(exp: B2NExperiment, path: Path) -> None:
-    """Trained tensors of an earlier run (its prompts.safetensors) into the method."""
-    if not path.is_file():
-        raise UsageError(f"{path} not found; pass the prompts.safetensors of an earlier run")
-    try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError):
-        raise UsageError(
-            f"{path} is not a safetensors file (damaged, or another format); pass the "
-            "prompts.safetensors of an earlier run"
-        ) from None
-    expected = exp.method.state_dict()
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
-        raise UsageError(
-            f"{path} does not hold {exp.config.method} prompts of these options; "
-            "use the config of the run that made it"
-        )
-    exp.method.load_state_dict(tensors)
 
 
 def run_b2n(
@@ -248,12 +208,13 @@ def run_b2n(
     engine.launch()
     exp = B2NExperiment(config, engine)
     if prompts is not None:
-        load_prompts(exp, Path(prompts))
+        exp.model.load_prompts(Path(prompts))
     with ExitStack() as held:
         engine.on_main(lambda: held.enter_context(run_lock(out, NEW_OUT)))
         split = {
             "base": exp.names["base"],
             "novel": exp.names["novel"],
+            "template": exp.template,  # what class names are slotted into (predict reads it)
             "train_samples": len(exp.train),
         }
         if engine.is_main:
@@ -296,6 +257,7 @@ def run_b2n(
             "final_loss": log[-1]["loss"] if log else None,
             **engine.describe(),
             "prompts_from": None if prompts is None else str(prompts),
+            "promptcl_version": __version__,
         }
         if engine.is_main:
             trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}

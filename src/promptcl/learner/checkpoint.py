@@ -45,12 +45,13 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
     os.replace(tmp, folder / CHECKPOINT)
 
 
-def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The tensors and state of the last finished task, or None before the first one."""
+def load_checkpoint(
+    folder: Path, hint: str = "start a new --out, or resume from a copy"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The tensors and state of the last finished task, or None before the first one; a
+    damaged file is a one-line error ending in ``hint``."""
     path = folder / CHECKPOINT
-    broken = UsageError(
-        f"{path} is damaged (truncated or edited); start a new --out, or resume from a copy"
-    )
+    broken = UsageError(f"{path} is damaged (truncated or edited); {hint}")
     if folder.exists() and not folder.is_dir():
         raise broken
     if not path.is_file():

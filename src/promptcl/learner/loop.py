@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from promptcl import metrics
-from promptcl.backbones import build_backbone
+from promptcl.backbones import Backbone, build_backbone
 from promptcl.config import RunConfig, build_dataclass, config_differences, load_run_config, to_dict
-from promptcl.data import build_benchmark
+from promptcl.data import TaskStream, build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -39,20 +39,31 @@ from promptcl.runtime import (
     set_epoch_lr,
     task_seed,
 )
-from promptcl.tuners import Batch, TaskData, get_tuner
+from promptcl.tuners import Batch, TaskData, TunerOutput, get_tuner
+from promptcl.version import __version__
 
 
 class Experiment:
-    """Everything a run needs, built and checked before anything is written to disk."""
+    """Everything a run needs, built and checked before anything is written to disk.
 
-    def __init__(self, config: RunConfig, engine: Engine | None = None) -> None:
+    ``stream`` and ``backbone``, when given, are used instead of those the config names: a
+    loaded run (learner/trained.py) passes its class list without samples, ``promptcl eval``
+    another test set in the run's class ids."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        engine: Engine | None = None,
+        stream: TaskStream | None = None,
+        backbone: Backbone | None = None,
+    ) -> None:
         self.config = config
         self.engine = engine or Engine(config.train)
         self.device = self.engine.device
         tuner_cls = get_tuner(config.method)
         tuner_config = build_dataclass(tuner_cls.config_class, config.tuner, config.method)
-        self.stream = build_benchmark(config.benchmark, config.data, config.seed)
-        self.backbone = build_backbone(config.backbone, config.backbone_weights)
+        self.stream = stream or build_benchmark(config.benchmark, config.data, config.seed)
+        self.backbone = backbone or build_backbone(config.backbone, config.backbone_weights)
         if self.backbone.modality != self.stream.modality:
             raise UsageError(
                 f"backbone {config.backbone} reads {self.backbone.modality} but "
@@ -109,12 +120,16 @@ class Experiment:
         for index, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
             if split in self.caches:
                 query = self.caches[split].get(index).to(self.device)
-            elif self.tuner.needs_query:
-                with self.engine.autocast():
-                    query = self.backbone.features(inputs).float()
             else:
-                query = None
+                query = self.query(inputs)
             yield Batch(inputs, y, index, query)
+
+    def query(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The frozen pooled feature of un-cached inputs, when the tuner needs it."""
+        if not self.tuner.needs_query:
+            return None
+        with self.engine.autocast():
+            return self.backbone.features(inputs).float()
 
     def indices_of(self, split: str, tasks: Sequence[int]) -> list[int]:
         """Positions of the samples of ``tasks`` in ``split``."""
@@ -209,11 +224,25 @@ class Experiment:
             total=len(shares),
         )
 
+    # -- evaluation --------------------------------------------------------------------------
+
+    def unseen(self, num_seen: int) -> torch.Tensor:
+        """(C,) True for the classes outside the first ``num_seen`` tasks."""
+        mask = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
+        mask[[c for classes in self.stream.tasks[:num_seen] for c in classes]] = False
+        return mask
+
+    def infer(self, batch: Batch, unseen: torch.Tensor) -> tuple[TunerOutput, torch.Tensor]:
+        """The evaluation step of one batch, the same for ``evaluate`` and ``predict``: the
+        tuner's output (task identity inferred per sample) and its float logits with the
+        ``unseen`` classes at -inf."""
+        with self.engine.autocast():
+            out = self.tuner(batch)
+        return out, out.logits.float().masked_fill(unseen, float("-inf"))
+
     @torch.no_grad()
     def evaluate(self, num_seen: int) -> dict[str, Any]:
         """Accuracy per seen task on mixed batches; task identity inferred per sample."""
-        tasks = self.stream.tasks[:num_seen]
-        seen = [c for classes in tasks for c in classes]
         size = self.config.train.eval_batch_size
         if self.tuner.leaks_task_identity:  # task-pure batches: leaks task identity, flagged
             chunks = []
@@ -225,8 +254,7 @@ class Experiment:
             indices = self.indices_of("test", range(num_seen))
             random.Random(self.config.seed).shuffle(indices)
             chunks = cut(indices, size)
-        unseen = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
-        unseen[seen] = False
+        unseen = self.unseen(num_seen)
         # per seen task: samples, right class, samples with a task prediction, right task
         counts = torch.zeros(4, num_seen, dtype=torch.long)
         if "test" in self.caches:
@@ -240,9 +268,8 @@ class Experiment:
             disable=None if self.config.train.progress else True,
             leave=False,
         ):
-            with self.engine.autocast():
-                out = self.tuner(batch)
-            pred = out.logits.float().masked_fill(unseen, float("-inf")).argmax(dim=1).cpu()
+            out, logits = self.infer(batch, unseen)
+            pred = logits.argmax(dim=1).cpu()
             true_task = torch.as_tensor([self.sample_tasks["test"][i] for i in batch.index])
             counts[0].index_add_(0, true_task, torch.ones_like(true_task))
             counts[1].index_add_(0, true_task, (pred == batch.labels.cpu()).long())
@@ -328,6 +355,7 @@ def run(
             if engine.is_main:
                 run_dir.write_log(state["log"])  # a run stopped before writing it
         state["fingerprint"] = fingerprint
+        state["promptcl_version"] = __version__  # of the code that writes the checkpoint
 
         T = len(exp.training_tasks)
         for task in range(state["tasks_done"], T):
@@ -415,4 +443,5 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         "leaks_task_identity": exp.tuner.leaks_task_identity,
         **exp.tuner.report(),
         **exp.engine.describe(),
+        "promptcl_version": __version__,
     }

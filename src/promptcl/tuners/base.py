@@ -156,8 +156,8 @@ class Tuner(nn.Module):
             wrong = [str(err).splitlines()[-1].strip()]
         if wrong:
             raise UsageError(
-                f"the checkpoint does not fit {self.name} ({wrong[0]}); resume with the config "
-                "that made it"
+                f"the checkpoint does not fit {self.name} as the config builds it ({wrong[0]}); "
+                "use the config that made it"
             )
 
     def num_trained_parameters(self) -> int:
