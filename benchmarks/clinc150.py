@@ -3,16 +3,18 @@ shipped configs clinc150/ (src/promptcl/configs/clinc150/), then a markdown tabl
 into the README).
 
     python benchmarks/clinc150.py --data-root ../shared/data [--suite core|hash] [--seeds 0 1 2]
-        [--train-per-class N] [--eval-split test|val]
+        [--train-per-class N] [--test-per-class N] [--backbone mpnet-base] [--eval-split test|val]
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
 hash = Hash, its ablations and the methods it is compared with; second-order = the frozen-feature
-baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier.
+baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier; mpnet = ncm,
+dualprompt, hide and hash for --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
 (--train-per-class N) is a second, labelled table: clinc150-SUITE-capN.md, and the README section
-clinc150-SUITE-capN only where the README has one. --eval-split val (for choosing
+clinc150-SUITE-capN only where the README has one. --backbone and --test-per-class name the
+table too (clinc150-SUITE-BACKBONE-capN-testN). --eval-split val (for choosing
 hyper-parameters) writes clinc150-SUITE[-capN]-val.md and never touches the README.
 On 2 CPU cores one full-data Hash run of clinc150-15 takes about 35 minutes.
 
@@ -52,7 +54,9 @@ SUITES = {
     ],  # fmt: skip
     # the second-order baselines beside ncm, and hash with the LDA TII classifier (the default)
     "second-order": ["ncm", "lda", "ranpac", "ranpac-m2000", "coda", "hash-tii-lda"],
+    "mpnet": ["ncm", "dualprompt", "hide", "hash"],
 }
+BACKBONES = {"minilm-l6": "packaged MiniLM-L6", "mpnet-base": "all-mpnet-base-v2 (mpnet-base)"}
 
 
 def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[dict]]:
@@ -79,15 +83,22 @@ def overrides(args: argparse.Namespace, seed: int) -> list[str]:
     items = [f"data.root={args.data_root}", f"seed={seed}", "train.progress=false"]
     if args.train_per_class is not None:
         items.append(f"data.train_per_class={args.train_per_class}")
+    if args.test_per_class is not None:
+        items.append(f"data.test_per_class={args.test_per_class}")
+    if args.backbone != "minilm-l6":
+        items.append(f"backbone={args.backbone}")
     if args.eval_split != "test":
         items.append(f"data.eval_split={args.eval_split}")
     return items
 
 
 def variant(args: argparse.Namespace) -> str:
-    """'' for the main table (all data, test split); '-capN' and/or '-val' otherwise."""
+    """'' for the main table (minilm-l6, all data, whole test split); '-BACKBONE', '-capN',
+    '-testN' and/or '-val' otherwise."""
+    backbone = f"-{args.backbone}" if args.backbone != "minilm-l6" else ""
     cap = f"-cap{args.train_per_class}" if args.train_per_class is not None else ""
-    return cap + ("-val" if args.eval_split != "test" else "")
+    test = f"-test{args.test_per_class}" if args.test_per_class is not None else ""
+    return backbone + cap + test + ("-val" if args.eval_split != "test" else "")
 
 
 def table(results: dict[str, list[dict]], seeds: bool = False) -> str:
@@ -117,6 +128,8 @@ def main() -> None:
     parser.add_argument("--suite", default="core", choices=SUITES)
     parser.add_argument("--methods", nargs="+", help="a subset of the suite's configs")
     parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--test-per-class", type=int, default=None, help="a cap on the eval split")
+    parser.add_argument("--backbone", default="minilm-l6", choices=BACKBONES)
     parser.add_argument("--eval-split", default="test", choices=["test", "val"])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
@@ -139,9 +152,12 @@ def main() -> None:
         else (f"data.train_per_class={args.train_per_class}")
     )
     seeds = " ".join(map(str, args.seeds))
-    label = "" if args.train_per_class is None else "Second table, capped training data: "
+    if args.test_per_class is not None:
+        cap += f", a seeded {args.test_per_class} {args.eval_split} samples per intent"
+    label = "" if variant(args) in ("", "-val") else "Second table, capped data: "
     lines = [
-        f"{label}CLINC150 `clinc150-15` (15 tasks x 10 intents), packaged MiniLM-L6, {cap}, "
+        f"{label}CLINC150 `clinc150-15` (15 tasks x 10 intents), {BACKBONES[args.backbone]}, "
+        f"{cap}, "
         f"seeds {seeds}{' (the finished runs among them)' if args.finished_only else ''}, "
         f"{args.eval_split} split. FAA/CAA/FM in %, mean ± std over seeds; "
         "trained params count every tensor the method learns (prompts, keys, routers, heads, "
@@ -162,6 +178,10 @@ def main() -> None:
     command = f"python benchmarks/clinc150.py --data-root DATA --suite {args.suite} --seeds {seeds}"
     if args.train_per_class:
         command += f" --train-per-class {args.train_per_class}"
+    if args.test_per_class:
+        command += f" --test-per-class {args.test_per_class}"
+    if args.backbone != "minilm-l6":
+        command += f" --backbone {args.backbone}"
     if args.eval_split != "test":
         command += f" --eval-split {args.eval_split}"
     if args.finished_only:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from promptcl.engine import cpu_has_bf16
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,8 +24,10 @@ def machine() -> str:
         names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         cpu = names[0].strip() if names else cpu
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    bf16 = "native bf16" if cpu_has_bf16() else "no native bf16"
     return (
-        f"{cpu}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
+        f"{cpu} ({torch.backends.cpu.get_cpu_capability()}, {bf16}), {os.cpu_count()} cores, "
+        f"{device}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {date.today().isoformat()}"
     )
 

@@ -137,6 +137,24 @@ def test_bf16_trains_fp32_tensors_and_records_the_precision(precision, tmp_path)
     assert stored == ({torch.bfloat16} if precision == "bf16-true" else {torch.float32})
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(native, monkeypatch):
+    """Emulated bf16 products run far slower than fp32: the user is told before training."""
+    import warnings
+
+    from promptcl import engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
+    cfg = load_config(None, [*TINY, "method=ncm", "train.precision=bf16-mixed"]).train
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.Engine(cfg)
+        engine.Engine(load_config(None, [*TINY, "method=ncm"]).train)  # 32-true: never
+    said = [str(w.message) for w in caught if "native bf16" in str(w.message)]
+    assert len(said) == (0 if native else 1)
+    assert not said or "use train.precision=32-true" in said[0]
+
+
 def test_compile_key_compiles_the_block_computation():
     from promptcl.learner import Experiment
 
