@@ -7,7 +7,7 @@ into the README).
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
 hash = Hash, its ablations and the methods it is compared with; second-order = the frozen-feature
-baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier; mpnet = ncm,
+baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier; encoders = ncm,
 dualprompt, hide and hash for --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
 
 The main table uses all training data (100 per intent) and goes into
@@ -54,7 +54,7 @@ SUITES = {
     ],  # fmt: skip
     # the second-order baselines beside ncm, and hash with the LDA TII classifier (the default)
     "second-order": ["ncm", "lda", "ranpac", "ranpac-m2000", "coda", "hash-tii-lda"],
-    "mpnet": ["ncm", "dualprompt", "hide", "hash"],
+    "encoders": ["ncm", "dualprompt", "hide", "hash"],
 }
 BACKBONES = {"minilm-l6": "packaged MiniLM-L6", "mpnet-base": "all-mpnet-base-v2 (mpnet-base)"}
 
