@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from promptcl import load_config
+from promptcl.config import config_differences
 from promptcl.errors import UsageError
 from promptcl.learner import Experiment
 from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
@@ -81,8 +82,12 @@ def resume(exps: dict, dirs: dict, states: dict) -> tuple[int, int]:
     training samples so far). The states are cut to that task."""
     saved = {split: load_checkpoint(dirs[split].checkpoint) for split in SPLITS}
     for split in SPLITS:
-        if saved_config(dirs[split]) != exps[split].config_dict():
-            raise UsageError(f"{dirs[split].path} was made with other settings; pass the same ones")
+        diffs = config_differences(saved_config(dirs[split]), exps[split].config_dict())
+        if diffs:  # the check of ``promptcl run --resume``
+            raise UsageError(
+                f"{dirs[split].path} was made with another config (differs in "
+                f"{', '.join(diffs)}); pass the same --config and --set"
+            )
         if saved[split] is None:
             raise UsageError(f"{dirs[split].path} has no finished task; start it again")
     done = min(state["tasks_done"] for _, state in saved.values())
