@@ -1,89 +1,80 @@
-"""Training samples/s of DualPrompt on a frozen backbone in three precisions: fp32; autocast
-to bf16 over fp32 weights; frozen weights stored in bf16 under the same autocast
-(backbones/precision.py). One step = forward + backward to the trained tensors (prompts, keys,
-head), no optimiser step, on random token ids (the speed does not depend on the words).
+"""Accuracy and training time of each precision on clinc150-15: the same shipped configs run to
+the end with train.precision = each of --precisions, everything else equal.
 
-    python benchmarks/precision.py [--backbone minilm-l6] [--batch 32] [--tokens 32]
-        [--threads 2] [--repeats 10]
+    python benchmarks/precision.py --data-root DATA [--methods dualprompt hash]
+        [--precisions 32-true bf16-mixed bf16-true] [--seeds 0] [--train-per-class 10]
+
+The speed of one training step by precision is benchmarks/throughput.py's; this script checks
+what a precision does to the results (FAA within 0.5 of fp32 is the bar, README "Speed") and
+what it saves on a whole run (train_seconds of metrics.json: every epoch and the end-of-task
+stages). Runs go to runs/bench-precision[-capN]/METHOD-PRECISION-sSEED and are reused.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
+import json
+import sys
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
-from promptcl.backbones import build_backbone
-from promptcl.backbones.precision import store_frozen
-from promptcl.config import build_dataclass
-from promptcl.tuners import Batch, get_tuner
-
-MODES = ("fp32", "autocast-bf16", "bf16-frozen")
-
-
-def make_step(mode: str, args: argparse.Namespace):
-    backbone = build_backbone(args.backbone)
-    cls = get_tuner("dualprompt")
-    torch.manual_seed(0)
-    tuner = cls(build_dataclass(cls.config_class, {}, "dualprompt"), backbone, 10)
-    tuner.begin_task(0, list(range(10)))
-    if mode == "bf16-frozen":
-        store_frozen(tuner)
-    ids = torch.randint(1000, 20000, (args.batch, args.tokens))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    labels = torch.arange(args.batch) % 10
-    task = torch.zeros_like(labels)
-
-    def autocast():
-        if mode == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-
-    def step() -> None:
-        with autocast():
-            batch = Batch(inputs, labels, torch.arange(args.batch), backbone.features(inputs))
-            out = tuner.train()(batch, task=task)
-            loss = F.cross_entropy(out.logits.float(), labels)
-            loss = loss + sum(tuner.loss_terms(batch, out, 0).values())
-        tuner.zero_grad(set_to_none=True)
-        loss.backward()
-
-    return step
-
-
-def samples_per_second(step, batch: int, repeats: int) -> float:
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return batch * repeats / (time.perf_counter() - start)
+from promptcl import load_config, run
+from promptcl.config import SHIPPED_CONFIGS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="minilm-l6")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="Modes run in turn, this often.")
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--methods", nargs="+", default=["dualprompt", "hash"])
+    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed", "bf16-true"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-per-class", type=int, default=10)
+    parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    steps = {mode: make_step(mode, args) for mode in MODES}
-    speeds = {mode: [] for mode in MODES}
-    for _ in range(args.rounds):  # interleaved: a shared machine's load hits every mode alike
-        for mode in MODES:
-            speeds[mode].append(samples_per_second(steps[mode], args.batch, args.repeats))
-    print(f"{args.backbone}, dualprompt, batch {args.batch} x {args.tokens} tokens, "
-          f"{args.threads} threads; samples/s per round (best, ratio to fp32's best):")  # fmt: skip
-    best_fp32 = max(speeds["fp32"])
-    for mode in MODES:
-        rounds = ", ".join(f"{s:.1f}" for s in speeds[mode])
-        best = max(speeds[mode])
-        print(f"  {mode:14s} {rounds}  (best {best:.1f}, {best / best_fp32:.2f}x)")
+    runs = REPO / "runs" / f"bench-precision-cap{args.train_per_class}"
+    rows = []
+    for method in args.methods:
+        base = None
+        for precision in args.precisions:
+            results = []
+            for seed in args.seeds:
+                out = runs / f"{method}-{precision}-s{seed}"
+                if not (out / "metrics.json").is_file():
+                    config = load_config(SHIPPED_CONFIGS / "clinc150" / f"{method}.yaml", [
+                        f"data.root={args.data_root}", f"seed={seed}", "train.progress=false",
+                        f"data.train_per_class={args.train_per_class}",
+                        f"train.precision={precision}",
+                    ])  # fmt: skip
+                    run(config, out, resume=(out / "config.json").is_file())
+                results.append(json.loads((out / "metrics.json").read_text()))
+            seconds = sum(m["train_seconds"] for m in results) / len(results)
+            faa = [m["faa"] for m in results]
+            base = base or (faa, seconds)
+            rows.append([
+                method, precision, mean_std(faa), mean_std([m["fm"] for m in results]),
+                f"{sum(faa) / len(faa) - sum(base[0]) / len(base[0]):+.2f}",
+                f"{seconds:.0f}", f"{base[1] / seconds:.2f}",
+            ])  # fmt: skip
+            print(*rows[-1], file=sys.stderr, flush=True)
+    header = ["method", "precision", "FAA", "FM", "FAA - first row's", "train s", "speed-up"]
+    seeds = " ".join(map(str, args.seeds))
+    text = "\n".join([
+        f"Precision and accuracy: CLINC150 `clinc150-15`, packaged MiniLM-L6, "
+        f"data.train_per_class={args.train_per_class}, seeds {seeds}, test split, the shipped "
+        f"configs with only train.precision changed; train s = metrics.json's train_seconds "
+        f"(all epochs and end-of-task stages), speed-up against the method's first row.",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"Machine: {machine()}.",
+        f"Command: `python benchmarks/precision.py --data-root DATA --methods "
+        f"{' '.join(args.methods)} --precisions {' '.join(args.precisions)} --seeds {seeds} "
+        f"--train-per-class {args.train_per_class}`",
+    ])  # fmt: skip
+    if not args.no_readme:
+        update_readme_section("precision-accuracy", text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class PrefixAttention(nn.Module):
         bias = self.score_bias(q, k, edits)  # (B or 1, H, N, N) or None
         if prefix is None:
             mask = with_bias(self.mask(keep, N, 0), bias, 0, q.dtype)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            context = attend(q, k, v, mask, self.scale)
             return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
         pk, pv = self.split_heads(prefix.key, B).to(k.dtype), self.split_heads(prefix.value, B)
         v = torch.cat([pv.to(v.dtype), v], dim=2)  # (B, H, Lp + N, dh)
@@ -125,11 +125,37 @@ class PrefixAttention(nn.Module):
         if prefix.gate is None:
             k = torch.cat([pk, k], dim=2)
             mask = with_bias(mask, bias, pk.shape[2], q.dtype)
-            # frozen: no dropout
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            context = attend(q, k, v, mask, self.scale)
         else:
             context = gated_attention(q, pk, k, v, mask, prefix.gate, self.scale, bias)
         return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` (frozen: no dropout), (B, H, N, dh) -> (B, H, N, dh).
+
+    On the CPU, bf16 and fp16 attention runs in fp32 and returns in the input's dtype:
+    PyTorch's CPU flash-attention kernel is 2-7x slower in bf16 than in fp32 at these lengths
+    (17-197 tokens, forward + backward; MiniLM's bf16 training step spent 46 % of its time in
+    its backward), so the reduced precisions gain from their matrix products only. fp32 inputs
+    and other devices run as they are.
+    """
+    reduced = q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+    if q.device.type != "cpu" or not reduced:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    if mask is not None and mask.is_floating_point():
+        mask = mask.float()
+    with torch.autocast("cpu", enabled=False):
+        context = F.scaled_dot_product_attention(
+            q.float(), k.float(), v.float(), attn_mask=mask, scale=scale
+        )
+    return context.to(q.dtype)
 
 
 def with_bias(

@@ -7,7 +7,8 @@ forward runs under autocast in bf16. Where fp32 trained tensors meet bf16 activa
 backbone casts them to the activations' dtype (prefix keys and values, prompt steps, context
 vectors); a weight edit is formed in fp32 (W * M, backbones/masked.py) and cast by autocast
 for the matmul; gradients reach the trained tensors in fp32. tests/test_precision.py compares
-with the fp32 run; benchmarks/precision.py measures the speed.
+with the fp32 run; benchmarks/throughput.py measures the speed of the training step and
+benchmarks/precision.py the accuracy of whole runs.
 
 ``FrozenBF16Precision`` is the same as a Lightning Fabric precision plugin: Fabric's
 ``bf16-mixed`` (autocast, floating inputs cast to bf16 and outputs to fp32) whose
