@@ -184,8 +184,10 @@ def main() -> None:
         command += f" --backbone {args.backbone}"
     if args.eval_split != "test":
         command += f" --eval-split {args.eval_split}"
+    if args.finished_only or args.methods != SUITES[args.suite]:
+        command += f" --methods {' '.join(args.methods)}"
     if args.finished_only:
-        command += f" --methods {' '.join(args.methods)} --finished-only"
+        command += " --finished-only"
     lines += [f"Machine: {machine()}.", f"Command: `{command}`"]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -200,7 +200,7 @@ def main() -> None:
     if args.test_per_class is not None:
         caps += f"-test{args.test_per_class}"
     args.runs = REPO / "runs" / f"bench-softtf-{args.benchmark}{caps}"
-    args.eval_split = "test"  # read by clinc150.run_all
+    args.eval_split, args.backbone = "test", "minilm-l6"  # read by clinc150.run_all
     extra = [f"benchmark={args.benchmark}"]
     if args.test_per_class is not None:
         extra.append(f"data.test_per_class={args.test_per_class}")

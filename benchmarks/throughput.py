@@ -51,7 +51,7 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
 
         def update() -> None:
             refresh_query(exp, batch)
-            tuner.end_task(0, classes, TaskData([batch]))
+            tuner.end_task(0, classes, TaskData([batch], autocast=exp.engine.autocast))
 
         return update
     loss_module, optimizer = trainer
@@ -111,7 +111,8 @@ def measure(
     if evaluation:
         exp.tuner.eval()
         classes = exp.training_tasks[0]
-        exp.tuner.end_task(0, classes, TaskData(exp.batches("train", indices, batch_size)))
+        batches = exp.batches("train", indices, batch_size)
+        exp.tuner.end_task(0, classes, TaskData(batches, autocast=exp.engine.autocast))
         speed["eval"] = samples_per_second(eval_step(exp, batch), batch_size, repeats)
         speed["eval_floor"] = samples_per_second(eval_floor_step(exp, batch), batch_size, repeats)
     return speed

@@ -117,6 +117,30 @@ def test_hgm_quadratic_penalty(backbone):
     torch.testing.assert_close(terms["hgm"], torch.tensor(expected), rtol=1e-4, atol=1e-6)
 
 
+def test_contrast_option_is_hides_term_over_the_stored_class_means(backbone):
+    """tuner.contrast_coeff (off by default, the paper): c * CE(M M^T / temp, I), M = [prompted
+    feature means of earlier tasks' classes; the batch's prompted features], by hand; its
+    gradient reaches the trained tensors of the current task only."""
+    assert "contrast" not in make(backbone).loss_terms(None, None, 1)
+    tuner = make(backbone, contrast_coeff=0.3, contrast_temperature=0.5).eval()
+    tuner.begin_task(0, [0, 1, 2])
+    tuner.end_task(0, [0, 1, 2], TaskData([batch(backbone, n=6, seed=s) for s in range(2)]))
+    tuner.begin_task(1, [3, 4, 5])
+    b = batch(backbone, first_class=3)
+    out = tuner(b, task=torch.ones_like(b.labels))
+    features = out.extras["features"]
+    means = tuner.stages.feature_stats.mean[:3]  # classes of task 0
+    M = torch.cat([means, features])
+    logits = M @ M.T / 0.5
+    by_hand = -logits.log_softmax(dim=1).diagonal().mean()
+    terms = tuner.loss_terms(b, out, 1)
+    torch.testing.assert_close(terms["contrast"], 0.3 * by_hand)
+    tuner.zero_grad(set_to_none=True)
+    terms["contrast"].backward()
+    assert tuner.routers[0].grad is None and tuner.routers[1].grad.abs().sum() > 0
+    assert all(p.grad is None for p in tuner.backbone.parameters())
+
+
 def test_history_counts_equal_routed_samples(backbone):
     tuner = make(backbone).eval()
     tuner.begin_task(0, [0, 1, 2])

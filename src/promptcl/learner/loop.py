@@ -178,9 +178,9 @@ class Experiment:
                     self.engine.log({"task": task, "epoch": epoch, "lr": lr, **terms}, self.steps)
         tuner.eval()
         self.engine.same_random_state()
-        with self.engine.autocast():
-            batches = self.batches("train", indices, cfg.eval_batch_size)
-            tuner.end_task(task, classes, TaskData(batches, self.engine.shard, self.engine.sum))
+        batches = self.batches("train", indices, cfg.eval_batch_size)
+        engine = self.engine
+        tuner.end_task(task, classes, TaskData(batches, engine.shard, engine.sum, engine.autocast))
         return {
             "train_samples": len(indices) * (cfg.epochs if trainer else 0),
             "losses": {name: total / steps for name, total in sums.items()} if steps else {},

@@ -9,6 +9,7 @@ Per-call inputs (the true task in training, the frozen query feature) are argume
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -42,16 +43,21 @@ class TaskData:
     ``map`` computes each batch on one rank and sums the results (zeros on the other ranks),
     so every rank ends with exactly the tensors one process computes, at 1/world_size of the
     cost. ``shard`` picks this rank's share of the batch positions, ``total`` sums a tensor
-    over ranks (``Engine.shard`` / ``Engine.sum``; the identity in one process)."""
+    over ranks (``Engine.shard`` / ``Engine.sum``; the identity in one process).
+
+    ``map`` runs ``fn`` under ``autocast`` (``Engine.autocast``: the run's precision, as the
+    evaluation's forward passes); everything else in ``end_task`` runs in fp32: class means,
+    covariances, Gaussian sampling, head alignment and solves lose too much in bf16."""
 
     def __init__(
         self,
         batches: Iterable[Batch],
         shard: Callable[[Sequence[int]], Sequence[int]] = lambda positions: positions,
         total: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.batches = list(batches)
-        self.shard, self.total = shard, total
+        self.shard, self.total, self.autocast = shard, total, autocast
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.batches)
@@ -71,7 +77,8 @@ class TaskData:
         each concatenated over the task's batches in order, floating ones in float32. A rank
         with no batch of its own computes the first one only to learn the shapes."""
         positions = list(self.shard(range(len(self.batches))))
-        results = {i: fn(self.batches[i]) for i in positions or [0]}
+        with self.autocast():
+            results = {i: fn(self.batches[i]) for i in positions or [0]}
         sizes = [len(b.labels) for b in self.batches]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         outputs = []

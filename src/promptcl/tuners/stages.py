@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians
@@ -24,6 +25,16 @@ class HiDeStages(TaskInference):
         super().__init__(dim, num_classes, tii)
         self.tap_options = tap
         self.feature_stats = ClassGaussians(num_classes, dim, tii.covariance)
+
+    def contrast(self, features: torch.Tensor, task: int, temperature: float) -> torch.Tensor:
+        """HiDe-Prompt's contrastive term (its public code's ``orth_loss``): with M = [the stored
+        means of the prompted features of earlier tasks' classes; the batch's prompted features
+        (B, d)], CE(M M^T / temperature, I), which pushes the batch's features away from the old
+        classes' means (and from each other)."""
+        old = (self.class_task < task) & (self.class_task >= 0)
+        M = torch.cat([self.feature_stats.mean[old], features])
+        similarity = M @ M.T / temperature
+        return F.cross_entropy(similarity, torch.arange(len(M), device=M.device))
 
     @torch.no_grad()
     def end_task(

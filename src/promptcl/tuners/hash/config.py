@@ -45,6 +45,14 @@ class HashConfig:
         default=1e-4,
         metadata={"help": "HGM quadratic: lambda of 1/2 lambda H_e ||theta_e - old||^2."},
     )
+    contrast_coeff: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of HiDe-Prompt's contrastive term against old classes' feature "
+            "means; 0 (the paper): off. An extension, docs/METHODS.md (issue 18)."
+        },
+    )
+    contrast_temperature: float = 0.8
     prompt_init: float = field(default=1.0, metadata={"help": "Experts start as U(-a, a)."})
     router_init: float = field(default=1.0, metadata={"help": "Routers start as N(0, std^2)."})
     tii: TIIOptions = field(default_factory=TIIOptions)
@@ -72,5 +80,9 @@ class HashConfig:
             raise ValueError("need 0 < beta <= 1 and delta >= 0")
         if self.length < 1:
             raise ValueError("length must be >= 1")
-        if min(self.quadratic_lambda, self.prompt_init, self.router_init) < 0:
-            raise ValueError("quadratic_lambda, prompt_init and router_init must be >= 0")
+        if min(self.quadratic_lambda, self.prompt_init, self.router_init, self.contrast_coeff) < 0:
+            raise ValueError(
+                "quadratic_lambda, prompt_init, router_init and contrast_coeff must be >= 0"
+            )
+        if self.contrast_temperature <= 0:
+            raise ValueError("contrast_temperature must be > 0")

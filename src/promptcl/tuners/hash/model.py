@@ -141,13 +141,20 @@ class Hash(Tuner):
         if task is None:
             task = task_pred = self.stages.infer_task(batch.query)
         hidden, keep = self.backbone(batch.inputs, prefixes=self.prefix_fns(task))
-        return TunerOutput(self.head(self.backbone.pool(hidden, keep)), task_pred)
+        features = self.backbone.pool(hidden, keep)
+        return TunerOutput(self.head(features), task_pred, extras={"features": features})
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
-        if self.config.hgm != "quadratic" or task == 0:
-            return {}
-        drift = (self.pool() - self.experts_before).pow(2).flatten(2).sum(-1)  # (n_blocks, K)
-        return {"hgm": 0.5 * self.config.quadratic_lambda * (self.history() * drift).sum()}
+        cfg, terms = self.config, {}
+        if cfg.hgm == "quadratic" and task > 0:
+            drift = (self.pool() - self.experts_before).pow(2).flatten(2).sum(-1)  # (n_blocks, K)
+            terms["hgm"] = 0.5 * cfg.quadratic_lambda * (self.history() * drift).sum()
+        if cfg.contrast_coeff > 0:  # the extension of issue 18: HiDe-Prompt's term
+            features = out.extras["features"]
+            terms["contrast"] = cfg.contrast_coeff * self.stages.contrast(
+                features, task, cfg.contrast_temperature
+            )
+        return terms
 
     # -- after a task --------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones import Prefix
@@ -82,14 +81,11 @@ class HiDePrompt(Tuner):
         return TunerOutput(self.head(features), task_pred, extras={"features": features})
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
-        if self.config.contrast_coeff == 0:
+        cfg = self.config
+        if cfg.contrast_coeff == 0:
             return {}
-        old = self.stages.class_task < task
-        old &= self.stages.class_task >= 0
-        M = torch.cat([self.stages.feature_stats.mean[old], out.extras["features"]])
-        similarity = M @ M.T / self.config.contrast_temperature
-        target = torch.arange(len(M), device=M.device)
-        return {"contrast": self.config.contrast_coeff * F.cross_entropy(similarity, target)}
+        contrast = self.stages.contrast(out.extras["features"], task, cfg.contrast_temperature)
+        return {"contrast": cfg.contrast_coeff * contrast}
 
     @torch.no_grad()
     def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:

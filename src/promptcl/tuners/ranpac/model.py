@@ -101,11 +101,8 @@ class RanPAC(Tuner):
 
     @torch.no_grad()
     def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
-        hs, ys = [], []
-        for batch in data:
-            hs.append(self.project(self.feature(batch)))
-            ys.append(batch.labels)
-        h, labels = torch.cat(hs), torch.cat(ys)
+        (features,) = data.map(lambda batch: (self.feature(batch),))
+        h, labels = self.project(features), data.cat("labels")
         y = F.one_hot(labels, self.num_classes).to(h.dtype)
         ridge = self.choose_ridge(h, y, labels, seed=task)
         self.ridge = torch.cat([self.ridge, self.ridge.new_tensor([ridge])])
