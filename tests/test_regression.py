@@ -27,11 +27,13 @@ RUNS = {
     "ncm": ("run", "clinc150/ncm.yaml", []),
     "dualprompt": ("run", "clinc150/dualprompt.yaml", []),
     # HiDe's TII and TAP stages at one epoch each: at their defaults they dominate the run; the
-    # case was recorded with HiDe's MLP as the TII classifier (the default until issue 16)
+    # case was recorded with HiDe's MLP as the TII classifier (the default until issue 16) and
+    # the paper's A_t rule (clinc150/hash.yaml's until issue 18)
     "hash": (
         "run",
         "clinc150/hash.yaml",
-        [f"tuner.{k}=1" for k in HASH_STAGES] + ["tuner.tii.classifier=mlp"],
+        [f"tuner.{k}=1" for k in HASH_STAGES]
+        + ["tuner.tii.classifier=mlp", "tuner.protection=top", "tuner.beta=0.1"],
     ),
     "softtf-gradient": ("run", "clinc150/softtf-gradient.yaml", []),
     "zeroshot": ("b2n", "b2n/clinc150/zeroshot.yaml", ["shots=2"]),
