@@ -1,4 +1,5 @@
-"""Where a finished Hash run loses its old tasks: the final checkpoint evaluated four ways.
+"""Where a finished Hash run (or HiDe-Prompt, NoRGa: the methods with TII and TAP) loses its old
+tasks: the final checkpoint evaluated four ways.
 
     python benchmarks/hash_diagnose.py RUN_DIR [--eval-split val|test] [--fit-per-class N]
         [--out FILE]
@@ -6,8 +7,9 @@
 Per task j, on the run's evaluation split (or --eval-split; the default output is
 RUN_DIR/diagnosis-SPLIT.json), after the last task:
   tii       task inferred per sample (what the run reports; equals the last row of acc_matrix),
-  oracle    the true task's router (TII errors removed), all seen classes compete,
-  within    the true task's router, only task j's classes compete (no cross-task head bias),
+  oracle    the true task's router / prompt (TII errors removed), all seen classes compete,
+  within    the true task's router / prompt, only task j's classes compete (no cross-task head
+            bias),
   refreshed TII, with the head re-aligned by TAP on Gaussians refitted to the CURRENT prompted
             features of every task's training data (a diagnostic only: it reads old data),
 and the drift of the prompted features of each task's training data since its Gaussians were
@@ -39,11 +41,10 @@ def features_and_logits(exp: Experiment, split: str, indices: list[int], task_of
     tuner = exp.tuner
     feats, labels, oracle, inferred, task_pred = [], [], [], [], []
     for batch in exp.batches(split, indices, exp.config.train.eval_batch_size):
-        true = torch.tensor([task_of[i] for i in batch.index.tolist()])
-        hidden, keep = tuner.backbone(batch.inputs, prefixes=tuner.prefix_fns(true))
-        pooled = tuner.backbone.pool(hidden, keep)
-        feats.append(pooled)
-        oracle.append(tuner.head(pooled))
+        true = torch.tensor([task_of[i] for i in batch.index.tolist()], device=exp.device)
+        given = tuner(batch, task=true)
+        feats.append(given.extras["features"])
+        oracle.append(given.logits)
         out = tuner(batch)
         inferred.append(out.logits)
         task_pred.append(out.task_pred)
