@@ -6,9 +6,10 @@ into the README).
         [--train-per-class N] [--test-per-class N] [--backbone mpnet-base] [--eval-split test|val]
 
 Suites: core = the baselines of the core library (with training throughput next to the floor);
-hash = Hash, its ablations and the methods it is compared with; second-order = the frozen-feature
-baselines (ncm, lda, ranpac), coda, and hash with the LDA task-identity classifier; encoders = ncm,
-dualprompt, hide and hash for --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
+hash = Hash, its ablations, Hash with HiDe's contrastive term (hash-contrast, an option) and the
+methods it is compared with; second-order = the frozen-feature baselines (ncm, lda, ranpac), coda,
+and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide and hash for
+--backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
@@ -41,6 +42,7 @@ SUITES = {
     "core": ["ncm", "lda", "ranpac", "linear", "finetune", "joint", "l2p", "dualprompt", "coda"],
     "hash": [
         "hash",
+        "hash-contrast",
         "hash-pool",
         "hash-hdr",
         "hash-hgm",

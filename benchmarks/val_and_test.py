@@ -8,7 +8,8 @@ data.eval_split=val or test (config.json, log.jsonl, metrics.json, plots, checkp
 model trains once: both splits share the training data (CLINC150's val split is its own list),
 every task starts from the same seed as in ``promptcl run``, and evaluation draws no random
 numbers from torch, so each directory holds the figures the single-split run would give, at
-the cost of one training run. Choose on the -val directory; report the -test one. No resume.
+the cost of one training run. Choose on the -val directory; report the -test one. --resume
+continues an interrupted pair from its last finished task (its rows equal an unbroken run's).
 """
 
 from __future__ import annotations

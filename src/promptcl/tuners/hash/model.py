@@ -226,6 +226,7 @@ class Hash(Tuner):
             "row_label": "old task j",
             "col_label": "training task t",
             "row_names": rows,
+            "col_names": rows,
             "title": "share of task j's routing on protected experts A_t (%)",
         }
         return maps
