@@ -10,7 +10,6 @@ import torch
 
 from promptcl.learner import Experiment
 from promptcl.runtime import optimisation_steps
-from promptcl.tuners import TaskData
 
 
 def samples_per_second(step: Callable[[], None], batch_size: int, repeats: int = 10) -> float:
@@ -51,7 +50,7 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
 
         def update() -> None:
             refresh_query(exp, batch)
-            tuner.end_task(0, classes, TaskData([batch], autocast=exp.engine.autocast))
+            tuner.end_task(0, classes, exp.task_data([batch]))
 
         return update
     loss_module, optimizer = trainer
@@ -112,7 +111,7 @@ def measure(
         exp.tuner.eval()
         classes = exp.training_tasks[0]
         batches = exp.batches("train", indices, batch_size)
-        exp.tuner.end_task(0, classes, TaskData(batches, autocast=exp.engine.autocast))
+        exp.tuner.end_task(0, classes, exp.task_data(batches))
         speed["eval"] = samples_per_second(eval_step(exp, batch), batch_size, repeats)
         speed["eval_floor"] = samples_per_second(eval_floor_step(exp, batch), batch_size, repeats)
     return speed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,12 @@ class Experiment:
 
     # -- batches -------------------------------------------------------------------------------
 
+    def task_data(self, batches: Iterable[Batch]) -> TaskData:
+        """A task's batches for ``end_task``: its forward passes shared out over the ranks and
+        run in the run's precision (``TaskData.map``), its statistics in fp32."""
+        engine = self.engine
+        return TaskData(batches, engine.shard, engine.sum, engine.autocast)
+
     def batches(self, split: str, indices: Sequence[int], batch_size: int) -> Iterator[Batch]:
         """Batches of ``indices`` in that order; inputs are collated (decoded) in workers."""
         return self.chunk_batches(split, cut(indices, batch_size))
@@ -179,8 +185,7 @@ class Experiment:
         tuner.eval()
         self.engine.same_random_state()
         batches = self.batches("train", indices, cfg.eval_batch_size)
-        engine = self.engine
-        tuner.end_task(task, classes, TaskData(batches, engine.shard, engine.sum, engine.autocast))
+        tuner.end_task(task, classes, self.task_data(batches))
         return {
             "train_samples": len(indices) * (cfg.epochs if trainer else 0),
             "losses": {name: total / steps for name, total in sums.items()} if steps else {},
