@@ -80,8 +80,9 @@ def test_a_continual_run_of_0_1_resumes_into_the_unbroken_run(old_run, tmp_path)
     unbroken = tmp_path / "unbroken"
     config = json.loads((run / "config.json").read_text())
     sets = ["benchmark=builtin-intents", "data.train_per_class=5", "train.epochs=1"]
-    main(["run", "--config", "clinc150/dualprompt.yaml", "--out", str(unbroken)]
-         + [arg for item in [*sets, "train.progress=false"] for arg in ("--set", item)])  # fmt: skip
+    sets.append("train.progress=false")
+    args = [arg for item in sets for arg in ("--set", item)]
+    main(["run", "--config", "clinc150/dualprompt.yaml", "--out", str(unbroken), *args])
     resumed = json.loads((run / "metrics.json").read_text())
     fresh = json.loads((unbroken / "metrics.json").read_text())
     assert config["method"] == "dualprompt"
