@@ -33,7 +33,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     import torch
 
     from promptcl.dual.config import load_b2n_config
-    from promptcl.dual.protocol import run_b2n
+    from promptcl.protocols.b2n import run_b2n
 
     torch.set_num_threads(args.threads)
     out = args.runs / f"{method}-s{seed}"

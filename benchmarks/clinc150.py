@@ -35,7 +35,7 @@ from throughput import measure
 
 from promptcl import load_config, run
 from promptcl.config import SHIPPED_CONFIGS
-from promptcl.learner import Experiment
+from promptcl.protocols.continual import Experiment
 
 CONFIGS = SHIPPED_CONFIGS / "clinc150"
 SUITES = {

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from promptcl.config import load_run_config
-from promptcl.learner import Experiment
-from promptcl.learner.checkpoint import load_checkpoint
+from promptcl.core.checkpoint import load_checkpoint
+from promptcl.protocols.continual import Experiment
 from promptcl.tuners.align import align_head
 
 

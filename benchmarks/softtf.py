@@ -28,8 +28,8 @@ from clinc150 import table as clinc150_table
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
 from promptcl.config import load_run_config
-from promptcl.learner import Experiment
-from promptcl.learner.checkpoint import load_checkpoint
+from promptcl.core.checkpoint import load_checkpoint
+from promptcl.protocols.continual import Experiment
 from promptcl.tuners.edits import EditTuner
 
 METHODS = [

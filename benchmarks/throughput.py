@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from promptcl.learner import Experiment
+from promptcl.protocols.continual import Experiment
 from promptcl.runtime import optimisation_steps
 
 

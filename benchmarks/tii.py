@@ -21,7 +21,7 @@ import torch
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
 from promptcl import load_config
-from promptcl.learner import Experiment
+from promptcl.protocols.continual import Experiment
 from promptcl.runtime import task_seed
 from promptcl.taskid.tii import TaskInference, TIIOptions
 

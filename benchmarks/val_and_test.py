@@ -22,10 +22,9 @@ import torch
 
 from promptcl import load_config
 from promptcl.config import config_differences
+from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.errors import UsageError
-from promptcl.learner import Experiment
-from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
-from promptcl.learner.loop import prepare_run_dir, saved_config, summary_metrics
+from promptcl.protocols.continual import Experiment, prepare_run_dir, saved_config, summary_metrics
 from promptcl.runtime import task_seed
 
 SPLITS = ("val", "test")

@@ -16,7 +16,7 @@ from common import REPO, machine, markdown_table, update_readme_section
 from throughput import measure
 
 from promptcl import load_config
-from promptcl.learner import Experiment
+from promptcl.protocols.continual import Experiment
 from promptcl.tuners import TUNERS
 
 OPTIONS = {

@@ -15,8 +15,8 @@ from safetensors import safe_open
 from promptcl.cli import main
 from promptcl.config import load_config
 from promptcl.dual.config import load_b2n_config
-from promptcl.dual.protocol import run_b2n
-from promptcl.learner import run
+from promptcl.protocols.b2n import run_b2n
+from promptcl.protocols.continual import run
 
 TINY = ["backbone=tiny-bert", "data.train_per_class=6", "train.epochs=1", "train.batch_size=8"]
 METHODS = {
@@ -130,7 +130,7 @@ def test_bf16_trains_fp32_tensors_and_records_the_precision(precision, tmp_path)
     assert summary["precision"] == precision
     with safe_open(str(tmp_path / "checkpoint" / "tuner.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float32, torch.long}  # noqa: SIM118
-    from promptcl.learner import Experiment
+    from promptcl.protocols.continual import Experiment
 
     exp = Experiment(config)
     stored = {p.dtype for p in exp.backbone.parameters()}
@@ -142,7 +142,7 @@ def test_bf16_runs_the_end_of_task_statistics_in_fp32(method, monkeypatch):
     """Under bf16 only the forward passes of ``end_task`` (TaskData.map) take the run's
     autocast; the statistics after them (class Gaussians, TAP's head alignment, ridge solves)
     run in fp32: under autocast TAP's head alignment lost 25 FAA points on clinc150-15."""
-    from promptcl.learner import Experiment
+    from promptcl.protocols.continual import Experiment
     from promptcl.tuners import base
 
     config = load_config(None, [*TINY, *METHODS.get(method, [f"method={method}"]),
@@ -185,7 +185,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(native, monkeypatch):
 
 
 def test_compile_key_compiles_the_block_computation():
-    from promptcl.learner import Experiment
+    from promptcl.protocols.continual import Experiment
 
     exp = Experiment(load_config(None, [*TINY, "method=ncm", "train.compile=true"]))
     assert hasattr(exp.backbone.run_block, "_torchdynamo_orig_callable")

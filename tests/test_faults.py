@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import promptcl.learner.checkpoint as checkpoint
-import promptcl.report.rundir as rundir
+import promptcl.core.checkpoint as checkpoint
+import promptcl.core.rundir as rundir
 from promptcl import load_config, run
 from promptcl.cli import main
-from promptcl.learner.checkpoint import load_checkpoint
+from promptcl.core.checkpoint import load_checkpoint
 from promptcl.tuners import TUNERS
 
 TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
@@ -142,7 +142,7 @@ def test_a_non_finite_loss_stops_in_one_line_and_keeps_the_last_task(
 
     out = tmp_path / "nan"
     with monkeypatch.context() as patch:
-        patch.setattr("promptcl.learner.loop.F.cross_entropy", nan_in_task_2)
+        patch.setattr("promptcl.protocols.continual.F.cross_entropy", nan_in_task_2)
         with pytest.raises(SystemExit) as stop:
             main(["run", *(a for s in TINY for a in ("--set", s)), "--set", "method=dualprompt",
                   "--out", str(out)])  # fmt: skip
@@ -187,7 +187,7 @@ def wait_for(condition, process, timeout=300):
 # run `promptcl ARGS`; PAUSE = "module:function:before|after" (or "-") holds the process still
 # (READY.paused created) at the first call of that function, to be killed there
 PROMPTCL = """import importlib, pathlib, sys, time
-import promptcl.cli, promptcl.learner
+import promptcl.cli, promptcl.protocols.continual
 ready, go, pause = sys.argv[1:4]
 
 
@@ -247,7 +247,7 @@ def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
     config = load_config(None, [*TINY, "method=dualprompt", "data.num_tasks=4"])
     run(config, tmp_path / "unbroken")
     out, go = tmp_path / "run", tmp_path / "go"
-    after_checkpoint = "promptcl.learner.loop:save_checkpoint:after"
+    after_checkpoint = "promptcl.protocols.continual:save_checkpoint:after"
     pair = [promptcl(f"p{i}", "run", *CLI_TINY, "--out", out, go=go,
                      pause=after_checkpoint) for i in range(2)]  # fmt: skip
     for i, p in enumerate(pair):
@@ -268,7 +268,7 @@ def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
     assert (out / ".lock").exists() and tasks_done(out) == 1
     assert not (out / "log.jsonl").exists()
 
-    mid_task = "promptcl.learner.loop:Experiment.evaluate:before"
+    mid_task = "promptcl.protocols.continual:Experiment.evaluate:before"
     resumed = promptcl("r", "run", "--resume", out, pause=mid_task)
     wait_for((tmp_path / "r.paused").exists, resumed)
     resumed.send_signal(signal.SIGKILL)

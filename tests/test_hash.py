@@ -10,7 +10,7 @@ from promptcl.backbones.base import masked_mean
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
-from promptcl.learner import Experiment
+from promptcl.protocols.continual import Experiment
 from promptcl.tuners import Batch, TaskData, get_tuner
 
 FAST = {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}}

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from promptcl import load_config, run
+from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.errors import UsageError
-from promptcl.learner import Experiment
-from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
+from promptcl.protocols.continual import Experiment
 
 TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
 
@@ -138,7 +138,7 @@ def test_mask_logits_switch_changes_which_classes_compete(tmp_path, monkeypatch)
         captured.append(torch.isinf(logits[0]).sum().item())
         return real(logits, labels, *a, **k)
 
-    monkeypatch.setattr("promptcl.learner.loop.F.cross_entropy", spy)
+    monkeypatch.setattr("promptcl.protocols.continual.F.cross_entropy", spy)
     run(tiny("method=linear"), tmp_path / "masked", stop_after=2)
     masked_last = captured[-1]
     captured.clear()

@@ -15,12 +15,12 @@ from PIL import Image
 import promptcl
 from promptcl import Prediction, UsageError, load_config, run
 from promptcl.cli import main
+from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.data import build_benchmark
 from promptcl.dual.config import load_b2n_config
-from promptcl.dual.protocol import B2NExperiment, run_b2n
 from promptcl.files import write_json
-from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
-from promptcl.learner.trained import evaluate_run
+from promptcl.models.continual import evaluate_run
+from promptcl.protocols.b2n import B2NExperiment, run_b2n
 
 FAST = ["train.epochs=1", "train.progress=false", "data.train_per_class=4"]
 HASH = ["method=hash", "backbone=tiny-bert", "data.num_tasks=2", "data.test_per_class=3", *FAST,

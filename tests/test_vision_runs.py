@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from promptcl import load_config, run
+from promptcl.core.checkpoint import load_checkpoint
 from promptcl.data.vision import FASHION_MNIST_SYSTEM
-from promptcl.learner.checkpoint import load_checkpoint
 from promptcl.tuners import TUNERS
 
 # speed only, not size: HiDe's TII and TAP stages at one epoch (their defaults are 20-30)

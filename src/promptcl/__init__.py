@@ -6,8 +6,8 @@
 
 from promptcl.config import RunConfig, load_config
 from promptcl.errors import UsageError
-from promptcl.learner import run
-from promptcl.trained import Prediction, TrainedModel, load
+from promptcl.models import Prediction, TrainedModel, load
+from promptcl.protocols.continual import run
 from promptcl.version import __version__
 
 __all__ = [

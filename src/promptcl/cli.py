@@ -202,7 +202,7 @@ def task_inference(cls: type) -> str:
 
 def command_b2n(args: argparse.Namespace) -> None:
     from promptcl.dual.config import load_b2n_config
-    from promptcl.dual.protocol import run_b2n
+    from promptcl.protocols.b2n import run_b2n
 
     config = load_b2n_config(args.config, args.set)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -253,7 +253,7 @@ def main_rank() -> bool:
 
 
 def command_run(args: argparse.Namespace) -> None:
-    from promptcl.learner import run
+    from promptcl.protocols.continual import run
 
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
@@ -325,7 +325,7 @@ def check_output(path: Path | None) -> None:
 
 
 def command_predict(args: argparse.Namespace) -> None:
-    from promptcl.trained import load
+    from promptcl.models import load
 
     if not args.text and args.input is None:
         raise UsageError('nothing to predict; pass --text "..." or --input FILE')
@@ -376,7 +376,7 @@ def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 6
 
 
 def command_eval(args: argparse.Namespace) -> None:
-    from promptcl.learner.trained import evaluate_run
+    from promptcl.models.continual import evaluate_run
 
     if (args.run / "class_split.json").is_file():
         raise UsageError(

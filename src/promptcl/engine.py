@@ -1,5 +1,5 @@
 """The engine under every training command: Lightning Fabric owns devices, precision, process
-launch and loggers; the loops stay ours (learner/loop.py, dual/protocol.py, nanoGPT-style).
+launch and loggers; the loops stay ours (protocols/continual.py, protocols/b2n.py, nanoGPT-style).
 
 Several processes (DDP, ``train.devices`` > 1, or torchrun / SLURM, which Fabric detects):
 

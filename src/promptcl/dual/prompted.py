@@ -1,5 +1,5 @@
 """A frozen dual encoder with a method's prompts: the one scoring path of ``promptcl b2n``'s
-evaluation and of a loaded b2n run's ``predict`` (dual/trained.py).
+evaluation and of a loaded b2n run's ``predict`` (models/b2n.py).
 
 Class texts are tokenised from any list of names with the run's template and context layout,
 so a dual encoder scores names it never saw in training as it scores the base classes.

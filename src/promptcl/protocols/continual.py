@@ -24,14 +24,14 @@ from tqdm.auto import tqdm
 from promptcl import metrics
 from promptcl.backbones import Backbone, build_backbone
 from promptcl.config import RunConfig, build_dataclass, config_differences, load_run_config, to_dict
+from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
+from promptcl.core.rundir import RunDir
 from promptcl.data import TaskStream, build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.files import check_out, run_lock
-from promptcl.learner.checkpoint import load_checkpoint, save_checkpoint
-from promptcl.learner.features import FeatureCache
-from promptcl.report.rundir import RunDir
+from promptcl.protocols.features import FeatureCache
 from promptcl.runtime import (
     epoch_order,
     make_optimizer,
@@ -47,7 +47,7 @@ class Experiment:
     """Everything a run needs, built and checked before anything is written to disk.
 
     ``stream`` and ``backbone``, when given, are used instead of those the config names: a
-    loaded run (learner/trained.py) passes its class list without samples, ``promptcl eval``
+    loaded run (models/continual.py) passes its class list without samples, ``promptcl eval``
     another test set in the run's class ids."""
 
     def __init__(

@@ -4,8 +4,8 @@
 name, a local directory, a hub id or a weights file, as the run named it), then only the
 trained tensors; class names and tasks come from the run directory, never from benchmark data.
 A continual run (``promptcl run``: class_order.json, checkpoint/) loads as it was at its last
-task boundary (learner/trained.py); a base-to-novel run (``promptcl b2n``: class_split.json,
-prompts.safetensors) scores any list of class names (dual/trained.py). ``predict`` runs the
+task boundary (models/continual.py); a base-to-novel run (``promptcl b2n``: class_split.json,
+prompts.safetensors) scores any list of class names (models/b2n.py). ``predict`` runs the
 inference of the run's own evaluation, batched, without gradients, on the run's device or
 the one passed to ``load``.
 """
@@ -124,22 +124,3 @@ def read_json_file(path: Path, what: str) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError:
         raise UsageError(f"{path} is not valid JSON; restore it from a copy of the run") from None
-
-
-def load(run_dir: str | Path, device: str | torch.device | None = None) -> TrainedModel:
-    """The trained model of a ``promptcl run`` or ``promptcl b2n`` run directory, on
-    ``device`` (default: the run's accelerator). A run that has not finished a task, or whose
-    files do not fit what its config.json builds, is a UsageError of one line."""
-    path = Path(run_dir)
-    if (path / "class_split.json").is_file():
-        from promptcl.dual.trained import load_b2n_run
-
-        return load_b2n_run(path, device)
-    if (path / "class_order.json").is_file() or (path / "checkpoint").exists():
-        from promptcl.learner.trained import load_continual_run
-
-        return load_continual_run(path, device)
-    raise UsageError(
-        f"{path} is not a promptcl run directory (no class_order.json or class_split.json); "
-        "pass the --out of promptcl run or promptcl b2n"
-    )

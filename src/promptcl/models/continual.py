@@ -22,19 +22,19 @@ import torch
 
 from promptcl.backbones import build_backbone
 from promptcl.config import RunConfig, load_run_config
+from promptcl.core.checkpoint import load_checkpoint
+from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
 from promptcl.data.batching import collated, cut
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.learner.checkpoint import load_checkpoint
-from promptcl.learner.loop import Experiment
-from promptcl.report.rundir import RunDir
-from promptcl.trained import (
+from promptcl.models.base import (
     Prediction,
     TrainedModel,
     inference_train_config,
     read_json_file,
 )
+from promptcl.protocols.continual import Experiment
 from promptcl.tuners import Batch
 
 # keys ``promptcl eval --set`` may change: the test set and how it is read, never the model

@@ -23,7 +23,7 @@ from promptcl.dual.data import INTENT_TEMPLATE
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.trained import Prediction, TrainedModel, inference_train_config, read_json_file
+from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
 
 
 class DualModel(TrainedModel):

@@ -1,0 +1,1 @@
+"""The protocol core: what both protocols stand on (run directory, checkpoint, the loop)."""
