@@ -1,7 +1,9 @@
 import json
 
 import pytest
+import torch
 
+from promptcl.backbones.hf import packaged_model_dir
 from promptcl.config import StreamDataConfig
 from promptcl.data import TextProcessor, build_benchmark
 from promptcl.errors import UsageError
@@ -91,19 +93,31 @@ def test_csv_and_jsonl(tmp_path):
         build_benchmark("text-csv", bad, 0)
 
 
-def test_dynamic_padding():
-    class Tok:
-        pad_token_id = 0
+def tokenizer_of(kind: str):
+    """MiniLM's WordPiece tokenizer, or CLIP's BPE one over a four-token vocabulary (its pad
+    token is <|endoftext|>)."""
+    from transformers import AutoTokenizer, CLIPTokenizer
 
-        def __call__(self, texts, truncation, max_length):
-            return {"input_ids": [list(range(1, len(t.split()) + 1))[:max_length] for t in texts]}
+    if kind == "bert":
+        return AutoTokenizer.from_pretrained(str(packaged_model_dir("minilm-l6")))
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3}
+    return CLIPTokenizer(vocab=vocab, merges=[])
 
-    proc = TextProcessor(Tok(), max_length=4)
-    items = proc.prepare(["a b", "a b c d e f", "a"])
-    assert [len(i) for i in items] == [2, 4, 1]
+
+@pytest.mark.parametrize("kind", ["bert", "clip"])
+def test_dynamic_padding(kind):
+    """A batch is padded on the right to its longest row with the tokenizer's pad token, also
+    when the tokenizer would pad on the left."""
+    tokenizer = tokenizer_of(kind)
+    tokenizer.padding_side = "left"
+    proc = TextProcessor(tokenizer, max_length=4)
+    items = proc.prepare(["a b", "a b a b a b", "a"])
+    assert [len(i) for i in items] == [4, 4, 3]
     batch = proc.collate([items[0], items[2]])
-    assert batch["input_ids"].tolist() == [[1, 2], [1, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+    pad = tokenizer.pad_token_id
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
+    assert batch["input_ids"].tolist() == [items[0], items[2] + [pad]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
 
 
 def test_text4_shares_the_star_classes_between_yelp_and_amazon(data_root):

@@ -9,8 +9,8 @@ import transformers
 
 from promptcl.backbones import Prefix, PrefixGate
 from promptcl.backbones.hf import ENCODERS, SUPPORTED, HFEncoder, load_hf_encoder
-from promptcl.backbones.masked import edited_layers
 from promptcl.errors import UsageError
+from promptcl.tuners.editbank import edited_layers
 
 VOCAB = 100
 LENGTHS = [20, 9, 3]  # past MPNet's and DeBERTa's exact buckets, so the log buckets count

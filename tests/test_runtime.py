@@ -7,6 +7,7 @@ from torch import nn
 from promptcl.config import TrainConfig
 from promptcl.runtime import (
     NonFiniteLoss,
+    cosine_lr,
     epoch_order,
     make_optimizer,
     optimisation_steps,
@@ -52,3 +53,15 @@ def test_optimiser_groups_schedule_and_seeds():
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
     assert epoch_order(10, 0, 1, 2) == epoch_order(10, 0, 1, 2) != epoch_order(10, 0, 1, 3)
     assert sorted(epoch_order(10, 0, 1, 2)) == list(range(10))
+
+
+def test_cosine_lr_is_torchs_cosine_annealing():
+    """HiDe steps torch's CosineAnnealingLR (a recursive form); the closed form agrees with it
+    to rounding."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.005)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=30)
+    for epoch in range(30):
+        assert cosine_lr(0.005, epoch, 30) == pytest.approx(schedule.get_last_lr()[0], rel=1e-14)
+        optimizer.step()
+        schedule.step()
+    assert cosine_lr(0.005, 0, 30) == 0.005  # exact: one-epoch stages train at lr

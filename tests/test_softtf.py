@@ -6,12 +6,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.backbones.hf import tiny_bert
-from promptcl.backbones.masked import edited_layers, edited_linear
+from promptcl.backbones.masked import edited_linear
 from promptcl.backbones.vit import tiny_vit
 from promptcl.config import build_dataclass
 from promptcl.errors import UsageError
 from promptcl.tuners import Batch
-from promptcl.tuners.editbank import TaskEdits
+from promptcl.tuners.editbank import TaskEdits, edited_layers
 from promptcl.tuners.softtf import SoftTF, SoftTFConfig
 
 NUM_CLASSES = 9

@@ -22,6 +22,7 @@ from promptcl.data.vision import (
     image_folder,
     imagenet_r,
     list_image_folder,
+    load_image,
     tinyimagenet,
 )
 from promptcl.errors import UsageError
@@ -337,6 +338,44 @@ def test_train_augments_test_is_deterministic():
     assert torch.equal(test.load(image), test.load(image))
     still = ImageProcessor(DATA_CONFIG, True, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False)
     assert torch.equal(still.load(image), still.load(image))
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 3), (23, 57, 3), (16, 16)])
+def test_eval_transform_is_timms(shape):
+    """Test images are timm's eval transform of them (the short side resized to
+    floor(16 / 0.9) = 17, the centre 16 x 16 cropped); only the conversion to float rounds
+    differently (x * (1/255) here, x / 255 in timm's ToTensor)."""
+    from timm.data import create_transform
+
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    timm_eval = create_transform(**DATA_CONFIG, is_training=False)
+    ours = ImageProcessor(DATA_CONFIG, train=False).load(image)
+    torch.testing.assert_close(ours, timm_eval(load_image(image)), rtol=0, atol=1e-6)
+
+
+def test_train_transform_is_a_random_crop_and_flip():
+    """At scale 1/4 and ratio 1 a 32 px image gives a 16 px window of it, at a random place and
+    flipped or not, drawn from torch's generator (the run's seed)."""
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    processor = ImageProcessor(DATA_CONFIG, True, scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    mean, std = (torch.tensor(DATA_CONFIG[k])[:, None, None] for k in ("mean", "std"))
+    windows = {
+        (i, j, flip): np.ascontiguousarray(w[:, ::-1] if flip else w)
+        for i in range(17)
+        for j in range(17)
+        for flip in (False, True)
+        for w in [image[i : i + 16, j : j + 16]]
+    }
+    torch.manual_seed(0)
+    seen = []
+    for _ in range(12):
+        pixels = ((processor.load(image) * std + mean) * 255).round().byte().permute(1, 2, 0)
+        seen += [key for key, w in windows.items() if np.array_equal(w, pixels.numpy())]
+    assert len(seen) == 12  # every output is one window of the image
+    assert len({key[:2] for key in seen}) > 1 and {key[2] for key in seen} == {False, True}
+    torch.manual_seed(0)
+    again = ((processor.load(image) * std + mean) * 255).round().byte().permute(1, 2, 0)
+    assert np.array_equal(again.numpy(), windows[seen[0]])
 
 
 def test_processor_pickles_and_runs_in_workers():

@@ -53,7 +53,13 @@ def epoch_lr(cfg: Any, epoch: int) -> float:
         return cfg.lr
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs))
+    return cosine_lr(cfg.lr, epoch - cfg.warmup_epochs, cfg.epochs)
+
+
+def cosine_lr(lr: float, step: int, steps: int) -> float:
+    """The cosine schedule, lr * (1 + cos(pi * step / steps)) / 2: ``lr`` at step 0, one
+    value per epoch in Dassl (``epoch_lr``) and HiDe (``train_on_gaussians``)."""
+    return 0.5 * lr * (1 + math.cos(math.pi * step / steps))
 
 
 def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: Any, epoch: int) -> float:

@@ -34,16 +34,12 @@ autocast then runs the matmul in bf16.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from promptcl.backbones.base import Backbone
 
 
 class WeightEdit(nn.Module):
@@ -96,42 +92,13 @@ def apply_edit(layer: nn.Linear, x: torch.Tensor, edit: Edit) -> torch.Tensor:
     return F.linear(x, edited_weight(layer.weight, edit), layer.bias)
 
 
-class EditedLayer(NamedTuple):
-    """A frozen linear that a tuner edits: its block, its short name, the layer."""
-
-    block: int
-    name: str
-    layer: nn.Linear
-
-
-def edited_layers(
-    backbone: Backbone,
-    blocks: Sequence[int],
-    mlp: bool = False,
-    names: Collection[str] | None = None,
-) -> dict[str, EditedLayer]:
-    """``"b{block}_{name}"`` -> the attention projections (and MLP linears) of ``blocks``;
-    ``names`` keeps only those short names (``Backbone.linear_paths``)."""
-    layers = {}
-    for index in blocks:
-        for name, path in backbone.linear_paths(index, mlp).items():
-            if names is None or name in names:
-                layer = backbone.get_submodule(path)
-                if not isinstance(layer, nn.Linear):
-                    raise TypeError(f"{path} is a {type(layer).__name__}, not an nn.Linear")
-                layers[f"b{index}_{name}"] = EditedLayer(index, name, layer)
-    return layers
-
-
 __all__ = [
     "NO_EDITS",
     "BlockEdits",
     "Edit",
-    "EditedLayer",
     "MaskSpec",
     "OutputEdit",
     "WeightEdit",
-    "edited_layers",
     "edited_linear",
     "masked_weight",
 ]

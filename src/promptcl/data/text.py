@@ -243,10 +243,13 @@ class TextProcessor:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def collate(self, items: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids in items)
-        ids = torch.full((len(items), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(items), width, dtype=torch.long)
-        for i, row in enumerate(items):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return pad_ids(self.tokenizer, items)
+
+
+def pad_ids(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Token id rows -> ``input_ids`` and ``attention_mask`` (B, longest row), padded on the
+    right with the tokenizer's pad token."""
+    batch = tokenizer.pad(
+        {"input_ids": rows}, padding_side="right", return_attention_mask=True, return_tensors="pt"
+    )
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from promptcl.data.text import pad_ids
 from promptcl.errors import UsageError
 
 CTX_INITS = ("auto", "template", "random", "prepend", "prepend-random")
@@ -106,13 +107,10 @@ def class_texts(
         if len(ids) > max_length:  # keep the end token: CLIP pools there
             ids = ids[: max_length - 1] + ids[-1:]
         rows.append(ids)
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        mask[i, : len(ids)] = 1
-    return ClassTexts(input_ids, mask, _init_ids(tokenizer, mode, prefix, n_ctx))
+    padded = pad_ids(tokenizer, rows)
+    return ClassTexts(
+        padded["input_ids"], padded["attention_mask"], _init_ids(tokenizer, mode, prefix, n_ctx)
+    )
 
 
 def _init_ids(tokenizer, mode: str, prefix: list[int], n_ctx: int) -> list[int] | None:

@@ -47,37 +47,38 @@ def held_out_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch
 
 
 class ClassSums(nn.Module):
-    """Running sums of features per class (see the module docstring); float64."""
+    """Running sums of features per class (see the module docstring), in ``dtype``."""
 
-    def __init__(self, num_classes: int, dim: int) -> None:
+    def __init__(self, num_classes: int, dim: int, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
-        self.register_buffer("feature_sum", torch.zeros(num_classes, dim, dtype=torch.float64))
-        self.register_buffer("count", torch.zeros(num_classes, dtype=torch.float64))
-        self.register_buffer("outer_sum", torch.zeros(dim, dim, dtype=torch.float64))
+        self.register_buffer("feature_sum", torch.zeros(num_classes, dim, dtype=dtype))
+        self.register_buffer("count", torch.zeros(num_classes, dtype=dtype))
+        self.register_buffer("outer_sum", torch.zeros(dim, dim, dtype=dtype))
 
     @torch.no_grad()
     def accumulate(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add samples: features (N, d), labels (N,)."""
-        x = features.detach().to(self.feature_sum.device, torch.float64)
+        x = features.detach().to(self.feature_sum.device, self.feature_sum.dtype)
         labels = labels.to(x.device)
         self.feature_sum.index_add_(0, labels, x)
-        self.count.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        self.count.index_add_(0, labels, torch.ones_like(labels, dtype=x.dtype))
         self.outer_sum += x.T @ x
 
     def plus(self, features: torch.Tensor, labels: torch.Tensor) -> ClassSums:
         """A copy with ``features`` added (the sums themselves are left alone)."""
-        other = ClassSums(*self.feature_sum.shape).to(self.feature_sum.device)
+        other = ClassSums(*self.feature_sum.shape, dtype=self.feature_sum.dtype)
+        other = other.to(self.feature_sum.device)
         other.load_state_dict(self.state_dict())
         other.accumulate(features, labels)
         return other
 
     def means(self, classes: torch.Tensor) -> torch.Tensor:
-        """(k, d) class means of ``classes`` (float64)."""
+        """(k, d) class means of ``classes``."""
         return self.feature_sum[classes] / self.count[classes].clamp_min(1).unsqueeze(1)
 
     def within_covariance(self, classes: torch.Tensor) -> torch.Tensor:
-        """(d, d) pooled within-class covariance of the samples of ``classes`` (float64); the
-        sums must hold the samples of these classes only."""
+        """(d, d) pooled within-class covariance of the samples of ``classes``; the sums must
+        hold the samples of these classes only."""
         sums, counts = self.feature_sum[classes], self.count[classes].clamp_min(1)
         scatter = self.outer_sum - (sums.T / counts) @ sums
         return scatter / max(self.count[classes].sum().item() - len(classes), 1.0)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptcl.runtime import optimisation_steps
+from promptcl.runtime import cosine_lr, optimisation_steps
 
 Covariance = Literal["diagonal", "full"]
 _JITTERS = (1.0, 10.0, 100.0, 1000.0)  # multiples of eps tried before the diagonal fallback
@@ -194,9 +194,10 @@ def train_on_gaussians(
     on features sampled from the Gaussians of every seen class, seen-class logits only.
 
     As HiDe's ``train_task_adaptive_prediction``: SGD (momentum 0.9) with cosine annealing
-    over ``epochs``; each epoch draws ``samples_per_class`` fresh samples per class and
-    shuffles them. Unlike HiDe, which stops each epoch after as many mini-batches as there
-    are OLD classes, every epoch here is a full pass over the drawn samples. HiDe's code reads
+    over ``epochs`` (``cosine_lr``, the closed form of torch's ``CosineAnnealingLR`` that HiDe
+    steps); each epoch draws ``samples_per_class`` fresh samples per class and shuffles them.
+    Unlike HiDe, which stops each epoch after as many mini-batches as there are OLD classes,
+    every epoch here is a full pass over the drawn samples. HiDe's code reads
     ``SGD(..., weight_decay=5e-4)``, but its parameter group sets ``args.weight_decay``, which its
     argparse defaults resolve to 0.0 (``--weight-decay`` 0.0 is declared before
     ``--weight_decay`` 5e-4, same dest): 0 is the value HiDe's runs used.
@@ -210,12 +211,11 @@ def train_on_gaussians(
     outside[seen] = False
     factors = gaussians.factors(seen)
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     was_training = model.training
     model.train()
     with torch.enable_grad():
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            optimizer.param_groups[0]["lr"] = cosine_lr(lr, epoch, epochs)
             features, labels = gaussians.sample(seen, samples_per_class, factors=factors)
             train_epoch(model, features, labels, outside, optimizer, batch_size)
-            schedule.step()
     model.train(was_training)

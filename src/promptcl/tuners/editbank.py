@@ -1,6 +1,6 @@
 """Per-task edits of frozen linear layers, held by a tuner (Soft-TransFormers and its
-baselines): the bank of each task's edits, and the per-sample choice among them that an edited
-linear applies (backbones/masked.py).
+baselines): the backbone's layers a tuner edits, the bank of each task's edits, and the
+per-sample choice among them that an edited linear applies (backbones/masked.py).
 
 A per-sample choice ``TaskEdits(edits, task)`` is
 
@@ -17,17 +17,17 @@ A per-sample choice ``TaskEdits(edits, task)`` is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from promptcl.backbones.base import Backbone
 from promptcl.backbones.masked import (
     BlockEdits,
     Edit,
-    EditedLayer,
     OutputEdit,
     WeightEdit,
     apply_edit,
@@ -131,6 +131,33 @@ class Superposed(torch.autograd.Function):
         return grad_x, grad_alpha, grad_stacked, grad_bias
 
 
+class EditedLayer(NamedTuple):
+    """A frozen linear that a tuner edits: its block, its short name, the layer."""
+
+    block: int
+    name: str
+    layer: nn.Linear
+
+
+def edited_layers(
+    backbone: Backbone,
+    blocks: Sequence[int],
+    mlp: bool = False,
+    names: Collection[str] | None = None,
+) -> dict[str, EditedLayer]:
+    """``"b{block}_{name}"`` -> the attention projections (and MLP linears) of ``blocks``;
+    ``names`` keeps only those short names (``Backbone.linear_paths``)."""
+    layers = {}
+    for index in blocks:
+        for name, path in backbone.linear_paths(index, mlp).items():
+            if names is None or name in names:
+                layer = backbone.get_submodule(path)
+                if not isinstance(layer, nn.Linear):
+                    raise TypeError(f"{path} is a {type(layer).__name__}, not an nn.Linear")
+                layers[f"b{index}_{name}"] = EditedLayer(index, name, layer)
+    return layers
+
+
 class TaskEditBank(nn.ModuleDict):
     """Per-task edits of the edited layers: ``bank[layer_name][task]``, an ``nn.ModuleList``
     per layer grown by one edit per seen task.
@@ -176,4 +203,12 @@ class TaskEditBank(nn.ModuleDict):
         )
 
 
-__all__ = ["Superposed", "TaskEditBank", "TaskEdits", "per_sample", "superpose"]
+__all__ = [
+    "EditedLayer",
+    "Superposed",
+    "TaskEditBank",
+    "TaskEdits",
+    "edited_layers",
+    "per_sample",
+    "superpose",
+]

@@ -41,14 +41,14 @@ import torch
 from torch import nn
 
 from promptcl.backbones.base import Trunk
-from promptcl.backbones.masked import OutputEdit, WeightEdit, edited_layers
+from promptcl.backbones.masked import OutputEdit, WeightEdit
 from promptcl.config import build_dataclass, to_dict
 from promptcl.taskid import TaskKeys, gradient_id
 from promptcl.taskid.gradient import entropy_logits, entropy_set_name
 from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners import TUNERS, get_tuner
 from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
-from promptcl.tuners.editbank import TaskEditBank
+from promptcl.tuners.editbank import TaskEditBank, edited_layers
 from promptcl.tuners.prompts import check_blocks
 
 TASK_ID_MODES = ("prompt", "gradient", "tii", "gradient-batch")

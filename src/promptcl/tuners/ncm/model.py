@@ -1,5 +1,6 @@
 """NCM on frozen features (SimpleCIL, Zhou et al. 2023): each class is the mean of its frozen
-pooled training features; a sample goes to the class of highest cosine similarity."""
+pooled training features (taskid/discriminant.py's ``ClassSums``, in the means' dtype); a
+sample goes to the class of highest cosine similarity."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from promptcl.taskid import cosine
+from promptcl.taskid.discriminant import ClassSums
 from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 from promptcl.tuners.ncm.config import NCMConfig
 
@@ -28,10 +30,9 @@ class NCM(Tuner):
 
     @torch.no_grad()
     def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
-        sums = torch.zeros_like(self.class_means)
-        counts = torch.zeros(self.num_classes, device=sums.device)
+        means = self.class_means
+        sums = ClassSums(*means.shape, dtype=means.dtype).to(means.device)
         for batch in data:
-            sums.index_add_(0, batch.labels, batch.query.to(sums.dtype))
-            counts.index_add_(0, batch.labels, torch.ones_like(batch.labels, dtype=counts.dtype))
-        idx = torch.as_tensor(list(classes), device=sums.device)
-        self.class_means[idx] = sums[idx] / counts[idx].clamp_min(1).unsqueeze(1)
+            sums.accumulate(batch.query, batch.labels)
+        idx = torch.as_tensor(list(classes), device=means.device)
+        self.class_means[idx] = sums.means(idx)
