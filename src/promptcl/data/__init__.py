@@ -39,6 +39,8 @@ PROTOCOLS = {"run": "benchmark", "b2n": "base-to-novel benchmark"}
 
 @dataclass(frozen=True)
 class Benchmark:
+    """A registered benchmark: what builds its data for each command it serves."""
+
     stream: StreamBuilder | None = None  # promptcl run: the task stream
     labelled: LabelledLoader | None = None  # promptcl b2n: the labelled classes
     reads: tuple[str, ...] = ()  # the keys of OWN_KEYS that ``stream`` reads
@@ -53,7 +55,7 @@ BENCHMARKS: Registry[Benchmark] = Registry(
     "benchmark",
     {"coop:NAME": "an image data set of the CoOp protocol under data.root (CLIP)"},
 )
-PATTERN_PROTOCOLS = {"coop:NAME": ["b2n"]}
+PATTERN_PROTOCOLS = {"coop:NAME": ["b2n"]}  # the commands a name pattern serves
 
 
 def register_benchmark(
@@ -134,8 +136,7 @@ register_benchmark(
     "your images: data.root holds train/<class>/ and test/<class>/ folders",
     image_folder,
 )
-
-
+# base-to-novel only: intents without a task split, and images for tests
 register_benchmark(
     "banking77",
     "your Banking77 CSVs: data.root/banking77/{train,test}.csv",
