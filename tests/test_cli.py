@@ -2,8 +2,13 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
+
+from promptcl.cli import main
 
 SETTINGS = ["method=dualprompt", "backbone=tiny-bert", "data.train_per_class=2", "train.epochs=1",
             "tuner.g_blocks=[0]", "tuner.e_blocks=[1]"]  # fmt: skip
@@ -37,6 +42,34 @@ def test_list_names_every_kind():
         "text-csv",
     ):
         assert name in result.stdout
+
+
+def test_list_marks_the_commands_each_benchmark_serves(capsys):
+    main(["list"])
+    listing = capsys.readouterr().out
+    for name, serves in [("clinc150", "run, b2n"), ("clinc150-15", "run"), ("cifar100", "run"),
+                         ("banking77", "b2n"), ("coop:NAME", "b2n")]:  # fmt: skip
+        assert re.search(rf"^  {re.escape(name)} +\[{serves}\] ", listing, re.M), name
+
+
+@pytest.mark.parametrize(
+    ("command", "benchmark", "message"),
+    [
+        ("b2n", "clinc150-15", "benchmark clinc150-15 serves promptcl run only; for promptcl b2n"),
+        ("run", "banking77", "benchmark banking77 serves promptcl b2n only; for promptcl run"),
+    ],
+)
+def test_a_benchmark_of_the_other_command_is_a_one_line_error(
+    tmp_path, capsys, monkeypatch, command, benchmark, message
+):
+    monkeypatch.delenv("PROMPTCL_DATA", raising=False)
+    out = tmp_path / "run"
+    args = ["--set", f"benchmark={benchmark}", "--set", "backbone=tiny-bert", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "choose one of: " in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_run_and_resume(tmp_path):

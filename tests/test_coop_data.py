@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from promptcl.dual.coop import (
+from promptcl.data.coop import (
     COOP_DATASETS,
     load_coop,
 )

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from promptcl.cli import main
 from promptcl.config import SHIPPED_CONFIGS, build_dataclass
+from promptcl.data import load_labelled, protocols
+from promptcl.data.labelled import base_novel, few_shot, readable
 from promptcl.dual.config import load_b2n_config
-from promptcl.dual.data import B2N_BENCHMARKS, base_novel, few_shot, load_b2n_data, readable
 from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
 from promptcl.protocols.b2n import run_b2n
@@ -57,7 +58,7 @@ def write_hwu(root):
 
 @pytest.mark.slow
 def test_clinc150_split_is_disjoint_fixed_by_seed_and_readable(data_root):
-    data = load_b2n_data("clinc150", str(data_root), "test", None)
+    data = load_labelled("clinc150", str(data_root), "test", None)
     assert len(data.classnames) == 150 and "pto request" in data.classnames
     assert all("_" not in name for name in data.classnames)
     base, novel = base_novel(data.class_order(0))
@@ -69,7 +70,7 @@ def test_clinc150_split_is_disjoint_fixed_by_seed_and_readable(data_root):
 
 @pytest.mark.slow
 def test_k_shots_per_base_class_drawn_with_the_seed(data_root):
-    data = load_b2n_data("clinc150", str(data_root), "test", None)
+    data = load_labelled("clinc150", str(data_root), "test", None)
     base, _ = base_novel(data.class_order(0))
     shots = few_shot(data.train, base, 16, seed=0)
     assert len(shots) == 16 * 75 and {y for _, y in shots} == set(base)
@@ -87,10 +88,10 @@ def test_few_shot_keeps_every_sample_of_small_classes():
 def test_banking77_and_hwu64_loaders(tmp_path):
     write_banking(tmp_path)
     write_hwu(tmp_path)
-    banking = load_b2n_data("banking77", str(tmp_path), "test", None)
+    banking = load_labelled("banking77", str(tmp_path), "test", None)
     assert banking.classnames == ["card arrival", "top up"]
     assert len(banking.train) == 6 and len(banking.test) == 4
-    hwu = load_b2n_data("hwu64", str(tmp_path), "test", "the user wants {}")
+    hwu = load_labelled("hwu64", str(tmp_path), "test", "the user wants {}")
     assert hwu.classnames == ["alarm set", "play music"] and hwu.template == "the user wants {}"
     assert hwu.train[0] == ("wake me up 0", 0) and hwu.test[-1] == ("play some jazz 1", 1)
     assert readable("iot_hue/light_change") == "iot hue light change"
@@ -109,7 +110,7 @@ def test_banking77_and_hwu64_loaders(tmp_path):
 def test_bad_data_is_a_one_line_usage_error(tmp_path, setup, name, split, message):
     setup(tmp_path)
     with pytest.raises(UsageError, match=message) as err:
-        load_b2n_data(name, str(tmp_path), split, None)
+        load_labelled(name, str(tmp_path), split, None)
     assert "\n" not in str(err.value)
 
 
@@ -117,17 +118,17 @@ def test_malformed_intent_files_are_usage_errors(tmp_path):
     folder = write_hwu(tmp_path) / "train"
     (folder / "label").write_text("alarm_set\n")
     with pytest.raises(UsageError, match="line by line"):
-        load_b2n_data("hwu64", str(tmp_path), "test", None)
+        load_labelled("hwu64", str(tmp_path), "test", None)
     (tmp_path / "banking77").mkdir()
     (tmp_path / "banking77" / "train.csv").write_text("sentence,intent\nhi,greet\n")
     (tmp_path / "banking77" / "test.csv").write_text("sentence,intent\nhi,greet\n")
     with pytest.raises(UsageError, match="no columns 'text', 'category'"):
-        load_b2n_data("banking77", str(tmp_path), "test", None)
+        load_labelled("banking77", str(tmp_path), "test", None)
 
 
 def test_no_data_root_says_how_to_give_one():
     with pytest.raises(UsageError, match="data.root"):
-        load_b2n_data("clinc150", None, "test", None)
+        load_labelled("clinc150", None, "test", None)
 
 
 def test_tiny_bert_round_with_cross_dataset_transfer(tmp_path):
@@ -203,7 +204,7 @@ B2N_CONFIGS = sorted(SHIPPED_CONFIGS.rglob("b2n/**/*.yaml"))
 def test_every_shipped_b2n_config_is_valid(path):
     config = load_b2n_config(path)
     build_dataclass(get_method(config.method)[0], config.tuner, config.method)
-    assert config.benchmark in B2N_BENCHMARKS or config.benchmark.startswith("coop:")
+    assert config.benchmark.startswith("coop:") or "b2n" in protocols(config.benchmark)
 
 
 def test_shipped_b2n_configs_exist():

@@ -156,8 +156,7 @@ def use_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_list() -> None:
     from promptcl.backbones import BACKBONES
-    from promptcl.data import BENCHMARKS
-    from promptcl.dual.data import B2N_BENCHMARKS
+    from promptcl.data import BENCHMARKS, protocols
     from promptcl.dual.methods import DUAL_METHODS
     from promptcl.tuners import TUNERS
 
@@ -169,8 +168,10 @@ def command_list() -> None:
         "methods (promptcl run)": methods,
         "dual-encoder methods (promptcl b2n)": DUAL_METHODS.describe(),
         "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
-        "benchmarks (promptcl run)": BENCHMARKS.describe(),
-        "benchmarks (promptcl b2n)": B2N_BENCHMARKS.describe(),
+        "benchmarks ([run]: promptcl run, [b2n]: promptcl b2n)": {
+            name: f"[{', '.join(protocols(name))}] {description}"
+            for name, description in BENCHMARKS.describe().items()
+        },
         "shipped configs (--config FOLDER/NAME)": shipped_by_folder(),
     }
     for title, entries in sections.items():

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from promptcl.config import StreamDataConfig
+from promptcl.data.files import data_folder, read_csv, read_json
 from promptcl.data.stream import (
     TaskStream,
     build_stream,
@@ -24,29 +23,6 @@ from promptcl.errors import UsageError
 from promptcl.files import read_text
 
 BUILTIN_INTENTS = Path(__file__).parent / "builtin" / "everyday_intents.json"
-
-
-def data_root(cfg: StreamDataConfig, benchmark: str, folder: str) -> Path:
-    if cfg.root is None:
-        raise UsageError(
-            f"benchmark {benchmark} needs a data root: pass --set data.root=DIR or set "
-            f"PROMPTCL_DATA (DIR holds {folder}/)"
-        )
-    path = Path(cfg.root).expanduser() / folder
-    if not path.is_dir():
-        raise UsageError(f"{path} not found; put the {benchmark} files there or fix data.root")
-    return path
-
-
-def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise UsageError(f"{path} not found; check data.root")
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise UsageError(
-            f"{path} is not valid JSON ({err}); replace it with the original"
-        ) from None
 
 
 def _pairs(rows: Any, path: Path, key: str) -> list[tuple[str, str]]:
@@ -61,23 +37,41 @@ def _pairs(rows: Any, path: Path, key: str) -> list[tuple[str, str]]:
 def _splits(data: Any, path: Path, eval_split: str) -> tuple[list, list]:
     if not isinstance(data, dict) or "train" not in data or eval_split not in data:
         raise UsageError(
-            f"{path} lacks the '{eval_split}' or 'train' list; "
+            f"{path} lacks the 'train' or '{eval_split}' list; "
             + ("set data.eval_split=test" if eval_split != "test" else "check the file")
         )
     return _pairs(data["train"], path, "train"), _pairs(data[eval_split], path, eval_split)
+
+
+@dataclass
+class Clinc150:
+    """CLINC150's files: data_full.json's training and evaluation [text, intent] pairs in file
+    order, out-of-scope ("oos") queries included, and domains.json (domain -> its intents;
+    empty when not read)."""
+
+    train: list[tuple[str, str]]
+    test: list[tuple[str, str]]
+    domains: dict[str, list[str]]
+
+
+def read_clinc150(root: str | None, benchmark: str, split: str, domains: bool) -> Clinc150:
+    """The one reader of CLINC150 (``root/clinc150``), for ``benchmark``: data_full.json's train
+    and ``split`` lists and, with ``domains``, domains.json, each checked."""
+    folder = data_folder(root, benchmark, "clinc150", "data_full.json and domains.json")
+    by_domain = read_json(folder / "domains.json") if domains else {}
+    if not isinstance(by_domain, dict) or not all(isinstance(v, list) for v in by_domain.values()):
+        raise UsageError(f"{folder / 'domains.json'} must map each domain to a list of intents")
+    path = folder / "data_full.json"
+    train, test = _splits(read_json(path), path, split)
+    return Clinc150(train, test, by_domain)
 
 
 def clinc150(cfg: StreamDataConfig, seed: int, per_domain: bool) -> TaskStream:
     """CLINC150 without out-of-scope queries. per_domain: 10 tasks = the 10 domains in a seeded
     order; otherwise 15 tasks of 10 intents in a seeded order."""
     name = "clinc150" if per_domain else "clinc150-15"
-    root = data_root(cfg, name, "clinc150")
-    domains = read_json(root / "domains.json")
-    if not isinstance(domains, dict) or not all(isinstance(v, list) for v in domains.values()):
-        raise UsageError(f"{root / 'domains.json'} must map each domain to a list of intents")
-    train, test = _splits(
-        read_json(root / "data_full.json"), root / "data_full.json", cfg.eval_split
-    )
+    files = read_clinc150(cfg.root, name, cfg.eval_split, domains=True)
+    domains = files.domains
     if per_domain:
         order = sorted(domains)
         random.Random(seed).shuffle(order)
@@ -85,7 +79,13 @@ def clinc150(cfg: StreamDataConfig, seed: int, per_domain: bool) -> TaskStream:
     else:
         tasks = split_into_tasks([i for v in domains.values() for i in v], 15, seed)
     return build_stream(
-        name, train, test, tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
+        name,
+        files.train,
+        files.test,
+        tasks,
+        cfg.train_per_class,
+        seed,
+        test_per_class=cfg.test_per_class,
     )
 
 
@@ -122,7 +122,9 @@ def text4(cfg: StreamDataConfig, seed: int) -> TaskStream:
     training file, DBpedia's training set half of its test file, cut per class with a fixed
     seed. ``data.eval_split=val`` holds out 10% of each training set (per class, fixed seed)
     and evaluates on it."""
-    root = data_root(cfg, "text4", "text4")
+    root = data_folder(
+        cfg.root, "text4", "text4", "agnews/, yelp/, amazon/ and dbpedia/ with their JSON files"
+    )
     if cfg.order not in TEXT4_ORDERS:
         raise UsageError(f"data.order must be one of {sorted(TEXT4_ORDERS)}, not {cfg.order}")
     if cfg.eval_split not in ("test", "val"):
@@ -172,24 +174,6 @@ def _resolve(cfg: StreamDataConfig, file: str | None, key: str, benchmark: str) 
     if not path.is_file():
         raise UsageError(f"data.{key} {file} not found; pass an existing file")
     return path
-
-
-def read_csv(path: Path, columns: Sequence[str], hint: str) -> list[tuple[str, ...]]:
-    """The ``columns`` of each row of a UTF-8 CSV file with a header; ``hint`` says how to name
-    other columns."""
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    try:
-        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
-            raise UsageError(
-                f"{path} has no columns {', '.join(map(repr, columns))} (found "
-                f"{reader.fieldnames}); {hint}"
-            )
-        rows = [tuple(row[c] for c in columns) for row in reader]
-    except csv.Error as err:
-        raise UsageError(f"{path} is not valid CSV ({err}); fix the file") from None
-    if any(None in row for row in rows):
-        raise UsageError(f"{path} has rows with fewer fields than its header; fix the file")
-    return rows
 
 
 def _read_csv(path: Path, text: str, label: str) -> list[tuple[str, ...]]:

@@ -13,7 +13,7 @@ import math
 import pickle
 import random
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 from promptcl.config import StreamDataConfig
+from promptcl.data.files import data_folder, missing
 from promptcl.data.stream import (
     TaskStream,
     build_stream,
@@ -58,20 +59,7 @@ _HINTS = {
 
 
 def _missing(name: str, path: Path) -> UsageError:
-    return UsageError(f"{name} not found under {path}: put {_HINTS[name]} there")
-
-
-def _root(cfg: StreamDataConfig, name: str, folder: str, files: Sequence[str] = ()) -> Path:
-    """``cfg.root/folder``, checked to exist and to hold ``files``."""
-    if cfg.root is None:
-        raise UsageError(
-            f"benchmark {name} needs a data root: pass --set data.root=DIR or set PROMPTCL_DATA "
-            f"(DIR/{folder} holds {_HINTS[name]})"
-        )
-    path = Path(cfg.root).expanduser() / folder
-    if not path.is_dir() or not all((path / f).exists() for f in files):
-        raise _missing(name, path)
-    return path
+    return missing(name, path, _HINTS[name])
 
 
 def list_image_folder(folder: Path) -> dict[str, list[str]]:
@@ -157,7 +145,7 @@ def cifar100(cfg: StreamDataConfig, seed: int) -> TaskStream:
     names), as the public L2P / DualPrompt PyTorch code does by default (``shuffle=False``,
     matching the original JAX code); any other seed permutes with ``random.Random(seed)``.
     """
-    root = _root(cfg, "cifar100", "cifar100")
+    root = data_folder(cfg.root, "cifar100", "cifar100", _HINTS["cifar100"])
     if not (root / "meta").is_file() and (root / "cifar-100-python").is_dir():
         root = root / "cifar-100-python"
     if not all((root / f).is_file() for f in ("train", "test", "meta")):
@@ -176,7 +164,7 @@ def cifar100(cfg: StreamDataConfig, seed: int) -> TaskStream:
 def imagenet_r(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """ImageNet-R from ``root/imagenet-r/<wnid>/*.jpg``: 200 classes, 80% train / 20% test of
     each class in a fixed split (random.Random(0), not the run seed), 10 seeded tasks."""
-    root = _root(cfg, "imagenet-r", "imagenet-r")
+    root = data_folder(cfg.root, "imagenet-r", "imagenet-r", _HINTS["imagenet-r"])
     by_class = list_image_folder(root)
     if not any(by_class.values()):
         raise _missing("imagenet-r", root)
@@ -208,7 +196,9 @@ def cub200(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """CUB-200-2011 in its official layout under ``root/cub200/CUB_200_2011``, with its own
     train/test split; class names without the number prefix; 10 seeded tasks."""
     files = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
-    root = _root(cfg, "cub200", "cub200/CUB_200_2011", (*files, "images"))
+    root = data_folder(
+        cfg.root, "cub200", "cub200/CUB_200_2011", _HINTS["cub200"], (*files, "images")
+    )
     paths, labels, is_train, classes = (_table(root / f) for f in files)
     names = {cid: name.split(".", 1)[-1] for cid, name in classes.items()}
     train, test = [], []
@@ -225,7 +215,8 @@ def tinyimagenet(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """Tiny ImageNet (200 wnids) in its official layout under ``root/tinyimagenet/
     tiny-imagenet-200``; its val split (50 per class) is the test set; 10 seeded tasks."""
     files = ("wnids.txt", "train", "val/val_annotations.txt", "val/images")
-    root = _root(cfg, "tinyimagenet", "tinyimagenet/tiny-imagenet-200", files)
+    folder = "tinyimagenet/tiny-imagenet-200"
+    root = data_folder(cfg.root, "tinyimagenet", folder, _HINTS["tinyimagenet"], files)
     wnids = read_text(root / "wnids.txt").split()
     by_class = list_image_folder(root / "train")
     train = [(p, w) for w in wnids for p in by_class.get(w, [])]
@@ -282,12 +273,7 @@ def fashion_mnist(cfg: StreamDataConfig, seed: int) -> TaskStream:
 def image_folder(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """Your images: data.root holds train/<class>/ and test/<class>/ image files; the classes of
     train/ are split into data.num_tasks seeded tasks (default 5)."""
-    if cfg.root is None:
-        hint = _HINTS["imagefolder"]
-        raise UsageError(f"benchmark imagefolder needs --set data.root=DIR holding {hint}")
-    root = Path(cfg.root).expanduser()
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise _missing("imagefolder", root)
+    root = data_folder(cfg.root, "imagefolder", "", _HINTS["imagefolder"], ("train", "test"))
     by_class = list_image_folder(root / "train")
     if not any(by_class.values()):
         raise _missing("imagefolder", root)

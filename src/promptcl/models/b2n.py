@@ -18,8 +18,8 @@ import torch
 
 from promptcl.backbones import build_dual_encoder
 from promptcl.data.batching import collated, cut
+from promptcl.data.labelled import INTENT_TEMPLATE
 from promptcl.dual.config import load_b2n_config
-from promptcl.dual.data import INTENT_TEMPLATE
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError

@@ -29,17 +29,11 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from promptcl.config import to_dict
+from promptcl.data import load_labelled
 from promptcl.data.batching import collated, cut
+from promptcl.data.labelled import LabelledData, Sample, base_novel, cap_per_class, few_shot
 from promptcl.dual.config import B2NConfig
 from promptcl.dual.context import ClassTexts
-from promptcl.dual.data import (
-    LabelledData,
-    Sample,
-    base_novel,
-    cap_per_class,
-    few_shot,
-    load_b2n_data,
-)
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -94,7 +88,7 @@ class B2NExperiment:
 
     def load(self, name: str) -> LabelledData:
         cfg = self.config.data
-        return load_b2n_data(name, cfg.root, cfg.eval_split, cfg.template)
+        return load_labelled(name, cfg.root, cfg.eval_split, cfg.template)
 
     def check_modality(self, data: LabelledData) -> None:
         if data.modality != self.encoder.modality:

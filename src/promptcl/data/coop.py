@@ -10,7 +10,7 @@ FGVC-Aircraft reads its own ``images_variant_{train,val,test}.txt``; ImageNet li
 Class names are those of the split files (label = index), with underscores turned into spaces
 as CoOp's prompt learners do before tokenising; ``template`` is CoOp's CUSTOM_TEMPLATES entry.
 Base-to-novel evaluation (CoCoOp) keeps the first ceil(n/2) label ids as base classes
-(``dual.data.base_novel`` over the label order).
+(``promptcl.data.labelled.base_novel`` over the label order).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""Base-to-novel data: labelled queries (utterances or images) with readable class names.
+"""Labelled data for base-to-novel runs: queries (utterances or images) with readable class
+names, and the class splits and few-shot draws of the protocol.
 
 Text: CLINC150 (150 intents, out-of-scope left out), Banking77 (CSV files with columns text and
 category) and HWU64 as distributed for few-shot intent detection (per split a folder with a
 ``seq.in`` file of utterances and a ``label`` file, one per line). Images: the 11 data sets of
-the CoOp protocol through ``promptcl.dual.coop.load_coop`` (imported when used), and random
-images for tests. Class names are made readable ("pto_request" -> "pto request") and slotted
-into a template, by default ``INTENT_TEMPLATE`` for intents and the data set's own for images.
+the CoOp protocol through ``promptcl.data.coop.load_coop``, and random images for tests. Class
+names are made readable ("pto_request" -> "pto request") and slotted into a template, by default
+``INTENT_TEMPLATE`` for intents and the data set's own for images. The loaders are registered
+in ``promptcl.data.BENCHMARKS`` and called through ``promptcl.data.load_labelled``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from promptcl.data.text import read_csv, read_json
+from promptcl.data.coop import COOP_DATASETS, load_coop
+from promptcl.data.files import data_folder, read_csv
+from promptcl.data.text import read_clinc150
 from promptcl.errors import UsageError
 from promptcl.files import read_text
-from promptcl.registry import Registry
 
 INTENT_TEMPLATE = "a request about {}"  # see docs/METHODS.md: chosen on the validation split
 Sample = tuple[Any, int]  # (utterance, image path or uint8 array; class index)
@@ -54,7 +57,9 @@ def base_novel(order: Sequence[int]) -> tuple[list[int], list[int]]:
     return list(order[:m]), list(order[m:])
 
 
-def few_shot(samples: Sequence[Sample], classes: Sequence[int], shots: int | None, seed: int):
+def few_shot(
+    samples: Sequence[Sample], classes: Sequence[int], shots: int | None, seed: int
+) -> list[Sample]:
     """``shots`` samples per class of ``classes``, drawn with ``seed`` (all when fewer)."""
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for sample in samples:
@@ -103,30 +108,10 @@ def _text_data(name: str, train, test, template: str | None) -> LabelledData:
     )
 
 
-def _folder(root: str | None, name: str, folder: str, hint: str) -> Path:
-    if root is None:
-        raise UsageError(
-            f"benchmark {name} needs a data root: pass --set data.root=DIR or set PROMPTCL_DATA "
-            f"(DIR/{folder} holds {hint})"
-        )
-    path = Path(root).expanduser() / folder
-    if not path.is_dir():
-        raise UsageError(f"{path} not found; put {hint} there or fix data.root")
-    return path
-
-
 def clinc150(root: str | None, split: str, template: str | None) -> LabelledData:
-    path = _folder(root, "clinc150", "clinc150", "data_full.json")
-    data = read_json(path / "data_full.json")
-    if not isinstance(data, dict) or "train" not in data or split not in data:
-        raise UsageError(f"{path / 'data_full.json'} lacks the 'train' or '{split}' list")
-    pairs = {}
-    for key in ("train", split):
-        rows = data[key]
-        if not all(isinstance(r, list) and len(r) == 2 for r in rows):
-            raise UsageError(f"{path / 'data_full.json'}: '{key}' must hold [text, intent] pairs")
-        pairs[key] = [(t, i) for t, i in rows if i != "oos"]
-    return _text_data("clinc150", pairs["train"], pairs[split], template)
+    files = read_clinc150(root, "clinc150", split, domains=False)
+    train, test = ([(t, i) for t, i in pairs if i != "oos"] for pairs in (files.train, files.test))
+    return _text_data("clinc150", train, test, template)
 
 
 def _split_file(folder: Path, split: str, names: dict[str, tuple[str, ...]]) -> Path:
@@ -138,7 +123,7 @@ def _split_file(folder: Path, split: str, names: dict[str, tuple[str, ...]]) -> 
 
 
 def banking77(root: str | None, split: str, template: str | None) -> LabelledData:
-    path = _folder(
+    path = data_folder(
         root, "banking77", "banking77", "train.csv and test.csv (columns text, category)"
     )
     files = {"train": ("train.csv",), "test": ("test.csv",), "val": ("val.csv", "valid.csv")}
@@ -151,7 +136,8 @@ def _read_banking(path: Path) -> list[tuple[str, ...]]:
 
 
 def hwu64(root: str | None, split: str, template: str | None) -> LabelledData:
-    path = _folder(root, "hwu64", "hwu64", "train/ and test/ folders with seq.in and label files")
+    holds = "train/ and test/ folders with seq.in and label files"
+    path = data_folder(root, "hwu64", "hwu64", holds)
     folders = {"train": ("train",), "test": ("test",), "val": ("valid", "val", "dev")}
     rows = {s: _read_seq_in(_split_file(path, s, folders)) for s in ("train", split)}
     return _text_data("hwu64", rows["train"], rows[split], template)
@@ -194,20 +180,14 @@ def random_images(root: str | None, split: str, template: str | None) -> Labelle
 
 
 def coop_images(name: str, root: str | None, split: str, template: str | None) -> LabelledData:
-    """A data set of the CoOp protocol (its split files) via promptcl.dual.coop.load_coop."""
-    try:
-        from promptcl.dual.coop import COOP_DATASETS, load_coop
-    except ImportError:
-        raise UsageError(
-            "the CoOp image data sets need promptcl.dual.coop, which this install lacks"
-        ) from None
+    """A data set of the CoOp protocol (its split files) via ``load_coop``."""
     if name not in COOP_DATASETS:
         raise UsageError(
             f"unknown CoOp data set {name!r}; choose one of: {', '.join(COOP_DATASETS)}"
         )
-    if root is None:
-        raise UsageError(f"coop:{name} needs a data root: pass --set data.root=DIR")
-    images = load_coop(name, Path(root).expanduser())
+    holds = "the CoOp data sets, one folder each as in CoOp's DATASETS.md"
+    path = data_folder(root, f"coop:{name}", "", holds)
+    images = load_coop(name, path)
     test = images.val if split == "val" else images.test
     return LabelledData(
         f"coop:{name}",
@@ -218,37 +198,3 @@ def coop_images(name: str, root: str | None, split: str, template: str | None) -
         [(str(p), y) for p, y in test],
         seeded_order=False,
     )
-
-
-Loader = Callable[[str | None, str, str | None], LabelledData]
-# name -> loader(root, eval split, template or None)
-B2N_BENCHMARKS: Registry[Loader] = Registry(
-    "base-to-novel benchmark",
-    {"coop:NAME": "an image data set of the CoOp protocol under data.root (CLIP)"},
-)
-
-
-def register_b2n_benchmark(name: str, description: str, loader: Loader) -> None:
-    B2N_BENCHMARKS.add(name, loader, description)
-
-
-register_b2n_benchmark(
-    "clinc150", "CLINC150's 150 intents (no out-of-scope), 75 base + 75 novel", clinc150
-)
-register_b2n_benchmark(
-    "banking77", "your Banking77 CSVs: data.root/banking77/{train,test}.csv", banking77
-)
-register_b2n_benchmark("hwu64", "your HWU64: data.root/hwu64/{train,test}/{seq.in,label}", hwu64)
-register_b2n_benchmark("random-images", "8 classes of random 32 px images: tests", random_images)
-
-
-def load_b2n_data(name: str, root: str | None, split: str, template: str | None) -> LabelledData:
-    if split not in ("test", "val"):
-        raise UsageError(f"data.eval_split={split!r}; use test, or val to choose settings")
-    if name.startswith("coop:") and name[5:]:
-        data = coop_images(name[5:], root, split, template)
-    else:
-        data = B2N_BENCHMARKS.get(name)(root, split, template)
-    if not data.train or not data.test:
-        raise UsageError(f"{name} has no {'training' if not data.train else split} samples")
-    return data
