@@ -63,8 +63,8 @@ def diagnose(run_dir: Path, split: str | None = None, per_class: int | None = No
     config.train.progress = False
     exp = Experiment(config)
     tensors, state = load_checkpoint(run_dir / "checkpoint")
-    T = state["tasks_done"]
-    exp.restore(tensors, T)
+    T = state.units_done
+    exp.restore(tensors, state)
     exp.tuner.eval()
     stages, classes = exp.tuner.stages, exp.training_tasks
     seen = torch.tensor([c for cs in classes[:T] for c in cs])
@@ -122,7 +122,7 @@ def diagnose(run_dir: Path, split: str | None = None, per_class: int | None = No
         result["refreshed_oracle"] = per_task(
             oracle.masked_fill(unseen, -torch.inf).argmax(1) == y, tasks, T
         )
-    result["diagonal"] = [state["acc_rows"][t][t] for t in range(T)]
+    result["diagonal"] = [state.log[t]["acc"][t] for t in range(T)]
     result["mean"] = {k: sum(v) / len(v) for k, v in result.items() if isinstance(v, list)}
     return result
 

@@ -62,7 +62,7 @@ def restored(run_dir: Path) -> Experiment:
     config = load_run_config(run_dir / "config.json", ["train.progress=false"])
     exp = Experiment(config)
     tensors, state = load_checkpoint(run_dir / "checkpoint")
-    exp.restore(tensors, state["tasks_done"])
+    exp.restore(tensors, state)
     exp.tuner.eval()
     return exp
 

@@ -53,7 +53,7 @@ def method_step(exp: Experiment, batch) -> Callable[[], None]:
             tuner.end_task(0, classes, exp.task_data([batch]))
 
         return update
-    loss_module, optimizer = trainer
+    loss_module, optimizer = trainer.step, trainer.optimizer
     tuner.train()
 
     def step() -> None:

@@ -1,6 +1,6 @@
 """One training run scored on the validation and on the test split after every task.
 
-    python benchmarks/val_and_test.py --config configs/clinc150/hash.yaml --out runs/NAME
+    python benchmarks/val_and_test.py --config clinc150/hash --out runs/NAME
         [--set key=value ...] [--resume]
 
 Writes runs/NAME-val and runs/NAME-test, each the run directory that ``promptcl run`` writes with
@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
-import torch
+from statistics import fmean
 
 from promptcl import load_config
-from promptcl.config import config_differences
-from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
+from promptcl.config import config_differences, to_dict
+from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
+from promptcl.core.run import prepare
 from promptcl.errors import UsageError
-from promptcl.protocols.continual import Experiment, prepare_run_dir, saved_config, summary_metrics
-from promptcl.runtime import task_seed
+from promptcl.protocols.continual import Experiment
 
 SPLITS = ("val", "test")
 
@@ -41,48 +40,47 @@ def main() -> None:
     for split in SPLITS:
         config = load_config(args.config, [*args.items, f"data.eval_split={split}"])
         out = args.out.with_name(f"{args.out.name}-{split}")
-        dirs[split] = prepare_run_dir(out, config, resume=args.resume)
+        dirs[split] = prepare(Experiment, out, resume=args.resume)
         exps[split] = Experiment(config)
-        states[split] = {"acc_rows": [], "log": [], "train_seconds": 0.0, "eval_seconds": 0.0}
-    trainer = exps[SPLITS[0]]
-    for split in SPLITS:
-        exps[split].tuner = trainer.tuner  # one model, scored on both splits
+    trainer, scored = exps["val"], exps["test"]
+    scored.tuner = trainer.tuner  # one model, scored on both splits
+    for split, exp in exps.items():
         if not args.resume:
-            dirs[split].create(exps[split].config_dict(), exps[split].stream.describe())
-    start_task, samples = resume(exps, dirs, states) if args.resume else (0, 0)
-    for task in range(start_task, len(trainer.training_tasks)):
-        torch.manual_seed(task_seed(trainer.config.seed, task))
+            dirs[split].create(exp.kind, exp.config_dict(), exp.classes_file, exp.classes())
+        states[split] = RunState(fingerprint=dirs[split].fingerprint(exp.classes()))
+    if args.resume:
+        resume(exps, dirs, states)
+    for task in range(states["val"].units_done, trainer.num_units()):
+        val = trainer.run_unit(task, states["val"])  # trains the shared tuner, scores val
         start = time.perf_counter()
-        trainer.tuner.begin_task(task, trainer.training_tasks[task])
-        trained = trainer.train_task(task)
-        seconds = time.perf_counter() - start
-        samples += trained["train_samples"]
+        result = scored.evaluate(task + 1)
+        test, state = states["test"], states["val"]
+        test.eval_seconds += time.perf_counter() - start
+        test.train_seconds, test.samples_seen, test.steps = (
+            state.train_seconds, state.samples_seen, state.steps
+        )  # fmt: skip
+        trained = {k: val[k] for k in ("train_samples", "epochs", "samples_seen", "losses")}
+        rows = {"val": val, "test": {"task": task, **trained, **result}}
+        rows["test"]["avg_acc"] = fmean(result["acc"])
         for split in SPLITS:
-            exp, state = exps[split], states[split]
-            start = time.perf_counter()
-            result = exp.evaluate(task + 1)
-            state["eval_seconds"] += time.perf_counter() - start
-            state["train_seconds"] += seconds
-            state["train_samples"] = samples
-            state["acc_rows"].append(result["acc"])
-            state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
-            avg = sum(result["acc"]) / len(result["acc"])
-            state["log"].append({"task": task, **trained, **result, "avg_acc": avg})
-            state["tasks_done"] = task + 1
-            save_checkpoint(dirs[split].checkpoint, exp.tuner.trained_state(), state)
-            dirs[split].write_log(state["log"])
-    for split in SPLITS:
-        summary = summary_metrics(exps[split], states[split])
-        dirs[split].write_results(summary, exps[split].tuner.heatmaps())
+            states[split].log.append(rows[split])
+            states[split].units_done = task + 1
+            save_checkpoint(dirs[split].checkpoint, trainer.trained_state(), states[split])
+            dirs[split].write_log(states[split].log)
+    for split, exp in exps.items():
+        summary = exp.finish(states[split])
+        dirs[split].write_metrics(summary)
+        exp.plot(dirs[split].path, summary)
         print(f"{split}: FAA {summary['faa']:.2f} CAA {summary['caa']:.2f} FM {summary['fm']:.2f}")
 
 
-def resume(exps: dict, dirs: dict, states: dict) -> tuple[int, int]:
-    """Restore the shared tuner after the last task both directories hold; (that task count,
-    training samples so far). The states are cut to that task."""
+def resume(exps: dict, dirs: dict, states: dict) -> None:
+    """Restore the shared tuner after the last task both directories hold; the states are cut
+    to that task."""
     saved = {split: load_checkpoint(dirs[split].checkpoint) for split in SPLITS}
     for split in SPLITS:
-        diffs = config_differences(saved_config(dirs[split]), exps[split].config_dict())
+        made = to_dict(Experiment.saved_config(dirs[split]))
+        diffs = config_differences(made, exps[split].config_dict())
         if diffs:  # the check of ``promptcl run --resume``
             raise UsageError(
                 f"{dirs[split].path} was made with another config (differs in "
@@ -90,15 +88,14 @@ def resume(exps: dict, dirs: dict, states: dict) -> tuple[int, int]:
             )
         if saved[split] is None:
             raise UsageError(f"{dirs[split].path} has no finished task; start it again")
-    done = min(state["tasks_done"] for _, state in saved.values())
+    done = min(state.units_done for _, state in saved.values())
+    tensors = next(t for t, state in saved.values() if state.units_done == done)
     for split in SPLITS:
         state = saved[split][1]
-        for key in ("acc_rows", "log"):
-            state[key] = state[key][:done]
+        state.log, state.units_done = state.log[:done], done
+        state.fingerprint = states[split].fingerprint
         states[split] = state
-    tensors = next(t for t, state in saved.values() if state["tasks_done"] == done)
-    exps[SPLITS[0]].restore(tensors, done)
-    return done, sum(row["train_samples"] for row in states[SPLITS[0]]["log"])
+    exps["val"].restore(tensors, states["val"])
 
 
 if __name__ == "__main__":

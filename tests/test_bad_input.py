@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from promptcl import load_config, run
 from promptcl.cli import main
-from promptcl.core.checkpoint import save_checkpoint
+from promptcl.core.checkpoint import RunState, save_checkpoint
 from promptcl.dual.config import load_b2n_config
 from promptcl.files import run_lock
 from promptcl.protocols.b2n import run_b2n
@@ -71,13 +71,13 @@ def damaged_runs(w):
         (d / ckpt).write_bytes(bytes(data))
 
     def edit_state(d):
-        state = metadata["state"].replace('"tasks_done": 1', '"tasks_done": 2')
+        state = metadata["state"].replace('"units_done": 1', '"units_done": 2')
         save_file(tensors, d / ckpt, metadata={**metadata, "state": state})
 
     def other_shapes(d):  # a valid, checksummed file whose tensors the tuner cannot take
         name = next(iter(tensors))
         grown = {**tensors, name: torch.cat([tensors[name], tensors[name]])}
-        save_checkpoint(d / "checkpoint", grown, json.loads(metadata["state"]))
+        save_checkpoint(d / "checkpoint", grown, RunState.from_json(metadata["state"]))
 
     (w / "not-a-run").mkdir()
     variant("run-config-broken", lambda d: (d / "config.json").write_text("{oops"))
@@ -416,7 +416,7 @@ B2N = [
                                       "prompts/other-shapes.safetensors"], "does not hold coop"),
     ("b2n out is a file", b2n_args(out="afile"), "afile is a file"),
     ("b2n out under a file", b2n_args(out="afile/run"), "afile is not a writable folder"),
-    ("b2n out exists", b2n_args(out="existing"), "existing already exists; pass a new --out"),
+    ("b2n out exists", b2n_args(out="existing"), "existing already exists; pass --resume existing"),
     ("b2n out held by a live run", b2n_args(out="locked"), "locked is in use by process"),
 ]  # fmt: skip
 
@@ -476,7 +476,7 @@ EVAL = [
      "the classes of text-csv do not match the run's (missing: 'weather')"),
     ("eval no finished task", ["eval", "run-no-task"], "has not finished a task yet"),
     ("eval tensors of other shapes", ["eval", "run-ckpt-other-tensors"], "does not fit linear"),
-    ("eval a b2n run", ["eval", "b2n-run"], "is a b2n run"),
+    ("eval a b2n run", ["eval", "b2n-run"], "is a base-to-novel run"),
     ("eval output a folder", ["eval", "run", "--output", "existing"], "existing is a folder"),
     ("eval device", ["eval", "run", "--device", "quantum"], "unknown device 'quantum'"),
 ]  # fmt: skip

@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from safetensors.torch import load_file
 
 from promptcl.cli import main
 from promptcl.config import SHIPPED_CONFIGS, build_dataclass
+from promptcl.core.checkpoint import load_checkpoint
 from promptcl.data import load_labelled, protocols
 from promptcl.data.labelled import base_novel, few_shot, readable
 from promptcl.dual.config import load_b2n_config
@@ -146,20 +146,21 @@ def test_tiny_bert_round_with_cross_dataset_transfer(tmp_path):
     out = tmp_path / "run"
     for name in ("config.json", "class_split.json", "metrics.json", "log.jsonl", "b2n.png"):
         assert (out / name).is_file(), name
-    saved = load_file(out / "prompts.safetensors")
-    assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]
+    saved = load_checkpoint(out / "checkpoint")[0]
+    trained = {k: v for k, v in saved.items() if not k.startswith("optimizer.")}
+    assert sum(t.numel() for t in trained.values()) == metrics["trainable_params"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [0, 1] and log[0]["lr"] == 1e-5
     split = json.loads((out / "class_split.json").read_text())
     assert split["train_samples"] == 6 and not set(split["base"]) & set(split["novel"])
     # the saved prompts, evaluated without training, give the same figures
-    again = run_b2n(config, tmp_path / "again", prompts=out / "prompts.safetensors")
+    again = run_b2n(config, tmp_path / "again", prompts=out)
     assert again["hm"] == metrics["hm"] and again["transfer"] == metrics["transfer"]
     assert again["prompts_from"] and again["final_loss"] is None
     other = load_b2n_config(None, [*TINY, "method=maple", f"data.root={root}"])
     with pytest.raises(UsageError, match="does not hold maple prompts"):
-        run_b2n(other, tmp_path / "bad", prompts=out / "prompts.safetensors")
+        run_b2n(other, tmp_path / "bad", prompts=out)
     assert not (tmp_path / "bad").exists()
 
 

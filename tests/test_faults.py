@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 import promptcl.core.checkpoint as checkpoint
 import promptcl.core.rundir as rundir
+import promptcl.protocols.continual as continual
 from promptcl import load_config, run
 from promptcl.cli import main
 from promptcl.core.checkpoint import load_checkpoint
@@ -92,8 +93,8 @@ CHAIN = [
      lambda src, dst: str(dst).endswith(checkpoint.CHECKPOINT), 1),
     ("boundary 2: checkpoint in place, log not written", rundir.RunDir, "write_log",
      lambda self, rows: len(rows) == 2, 2),
-    ("log written, before metrics.json", rundir.RunDir, "write_results", None, 2),
-    ("metrics.json written, before the plots", rundir, "plot_accuracy_matrix", None, 2),
+    ("log written, before metrics.json", rundir.RunDir, "write_metrics", None, 2),
+    ("metrics.json written, before the plots", continual, "plot_accuracy_matrix", None, 2),
 ]  # fmt: skip
 
 
@@ -102,7 +103,7 @@ def no_plots(monkeypatch):
     """Plots cost most of a tiny run; their writing stays a crash point (a stub that can
     crash), and test_learner checks the real files."""
     for name in ("plot_accuracy_matrix", "plot_average_accuracy", "plot_heatmap"):
-        monkeypatch.setattr(rundir, name, lambda *args, **kwargs: None)
+        monkeypatch.setattr(continual, name, lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize("method", list(TUNERS))
@@ -121,7 +122,7 @@ def test_a_crash_at_each_step_of_a_task_boundary_resumes_to_the_unbroken_run(
             with pytest.raises(Crash):
                 run(config, out, resume=i > 0)
         saved = load_checkpoint(out / "checkpoint")
-        assert (saved[1]["tasks_done"] if saved else 0) == tasks_done, step
+        assert (saved[1].units_done if saved else 0) == tasks_done, step
         assert_strict_json(out)
     run(config, out, resume=True)
     assert outcome(out) == outcome(tmp_path / "unbroken")
@@ -150,7 +151,7 @@ def test_a_non_finite_loss_stops_in_one_line_and_keeps_the_last_task(
     assert stop.value.code == 2 and len(err) == 1, err
     assert "non-finite loss (ce=nan" in err[0] and "task 2/2 epoch 1/1, step 2" in err[0]
     assert "train.lr" in err[0] and "new --out" in err[0]
-    assert load_checkpoint(out / "checkpoint")[1]["tasks_done"] == 1
+    assert load_checkpoint(out / "checkpoint")[1].units_done == 1
     assert not (out / "metrics.json").exists()
     assert_strict_json(out)
     run(config, out, resume=True)  # resumable at its last good task boundary
@@ -234,7 +235,7 @@ def promptcl(tmp_path):
 
 def tasks_done(out):
     saved = load_checkpoint(out / "checkpoint") if (out / "checkpoint").is_dir() else None
-    return saved[1]["tasks_done"] if saved else 0
+    return saved[1].units_done if saved else 0
 
 
 def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
@@ -247,7 +248,7 @@ def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
     config = load_config(None, [*TINY, "method=dualprompt", "data.num_tasks=4"])
     run(config, tmp_path / "unbroken")
     out, go = tmp_path / "run", tmp_path / "go"
-    after_checkpoint = "promptcl.protocols.continual:save_checkpoint:after"
+    after_checkpoint = "promptcl.core.run:save_checkpoint:after"
     pair = [promptcl(f"p{i}", "run", *CLI_TINY, "--out", out, go=go,
                      pause=after_checkpoint) for i in range(2)]  # fmt: skip
     for i, p in enumerate(pair):
@@ -266,7 +267,7 @@ def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
     winner.send_signal(signal.SIGKILL)
     winner.communicate()
     assert (out / ".lock").exists() and tasks_done(out) == 1
-    assert not (out / "log.jsonl").exists()
+    assert not (out / "log.jsonl").read_text()
 
     mid_task = "promptcl.protocols.continual:Experiment.evaluate:before"
     resumed = promptcl("r", "run", "--resume", out, pause=mid_task)

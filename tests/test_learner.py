@@ -83,7 +83,7 @@ def test_resumed_run_equals_unbroken_run(tmp_path, method):
     unbroken = run(tiny(f"method={method}", *options), tmp_path / "a")
     assert run(tiny(f"method={method}", *options), tmp_path / "b", stop_after=1) is None
     assert not (tmp_path / "b" / "metrics.json").exists()
-    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1]["tasks_done"] == 1
+    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1].units_done == 1
     resumed = run(tiny(f"method={method}", *options), tmp_path / "b", resume=True)
     assert without_timing(resumed) == without_timing(unbroken)
 
@@ -172,7 +172,7 @@ def test_run_from_an_older_version_without_newer_keys_resumes(tmp_path):
     del config["data"]["workers"], config["tuner"]["pull_coeff"]  # keys added later, defaults
     path.write_text(json.dumps(config))
     tensors, state = load_checkpoint(tmp_path / "a" / "checkpoint")
-    del state["fingerprint"]  # added later too
+    state.fingerprint = None  # added later too
     save_checkpoint(tmp_path / "a" / "checkpoint", tensors, state)
     assert run(tiny(), tmp_path / "a", resume=True)["num_tasks"] == 4
 

@@ -7,6 +7,7 @@ its TII classifier, dualprompt by key matching).
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -265,11 +266,7 @@ def test_a_run_of_an_older_version_loads_while_its_tensors_fit(text_run, tmp_pat
     copy = tmp_path / "run"
     shutil.copytree(text_run[0], copy)
 
-    def older(state):
-        state = {k: v for k, v in state.items() if k != "promptcl_version"}
-        return state if version is None else {**state, "promptcl_version": version}
-
-    rewrite_checkpoint(copy, change_state=older)
+    rewrite_checkpoint(copy, change_state=lambda state: replace(state, promptcl_version=version))
     metrics = json.loads((copy / "metrics.json").read_text())
     write_json(copy / "metrics.json", {k: v for k, v in metrics.items() if "version" not in k})
     model = promptcl.load(copy)

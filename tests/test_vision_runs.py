@@ -54,7 +54,7 @@ def test_fashion_mnist_two_tasks(tmp_path, method):
     )
     assert run(config, tmp_path / "run", stop_after=2) is None
     state = load_checkpoint(tmp_path / "run" / "checkpoint")[1]
-    assert state["tasks_done"] == 2 and [len(r) for r in state["acc_rows"]] == [1, 2]
+    assert state.units_done == 2 and [len(row["acc"]) for row in state.log] == [1, 2]
 
 
 def test_decoding_in_workers_gives_the_same_run(tmp_path, data_root):

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl.config import RunConfig, load_config, load_run_config, resolve_config, shipped_configs
+from promptcl.config import RunConfig, load_config, resolve_config, shipped_configs
 from promptcl.errors import UsageError
 from promptcl.files import dumps, read_text, write_json, write_text
 
@@ -110,10 +110,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     b2n.add_argument(
         "--prompts",
         type=Path,
-        metavar="FILE",
-        help="evaluate these trained prompts (an earlier run's prompts.safetensors) instead of "
-        "training",
+        metavar="RUN_OR_FILE",
+        help="evaluate the trained prompts of an earlier b2n run (its directory, or a "
+        "safetensors file) instead of training",
     )
+    b2n.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     predict = commands.add_parser(
         "predict", help="classify texts or images with a finished run (promptcl.load)"
     )
@@ -203,14 +204,17 @@ def task_inference(cls: type) -> str:
 
 def command_b2n(args: argparse.Namespace) -> None:
     from promptcl.dual.config import load_b2n_config
-    from promptcl.protocols.b2n import run_b2n
+    from promptcl.protocols.b2n import B2NExperiment, run_b2n
 
-    config = load_b2n_config(args.config, args.set)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
-    out = args.out or default_out(name)
-    with shared_out(out):
-        m = run_b2n(config, out, args.prompts)
+    config, out = run_config(args, B2NExperiment, load_b2n_config)
+    if args.prompts is not None and args.resume is not None:
+        raise UsageError("--prompts evaluates finished prompts; there is nothing to --resume")
+    if args.resume is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
+        out = args.out or default_out(name)
+    with interrupted_hint(out):
+        m = run_b2n(config, out, args.prompts, resume=args.resume is not None)
     if not main_rank():
         return
 
@@ -221,6 +225,33 @@ def command_b2n(args: argparse.Namespace) -> None:
         f"{transfer}  trained params {m['trainable_params']}  train "
         f"{m['train_seconds']:.1f}s\nrun directory: {out}"
     )
+
+
+def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path | None]:
+    """The config of a new run (--config, --set), or of the run --resume names (its
+    config.json, checked to be of ``protocol``'s kind, with --set applied)."""
+    if args.resume is None:
+        return load(args.config, args.set), None
+    from promptcl.core.run import prepare
+
+    if args.out is not None and args.out != args.resume:
+        raise UsageError("--out and --resume name different directories; pass only --resume")
+    run_dir = prepare(protocol, args.resume, resume=True)
+    if args.config is None:
+        return protocol.saved_config(run_dir, args.set), args.resume
+    return load(args.config, args.set), args.resume
+
+
+@contextlib.contextmanager
+def interrupted_hint(out: Path) -> Iterator[None]:
+    """While a run lasts, the processes it starts share ``out``; Ctrl-C says how to resume."""
+    try:
+        with shared_out(out):
+            yield
+    except KeyboardInterrupt:
+        command = sys.argv[1] if len(sys.argv) > 1 else "run"
+        print(f"\ninterrupted; continue with: promptcl {command} --resume {out}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 SHARED_OUT = "PROMPTCL_DEFAULT_OUT"
@@ -254,30 +285,15 @@ def main_rank() -> bool:
 
 
 def command_run(args: argparse.Namespace) -> None:
-    from promptcl.protocols.continual import run
+    from promptcl.protocols.continual import Experiment, run
 
-    if args.resume is not None:
-        if args.out is not None and args.out != args.resume:
-            raise UsageError("--out and --resume name different directories; pass only --resume")
-        saved = args.resume / "config.json"
-        if not saved.is_file():
-            raise UsageError(f"{args.resume} is not a promptcl run directory; check the path")
-        if args.config is None:
-            config = load_run_config(saved, args.set)
-        else:
-            config = load_config(args.config, args.set)
-        out = args.resume
-    else:
-        config = load_config(args.config, args.set)
+    config, out = run_config(args, Experiment, load_config)
+    if args.resume is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{config.method}-{config.benchmark}-s{config.seed}-{stamp}"
         out = args.out or default_out(name)
-    try:
-        with shared_out(out):
-            summary = run(config, out, resume=args.resume is not None)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: promptcl run --resume {out}", file=sys.stderr)
-        raise SystemExit(130) from None
+    with interrupted_hint(out):
+        summary = run(config, out, resume=args.resume is not None)
     if main_rank():
         print(format_summary(summary, out))
 
@@ -379,11 +395,6 @@ def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 6
 def command_eval(args: argparse.Namespace) -> None:
     from promptcl.models.continual import evaluate_run
 
-    if (args.run / "class_split.json").is_file():
-        raise UsageError(
-            f"{args.run} is a b2n run; evaluate it on other data sets with promptcl b2n "
-            f"--prompts {args.run / 'prompts.safetensors'} --set transfer=[NAME,...]"
-        )
     check_output(args.output)
     m = evaluate_run(args.run, args.set, args.device)
     if args.output is not None:

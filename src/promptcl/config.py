@@ -249,6 +249,14 @@ def _legacy(raw: Any) -> Any:
     return raw
 
 
+def _without_run_keys(raw: DictConfig) -> DictConfig:
+    """A run's config.json (also valid as --config) without the keys that describe the run
+    rather than configure it: its kind and the promptcl version that wrote it."""
+    for key in ("kind", "promptcl_version"):
+        raw.pop(key, None)
+    return raw
+
+
 def _one_line(err: Exception) -> str:
     """The first line of an OmegaConf error, after the key it is about."""
     key = getattr(err, "full_key", None)
@@ -296,7 +304,7 @@ def load_structured(
     cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, _legacy(read_yaml(resolve_config(path))))
+            cfg = OmegaConf.merge(cfg, _legacy(_without_run_keys(read_yaml(resolve_config(path)))))
         for item in overrides:
             if "=" not in item:
                 raise UsageError(f"--set {item!r} is not key=value; write e.g. --set train.lr=0.01")

@@ -71,6 +71,12 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: Any, epoch: int) -> floa
     return lr
 
 
+def progress_bar(iterable: Iterable[B], total: int | None, desc: str, show: bool) -> Iterable[B]:
+    """The one progress bar of promptcl: on a terminal when ``show`` (``train.progress``),
+    cleared when done."""
+    return tqdm(iterable, total=total, desc=desc, disable=None if show else True, leave=False)
+
+
 def optimisation_steps(
     batches: Iterable[B],
     loss_terms: Callable[[B], dict[str, torch.Tensor]],
@@ -90,7 +96,7 @@ def optimisation_steps(
     the progress bar and in the error raised at the first non-finite loss (on every rank),
     ``fix`` the likely fix."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    bar = tqdm(batches, total=total, desc=where, disable=None if progress else True, leave=False)
+    bar = progress_bar(batches, total, where, progress)
     for step, batch in enumerate(bar, start=1):
         terms = loss_terms(batch)
         loss = sum(terms.values())

@@ -1,18 +1,20 @@
-"""Checkpoints at task boundaries: one safetensors file holding the tuner's trained tensors and,
-in its metadata, the JSON run state and a checksum over both. Nothing is pickled and the frozen
-backbone is never stored.
+"""Checkpoints at unit boundaries (a continual task; a base-to-novel epoch): one safetensors file
+holding the trained tensors and, in its metadata, the JSON run state and a checksum over both.
+Nothing is pickled and the frozen backbone is never stored.
 
-The file is written next to its final name and renamed over it, so a task boundary is one
-atomic step: a crash leaves the previous task's checkpoint or the new one, never a mix. Resume
-verifies the checksum, so a truncated or edited checkpoint is refused with one line instead of
-resuming into a different run.
+The file is written next to its final name and renamed over it, so a boundary is one atomic
+step: a crash leaves the previous checkpoint or the new one, never a mix. Loading verifies the
+checksum, so a truncated or edited checkpoint is refused with one line instead of resuming
+into a different run. Checkpoints of older versions are read through config/migrate.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,48 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from promptcl import migrate
 from promptcl.errors import UsageError
 from promptcl.files import strict
+from promptcl.version import __version__
 
 CHECKPOINT = "tuner.safetensors"
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what the checkpoint stores beside the tensors."""
+
+    units_done: int = 0  # finished units: tasks (continual) or epochs (base-to-novel); 0 for
+    # a base-to-novel run of prompts trained elsewhere
+    log: list[dict[str, Any]] = field(default_factory=list)  # one row per finished unit
+    steps: int = 0  # optimisation steps so far
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    samples_seen: int = 0  # training samples processed, counted once per epoch
+    fingerprint: str | None = None  # of config.json and the class file (RunDir.fingerprint)
+    promptcl_version: str | None = __version__  # of the code that wrote it (None: older)
+
+    def to_json(self) -> str:
+        return json.dumps(strict(dataclasses.asdict(self)), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunState | None:
+        """The state a checkpoint's JSON holds (older versions' keys migrated), or None when
+        it is not one."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        data = migrate.run_state(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        state = cls(**{k: v for k, v in data.items() if k in names})
+        done = state.units_done
+        if not isinstance(done, int) or done < 0 or not isinstance(state.log, list):
+            return None
+        return state if len(state.log) == done else None
 
 
 def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
@@ -34,9 +74,10 @@ def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: RunState) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(strict(state), allow_nan=False)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    text = state.to_json()
     metadata = {"state": text, "sha256": checksum(tensors, text)}
     tmp = folder / (CHECKPOINT + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -45,34 +86,39 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
     os.replace(tmp, folder / CHECKPOINT)
 
 
-def load_checkpoint(
-    folder: Path, hint: str = "start a new --out, or resume from a copy"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The tensors and state of the last finished task, or None before the first one; a
-    damaged file is a one-line error ending in ``hint``."""
-    path = folder / CHECKPOINT
-    broken = UsageError(f"{path} is damaged (truncated or edited); {hint}")
-    if folder.exists() and not folder.is_dir():
-        raise broken
-    if not path.is_file():
-        return None
+def read_tensors(path: Path, broken: UsageError) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata in one read; ``broken`` when it is not one."""
     try:
-        with safe_open(str(path), "pt") as f:  # one read: tensors and metadata
+        with safe_open(str(path), "pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-            metadata = f.metadata() or {}
+            return tensors, f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         raise broken from None
+
+
+def load_checkpoint(
+    folder: Path, hint: str = "start a new --out, or resume from a copy"
+) -> tuple[dict[str, torch.Tensor], RunState] | None:
+    """The tensors and state of the last finished unit, or None before the first one; a
+    damaged file is a one-line error ending in ``hint``."""
+    path = folder / CHECKPOINT
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{path} is damaged (truncated or edited); {hint}")
+    if not path.is_file():
+        return None
+    return read_checkpoint(path, hint)
+
+
+def read_checkpoint(path: Path, hint: str) -> tuple[dict[str, torch.Tensor], RunState]:
+    """A checkpoint file's tensors and state, its checksum verified."""
+    broken = UsageError(f"{path} is damaged (truncated or edited); {hint}")
+    tensors, metadata = read_tensors(path, broken)
     text = metadata.get("state")
-    legacy = folder / "state.json"  # promptcl 0.1 wrote the state beside the tensors, unverified
-    if text is None and legacy.is_file():
-        text = legacy.read_bytes().decode(errors="replace")
-    elif text is None or metadata.get("sha256") != checksum(tensors, text):
+    if text is None:
+        text = migrate.unverified_state(path.parent)
+    elif metadata.get("sha256") != checksum(tensors, text):
         raise broken
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError:
-        raise broken from None
-    done = state.get("tasks_done") if isinstance(state, dict) else None
-    if not isinstance(done, int) or done < 1 or len(state.get("acc_rows", ())) != done:
+    state = None if text is None else RunState.from_json(text)
+    if state is None:
         raise broken
     return tensors, state

@@ -1,12 +1,13 @@
-"""The run directory: what a finished (or interrupted) run leaves behind.
+"""The run directory of both protocols: what a finished (or interrupted) run leaves behind.
 
-config.json        resolved configuration
-class_order.json   class order and task split
-log.jsonl          one line per finished task
-metrics.json       final figures (see ``summary_metrics``)
-acc_matrix.png     accuracy matrix heatmap;  avg_acc.png  average accuracy after each task
-checkpoint/        trained tensors + JSON state (one checksummed safetensors file) at the last
-                   task boundary;  .lock  while a run writes here
+config.json      the resolved configuration, with the run's ``kind`` (continual or
+                 base-to-novel) and the ``promptcl_version`` that wrote it
+CLASSES          the protocol's classes: class_order.json (continual: class order and task
+                 split) or class_split.json (base-to-novel: base and novel classes, template)
+log.jsonl        one line per finished unit (a continual task; a base-to-novel epoch)
+metrics.json     final figures;  *.png  the protocol's plots
+checkpoint/      trained tensors + JSON state (one checksummed safetensors file) at the last
+                 unit boundary;  .lock  while a run writes here
 """
 
 from __future__ import annotations
@@ -15,42 +16,64 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from promptcl import migrate
+from promptcl.config import read_yaml
+from promptcl.core.checkpoint import CHECKPOINT
+from promptcl.errors import UsageError
 from promptcl.files import dumps, write_json, write_text
-from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy, plot_heatmap
+from promptcl.version import __version__
+
+RUN_KEYS = ("kind", "promptcl_version")  # config.json keys that are no config keys
 
 
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.config = self.path / "config.json"
         self.checkpoint = self.path / "checkpoint"
 
-    def create(self, config: dict[str, Any], stream: dict[str, Any]) -> None:
+    def create(self, kind: str, config: dict[str, Any], classes_file: str, classes: Any) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / "config.json", config)
-        write_json(self.path / "class_order.json", stream)
+        write_json(self.config, {"kind": kind, "promptcl_version": __version__, **config})
+        write_json(self.path / classes_file, classes)
+        write_text(self.path / "log.jsonl", "")
 
-    def fingerprint(self, stream: dict[str, Any]) -> str:
-        """A digest of config.json as written and of the task stream: a checkpoint holds it, and
-        resume refuses a run whose config.json was edited or whose data changed."""
-        digest = hashlib.sha256((self.path / "config.json").read_bytes())
-        digest.update(dumps(stream).encode())
+    def fingerprint(self, classes: Any) -> str:
+        """A digest of config.json as written and of the protocol's classes: a checkpoint holds
+        it, and resume and load refuse a run whose config.json or class file was edited."""
+        digest = hashlib.sha256(self.config.read_bytes())
+        digest.update(dumps(classes).encode())
         return digest.hexdigest()
 
     def is_run(self) -> bool:
-        return (self.path / "config.json").is_file()
+        return self.config.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoint / CHECKPOINT).is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json as a dict, run keys included; one-line errors."""
+        if not self.is_run():
+            raise UsageError(
+                f"{self.path} is not a promptcl run directory (no config.json); pass the --out "
+                "of promptcl run or promptcl b2n"
+            )
+        return OmegaConf.to_container(read_yaml(self.config))
+
+    def kind(self) -> str:
+        """The run's kind (config.json's, or for older runs what their files say)."""
+        kind = migrate.run_kind(self.path, self.read_config())
+        if kind is None:
+            raise UsageError(
+                f"{self.path} is not a promptcl run directory (unknown kind); pass the --out of "
+                "promptcl run or promptcl b2n"
+            )
+        return kind
 
     def write_log(self, rows: list[dict[str, Any]]) -> None:
         write_text(self.path / "log.jsonl", "".join(dumps(row) + "\n" for row in rows))
 
-    def write_results(
-        self, metrics: dict[str, Any], heatmaps: dict[str, dict[str, Any]] | None = None
-    ) -> None:
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.path / "metrics.json", metrics)
-        for name, heatmap in (heatmaps or {}).items():
-            options = {k: v for k, v in heatmap.items() if k != "matrix"}
-            plot_heatmap(heatmap["matrix"], self.path / f"{name}.png", **options)
-        title = f"{metrics['method']} on {metrics['benchmark']} (seed {metrics['seed']})"
-        plot_accuracy_matrix(metrics["acc_matrix"], self.path / "acc_matrix.png", title)
-        plot_average_accuracy(
-            {metrics["method"]: metrics["avg_acc"]}, self.path / "avg_acc.png", title
-        )

@@ -8,11 +8,8 @@ so a dual encoder scores names it never saw in training as it scores the base cl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from promptcl.backbones import DualEncoder, build_dual_encoder
 from promptcl.config import build_dataclass
@@ -81,22 +78,14 @@ class PromptedDualEncoder:
 
         return scores
 
-    def load_prompts(self, path: Path) -> None:
-        """Trained tensors of an earlier run (its prompts.safetensors) into the method."""
-        if not path.is_file():
-            raise UsageError(f"{path} not found; pass the prompts.safetensors of an earlier run")
-        try:
-            tensors = load_file(path)
-        except (SafetensorError, OSError):
-            raise UsageError(
-                f"{path} is not a safetensors file (damaged, or another format); pass the "
-                "prompts.safetensors of an earlier run"
-            ) from None
+    def load_prompts(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Trained tensors of an earlier run into the method; ``source`` names where they came
+        from in the error when they do not fit it."""
         expected = self.method.state_dict()
         shapes = {k: tuple(v.shape) for k, v in tensors.items()}
         if shapes != {k: tuple(v.shape) for k, v in expected.items()}:
             raise UsageError(
-                f"{path} does not hold {self.config.method} prompts of these options; "
+                f"{source} does not hold {self.config.method} prompts of these options; "
                 "use the config of the run that made it"
             )
         self.method.load_state_dict(tensors)

@@ -10,25 +10,21 @@ from pathlib import Path
 
 import torch
 
-from promptcl.errors import UsageError
+from promptcl.core.rundir import RunDir
 from promptcl.models.b2n import load_b2n_run
 from promptcl.models.base import Prediction, TrainedModel
 from promptcl.models.continual import load_continual_run
 
+LOADERS = {"continual": load_continual_run, "base-to-novel": load_b2n_run}
+
 
 def load(run_dir: str | Path, device: str | torch.device | None = None) -> TrainedModel:
     """The trained model of a ``promptcl run`` or ``promptcl b2n`` run directory, on
-    ``device`` (default: the run's accelerator). A run that has not finished a task, or whose
-    files do not fit what its config.json builds, is a UsageError of one line."""
+    ``device`` (default: the run's accelerator), by the kind config.json records. A run that
+    has not finished a task, or whose files do not fit what its config.json builds, is a
+    UsageError of one line."""
     path = Path(run_dir)
-    if (path / "class_split.json").is_file():
-        return load_b2n_run(path, device)
-    if (path / "class_order.json").is_file() or (path / "checkpoint").exists():
-        return load_continual_run(path, device)
-    raise UsageError(
-        f"{path} is not a promptcl run directory (no class_order.json or class_split.json); "
-        "pass the --out of promptcl run or promptcl b2n"
-    )
+    return LOADERS[RunDir(path).kind()](path, device)
 
 
 __all__ = ["Prediction", "TrainedModel", "load"]

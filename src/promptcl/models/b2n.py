@@ -1,6 +1,6 @@
 """A base-to-novel run loaded for use: ``promptcl.load`` of a ``promptcl b2n`` directory.
 
-config.json rebuilds the dual encoder and the method, prompts.safetensors holds the trained
+config.json rebuilds the dual encoder and the method, the checkpoint holds the trained
 tensors (none for zeroshot), class_split.json the base and novel class names and the template
 class names are slotted into. ``predict`` scores the run's classes (base, then novel) or any
 list of names, as the run's evaluation scores its classes (``PromptedDualEncoder.scorer``).
@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
+from promptcl import migrate
 from promptcl.backbones import build_dual_encoder
+from promptcl.core.checkpoint import load_checkpoint
+from promptcl.core.rundir import RunDir
 from promptcl.data.batching import collated, cut
 from promptcl.data.labelled import INTENT_TEMPLATE
 from promptcl.dual.config import load_b2n_config
@@ -24,6 +27,7 @@ from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
+from promptcl.protocols.b2n import method_tensors, read_prompts
 
 
 class DualModel(TrainedModel):
@@ -85,7 +89,9 @@ def check_names(names: Sequence[str]) -> list[str]:
 
 def load_b2n_run(path: Path, device: str | torch.device | None = None) -> DualModel:
     """``promptcl.load`` of a ``promptcl b2n`` directory."""
-    config = load_b2n_config(path / "config.json")
+    run_dir = RunDir(path)
+    written = run_dir.read_config()
+    config = load_b2n_config(run_dir.config)
     split = read_json_file(path / "class_split.json", "the base and novel classes")
     ok = isinstance(split, dict) and all(
         isinstance(split.get(k), list) and all(isinstance(n, str) for n in split[k])
@@ -96,9 +102,8 @@ def load_b2n_run(path: Path, device: str | torch.device | None = None) -> DualMo
     metrics = read_json_file(path / "metrics.json", "written when a b2n run finishes")
     engine = Engine(inference_train_config(config.train, device))
     encoder = build_dual_encoder(config.backbone, config.logit_scale)
-    template = split.get("template") or config.data.template
-    if template is None and encoder.modality == "text":
-        template = INTENT_TEMPLATE  # what every text benchmark of b2n defaults to
+    default = INTENT_TEMPLATE if encoder.modality == "text" else None
+    template = migrate.class_text_template(split, config.data.template, default)
     if template is None:
         raise UsageError(
             f'{path / "class_split.json"} predates the recorded template; add "template": '
@@ -106,6 +111,23 @@ def load_b2n_run(path: Path, device: str | torch.device | None = None) -> DualMo
         )
     model = PromptedDualEncoder(config, engine, split["base"], template, encoder)
     if model.method.state_dict():
-        model.load_prompts(path / "prompts.safetensors")
-    version = metrics.get("promptcl_version") if isinstance(metrics, dict) else None
-    return DualModel(path, model, split, version)
+        model.load_prompts(trained_prompts(run_dir, split), str(path))
+    return DualModel(path, model, split, migrate.run_version(written, metrics))
+
+
+def trained_prompts(run_dir: RunDir, split: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The method's tensors of a finished b2n run: its verified checkpoint, which must match
+    config.json and class_split.json (or a 0.1.0 run's prompts.safetensors)."""
+    saved = load_checkpoint(run_dir.checkpoint, "restore the run directory from a copy")
+    if saved is not None:
+        tensors, state = saved
+        if state.fingerprint not in (None, run_dir.fingerprint(split)):
+            raise UsageError(
+                f"{run_dir.path}: config.json or class_split.json changed after the checkpoint "
+                "was written; restore them from a copy of the run"
+            )
+        return method_tensors(tensors)
+    legacy = migrate.legacy_prompts(run_dir.path)
+    if legacy is None:
+        raise UsageError(f"{run_dir.path} holds no trained prompts (no checkpoint/); restore it")
+    return read_prompts(legacy)

@@ -22,7 +22,7 @@ import torch
 
 from promptcl.backbones import build_backbone
 from promptcl.config import RunConfig, load_run_config
-from promptcl.core.checkpoint import load_checkpoint
+from promptcl.core.checkpoint import RunState, load_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
 from promptcl.data.batching import collated, cut
@@ -50,13 +50,13 @@ class SavedRun:
     path: Path
     config: RunConfig
     tensors: dict[str, torch.Tensor]
-    state: dict[str, Any]
+    state: RunState
     class_names: list[str]
     tasks: list[list[str]]  # the class names of each task
 
     @property
     def tasks_done(self) -> int:
-        return self.state["tasks_done"]
+        return self.state.units_done
 
     @property
     def task_ids(self) -> list[list[int]]:
@@ -79,7 +79,7 @@ class SavedRun:
                 backbone.modality,
             )
         exp = Experiment(self.config, engine, stream, backbone)
-        exp.restore(self.tensors, self.tasks_done)
+        exp.restore(self.tensors, self.state)
         exp.tuner.eval()
         return exp
 
@@ -89,6 +89,11 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
     run_dir = RunDir(path)
     if not run_dir.is_run():
         raise UsageError(f"{path} is not a promptcl run directory (no config.json); check the path")
+    if run_dir.kind() != Experiment.kind:
+        raise UsageError(
+            f"{path} is a {run_dir.kind()} run; evaluate it on other data sets with promptcl b2n "
+            f"--prompts {path} --set transfer=[NAME,...]"
+        )
     for item in overrides:
         key = item.partition("=")[0]
         if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EVAL_KEYS):
@@ -96,7 +101,7 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
                 f"--set {item!r}: eval changes only benchmark, data.* and train.eval_batch_size "
                 "or train.precision; the other keys belong to the trained run"
             )
-    config = load_run_config(path / "config.json", overrides)
+    config = load_run_config(run_dir.config, overrides)
     order = read_json_file(path / "class_order.json", "the class order and tasks")
     order = order if isinstance(order, dict) else {}
     names, tasks = order.get("class_order"), order.get("tasks")
@@ -110,15 +115,15 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
     if not well_formed:
         raise UsageError(f"{path / 'class_order.json'} is not a promptcl class order; {LOAD_HINT}")
     saved = load_checkpoint(run_dir.checkpoint, LOAD_HINT)
-    if saved is None:
+    if saved is None or saved[1].units_done < 1:
         raise UsageError(
             f"{path} has not finished a task yet (no checkpoint); wait for its first task, or "
             f"continue it with promptcl run --resume {path}"
         )
     tensors, state = saved
     trained_tasks = 1 if config.train.joint else len(tasks)
-    changed = state.get("fingerprint", run_dir.fingerprint(order)) != run_dir.fingerprint(order)
-    if changed or state["tasks_done"] > trained_tasks:  # no fingerprint: promptcl 0.1's files
+    changed = state.fingerprint not in (None, run_dir.fingerprint(order))  # None: 0.1.0's files
+    if changed or state.units_done > trained_tasks:
         raise UsageError(
             f"{path}: config.json or class_order.json changed after the checkpoint was written; "
             "restore them from a copy of the run"
@@ -135,7 +140,7 @@ class ContinualModel(TrainedModel):
         self.class_names = saved.class_names
         self.tasks = saved.tasks
         self.tasks_done = saved.tasks_done
-        self.version = saved.state.get("promptcl_version")
+        self.version = saved.state.promptcl_version
         self.modality = exp.backbone.modality
         # a joint run learned every class as one task: it names no task of the stream
         self.num_seen = exp.stream.num_tasks if exp.config.train.joint else self.tasks_done
@@ -254,5 +259,5 @@ def evaluate_run(
         "avg_acc": sum(result["acc"]) / num_seen,
         **result,
         "leaks_task_identity": exp.tuner.leaks_task_identity,
-        "promptcl_version": saved.state.get("promptcl_version"),
+        "promptcl_version": saved.state.promptcl_version,
     }

@@ -1,4 +1,6 @@
-"""Base-to-novel and cross-dataset evaluation of prompts learned on a frozen dual encoder.
+"""The base-to-novel protocol: prompts learned on a frozen dual encoder, tested on base classes,
+on novel classes and across data sets. A client of the core (promptcl.core): a unit is an
+epoch, so a run resumes from its last finished epoch.
 
 Classes are ordered (intents: by a seeded shuffle; CoOp image sets: their label order) and
 split in two halves, base and novel. Training sees ``shots`` samples per base class and
@@ -7,46 +9,40 @@ accuracy is measured over the base classes on base test samples, novel accuracy 
 classes on novel test samples, HM = 2bn / (b + n). Targets in ``transfer`` are evaluated over
 all their classes with the learned prompts (cross-dataset transfer).
 
-Training uses the shared optimiser, schedule and step (promptcl.runtime); the b2n defaults are
-MaPLe's and MPL's recipe (SGD with momentum, Dassl's constant warmup then cosine).
-
-Run directory: config.json, class_split.json (base and novel class names, the class-text
-template), log.jsonl (a line per epoch), metrics.json, b2n.png (bars of base, novel and HM) and
-prompts.safetensors (the trained tensors only); ``promptcl.load`` reads them back.
+The b2n defaults are MaPLe's and MPL's recipe (SGD with momentum, Dassl's constant warmup then
+cosine). The run directory is the core's: config.json, class_split.json (base and novel class
+names, the class-text template), log.jsonl (a line per epoch), metrics.json, b2n.png (bars of
+base, novel and HM) and checkpoint/ (the method's tensors, and the optimiser's while training);
+``promptcl.load`` reads it back.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
-from promptcl.config import to_dict
+from promptcl import migrate
+from promptcl.core import run as core
+from promptcl.core.checkpoint import RunState, load_checkpoint, read_checkpoint, read_tensors
+from promptcl.core.loop import Loop, Stage, Training, mean_terms
+from promptcl.core.rundir import RunDir
 from promptcl.data import load_labelled
 from promptcl.data.batching import collated, cut
 from promptcl.data.labelled import LabelledData, Sample, base_novel, cap_per_class, few_shot
-from promptcl.dual.config import B2NConfig
+from promptcl.dual.config import B2NConfig, load_b2n_config
 from promptcl.dual.context import ClassTexts
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.files import check_out, dumps, run_lock, write_json
 from promptcl.metrics import harmonic_mean
 from promptcl.report.plots import plot_bars
-from promptcl.runtime import (
-    epoch_order,
-    make_optimizer,
-    optimisation_steps,
-    set_epoch_lr,
-)
-from promptcl.version import __version__
+
+OPTIMIZER = "optimizer."  # checkpoint tensors of the optimiser's state, not of the method
 
 
 def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
@@ -55,10 +51,17 @@ def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
     return [(item, position[y]) for item, y in samples if y in position]
 
 
-class B2NExperiment:
-    """Everything a run needs, built and checked before anything is written to disk."""
+class B2NExperiment(core.Protocol):
+    """Everything a base-to-novel run needs, built and checked before anything is written to
+    disk. ``prompts`` (a run directory or a safetensors file) replaces training."""
 
-    def __init__(self, config: B2NConfig, engine: Engine | None = None) -> None:
+    kind = "base-to-novel"
+    command = "b2n"
+    classes_file = "class_split.json"
+
+    def __init__(
+        self, config: B2NConfig, engine: Engine | None = None, prompts: str | Path | None = None
+    ) -> None:
         self.config = config
         self.engine = engine or Engine(config.train)
         self.device = self.engine.device
@@ -85,6 +88,11 @@ class B2NExperiment:
             samples = cap_per_class(target.test, config.data.test_per_class)
             texts = self.model.class_texts(target.classnames, target.template)
             self.targets[name] = (samples, texts)
+        self.prompts = None if prompts is None else Path(prompts)
+        if self.prompts is not None:
+            self.model.load_prompts(read_prompts(self.prompts), str(self.prompts))
+        self.loop = Loop(self.engine, config.train, config.seed)
+        self.training: Training | None = None
 
     def load(self, name: str) -> LabelledData:
         cfg = self.config.data
@@ -101,12 +109,126 @@ class B2NExperiment:
     def names_of(data: LabelledData, classes: Sequence[int]) -> list[str]:
         return [data.classnames[c] for c in classes]
 
-    # -- batches -------------------------------------------------------------------------------
+    # -- the protocol's part of a run ----------------------------------------------------------
+
+    def classes(self) -> dict[str, Any]:
+        return {
+            "base": self.names["base"],
+            "novel": self.names["novel"],
+            "template": self.template,  # what class names are slotted into (predict reads it)
+            "train_samples": len(self.train),
+        }
+
+    def trains(self) -> bool:
+        return self.prompts is None and any(p.requires_grad for p in self.method.parameters())
+
+    def num_units(self) -> int:
+        return self.config.train.epochs if self.trains() else 0
+
+    def setup_training(self) -> Training:
+        """The loss of base-class batches and the optimiser, built once for all epochs."""
+        if self.training is None:
+            params = [p for p in self.method.parameters() if p.requires_grad]
+            self.training = self.loop.setup(self.method, self.loss_terms(), [{"params": params}])
+        return self.training
+
+    def run_unit(self, epoch: int, state: RunState) -> dict[str, Any]:
+        """One epoch over the base shots."""
+        training = self.setup_training()
+        stage = Stage(0, range(len(self.train)), lambda chunks: self.batches("train", chunks))
+        self.method.train()
+        done = self.loop.epoch(stage, epoch, training)
+        self.method.eval()
+        state.train_seconds += done.seconds
+        state.samples_seen += len(self.train)
+        state.steps = self.loop.steps
+        losses = mean_terms(done.steps)
+        return {"epoch": epoch, "lr": done.lr, "losses": losses, "seconds": done.seconds}
+
+    def report(self, row: dict[str, Any], state: RunState) -> None:
+        loss, epochs = row["losses"]["ce"], self.config.train.epochs
+        self.engine.say(
+            f"epoch {row['epoch'] + 1}/{epochs}: loss {loss:.4f}, {row['seconds']:.1f} s"
+        )
+        self.engine.log({"epoch_loss": loss}, state.steps)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The method's tensors, and while it trains the optimiser's state (a resumed epoch
+        then continues the momentum of the unbroken run)."""
+        tensors = dict(self.method.state_dict())
+        if self.training is not None:
+            for index, slots in self.training.optimizer.state_dict()["state"].items():
+                for key, value in slots.items():
+                    tensors[f"{OPTIMIZER}{index}.{key}"] = torch.as_tensor(value)
+        return tensors
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
+        self.model.load_prompts(method_tensors(tensors), "the checkpoint")
+        training = self.setup_training()
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith(OPTIMIZER):
+                index, key = name.removeprefix(OPTIMIZER).split(".", 1)
+                slots.setdefault(int(index), {})[key] = value
+        saved = training.optimizer.state_dict()
+        training.optimizer.load_state_dict({"state": slots, "param_groups": saved["param_groups"]})
+        self.loop.steps = state.steps
+
+    def finish(self, state: RunState) -> dict[str, Any]:
+        """Base, novel and transfer accuracy with the trained (or given) prompts."""
+        config = self.config
+        start = time.perf_counter()
+        base = self.accuracy(self.tests["base"], self.texts["base"], "evaluate base")
+        novel = (
+            self.accuracy(self.tests["novel"], self.texts["novel"], "evaluate novel")
+            if "novel" in self.texts
+            else None
+        )
+        transfer = {
+            name: self.accuracy(samples, texts, f"evaluate {name}")
+            for name, (samples, texts) in self.targets.items()
+        }
+        return {
+            "method": config.method,
+            "benchmark": config.benchmark,
+            "backbone": config.backbone,
+            "seed": config.seed,
+            "shots": config.shots,
+            "eval_split": config.data.eval_split,
+            "num_base": len(self.base),
+            "num_novel": len(self.novel),
+            "base_acc": base,
+            "novel_acc": novel,
+            "hm": None if base is None or novel is None else harmonic_mean(base, novel),
+            "transfer": transfer,
+            "logit_scale": self.encoder.logit_scale,
+            "trainable_params": self.method.num_trained_parameters(),
+            "train_seconds": state.train_seconds,
+            "eval_seconds": time.perf_counter() - start,
+            "final_loss": state.log[-1]["losses"]["ce"] if state.log else None,
+            **self.engine.describe(),
+            "prompts_from": None if self.prompts is None else str(self.prompts),
+            "promptcl_version": state.promptcl_version,
+        }
+
+    def plot(self, folder: Path, metrics: dict[str, Any]) -> None:
+        config = self.config
+        title = f"{config.method} on {config.benchmark} (seed {config.seed})"
+        bars = {"base": metrics["base_acc"], "novel": metrics["novel_acc"], "HM": metrics["hm"]}
+        plot_bars({**bars, **metrics["transfer"]}, folder / "b2n.png", title)
+
+    @classmethod
+    def saved_config(cls, run_dir: RunDir, overrides: Sequence[str] = ()) -> B2NConfig:
+        return load_b2n_config(run_dir.config, overrides)
+
+    # -- batches, loss and accuracy ------------------------------------------------------------
 
     def batches(
-        self, split: str, samples: Sequence[Sample], chunks: Sequence[Sequence[int]]
+        self, split: str, chunks: Sequence[Sequence[int]], samples: Sequence[Sample] | None = None
     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """(labels, inputs) of each chunk of positions in ``samples``."""
+        """(labels, inputs) of each chunk of positions in ``samples`` (default: the base
+        shots)."""
+        samples = self.train if samples is None else samples
         processor = self.processors[split]
         items = processor.prepare([item for item, _ in samples])
         labels = [y for _, y in samples]
@@ -114,153 +236,73 @@ class B2NExperiment:
         for _, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
             yield y, inputs
 
-    def bar(self, iterable, total: int, desc: str):
-        progress = self.config.train.progress
-        return tqdm(
-            iterable, total=total, desc=desc, disable=None if progress else True, leave=False
-        )
-
-    # -- training and evaluation ---------------------------------------------------------------
-
-    def fit(self, log_path: Path | None = None) -> list[dict[str, Any]]:
-        """Train on the base shots; returns one log row per epoch (appended to ``log_path``
-        as each epoch ends)."""
-        cfg, method, encoder = self.config.train, self.method, self.encoder
-        params = [p for p in method.parameters() if p.requires_grad]
-        if not params or cfg.epochs == 0:
-            return []
+    def loss_terms(self):
+        """Cross-entropy of the scores over the base classes, weighted by the rank's share."""
+        method, encoder = self.method, self.encoder
         texts = self.texts["base"].inputs(self.device)
 
-        def loss_terms(item: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], float]):
+        def terms_of(item: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], float]):
             (labels, inputs), share = item
             classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
             queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
             logits = encoder.scores(queries, classes).float()
             return {"ce": F.cross_entropy(logits, labels) * share}
 
-        engine = self.engine
-        optimizer = make_optimizer(cfg, [{"params": params}])
-        step, optimizer = engine.setup(method, loss_terms, optimizer)
-        method.train()
-        log = []
-        for epoch in range(cfg.epochs):
-            lr = set_epoch_lr(optimizer, cfg, epoch)
-            start = time.perf_counter()
-            order = epoch_order(len(self.train), self.config.seed, 0, epoch)
-            samples = [self.train[i] for i in order]
-            shares = engine.global_batches(cut(range(len(samples)), cfg.batch_size))
-            batches = self.batches("train", samples, [chunk for chunk, _ in shares])
-            items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
-            steps = optimisation_steps(
-                items,
-                step,
-                optimizer,
-                engine=engine,
-                grad_clip=cfg.grad_clip,
-                where=f"epoch {epoch + 1}/{cfg.epochs}",
-                progress=cfg.progress,
-                total=len(shares),
-            )
-            losses = [terms["ce"] for terms in steps]
-            seconds = time.perf_counter() - start
-            row = {"epoch": epoch, "lr": lr, "loss": sum(losses) / len(losses), "seconds": seconds}
-            log.append(row)
-            engine.log({"epoch": epoch, "lr": lr, "loss": row["loss"]}, epoch)
-            engine.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {seconds:.1f} s")
-            if log_path is not None and engine.is_main:
-                with log_path.open("a", encoding="utf-8") as f:
-                    f.write(dumps(row) + "\n")
-        method.eval()
-        return log
+        return terms_of
 
     @torch.no_grad()
     def accuracy(self, samples: Sequence[Sample], texts: ClassTexts, desc: str) -> float | None:
         """Accuracy (%) of samples over the classes of ``texts``; None without samples."""
         if not samples:
             return None
-        engine = self.engine
         scores = self.model.scorer(texts)
-        # whole batches round-robin to the ranks, correct counts summed
-        chunks = engine.shard(cut(range(len(samples)), self.config.train.eval_batch_size))
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for labels, inputs in self.bar(self.batches("test", samples, chunks), len(chunks), desc):
-            correct += (scores(inputs).argmax(1) == labels).sum()
-        return 100.0 * engine.sum(correct).item() / len(samples)
+
+        def correct(batch: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> torch.Tensor:
+            labels, inputs = batch
+            return (scores(inputs).argmax(1) == labels).sum()
+
+        chunks = cut(range(len(samples)), self.config.train.eval_batch_size)
+        batches = lambda chunks: self.batches("test", chunks, samples)  # noqa: E731
+        zero = torch.zeros((), dtype=torch.long)
+        return (
+            100.0 * self.loop.evaluate(chunks, batches, correct, zero, desc).item() / len(samples)
+        )
 
 
-NEW_OUT = "pass a new --out"
+def method_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER)}
+
+
+def read_prompts(path: Path) -> dict[str, torch.Tensor]:
+    """Trained prompts to evaluate (``promptcl b2n --prompts``): a b2n run directory (its
+    verified checkpoint; a 0.1.0 run's prompts.safetensors), a checkpoint file, or a
+    safetensors file of the method's tensors."""
+    hint = "pass a b2n run directory or a safetensors file of its prompts"
+    if path.is_dir():
+        saved = load_checkpoint(path / "checkpoint", hint)
+        if saved is not None:
+            return method_tensors(saved[0])
+        legacy = migrate.legacy_prompts(path)
+        if legacy is None:
+            raise UsageError(f"{path} holds no trained prompts; {hint}")
+        path = legacy
+    if not path.is_file():
+        raise UsageError(f"{path} not found; {hint}")
+    broken = UsageError(f"{path} is not a safetensors file (damaged, or another format); {hint}")
+    tensors, metadata = read_tensors(path, broken)
+    if "sha256" in metadata:  # a checkpoint file: verified as in its run directory
+        tensors = read_checkpoint(path, hint)[0]
+    return method_tensors(tensors)
 
 
 def run_b2n(
-    config: B2NConfig, out: str | Path, prompts: str | Path | None = None
-) -> dict[str, Any]:
-    """Train on the base classes (or load trained ``prompts``), evaluate base, novel and
-    transfer targets; returns (and writes) metrics.json's content."""
-    out = Path(out)
-    check_out(out, NEW_OUT)
-    engine = Engine(config.train, log_root=out)
-    engine.launch()
-    exp = B2NExperiment(config, engine)
-    if prompts is not None:
-        exp.model.load_prompts(Path(prompts))
-    with ExitStack() as held:
-        engine.on_main(lambda: held.enter_context(run_lock(out, NEW_OUT)))
-        split = {
-            "base": exp.names["base"],
-            "novel": exp.names["novel"],
-            "template": exp.template,  # what class names are slotted into (predict reads it)
-            "train_samples": len(exp.train),
-        }
-        if engine.is_main:
-            write_json(out / "config.json", to_dict(config))
-            write_json(out / "class_split.json", split)
-            (out / "log.jsonl").write_text("", encoding="utf-8")
-
-        start = time.perf_counter()
-        log = exp.fit(out / "log.jsonl") if prompts is None else []
-        train_seconds = time.perf_counter() - start
-
-        start = time.perf_counter()
-        base = exp.accuracy(exp.tests["base"], exp.texts["base"], "evaluate base")
-        novel = (
-            exp.accuracy(exp.tests["novel"], exp.texts["novel"], "evaluate novel")
-            if "novel" in exp.texts
-            else None
-        )
-        transfer = {
-            name: exp.accuracy(samples, texts, f"evaluate {name}")
-            for name, (samples, texts) in exp.targets.items()
-        }
-        metrics = {
-            "method": config.method,
-            "benchmark": config.benchmark,
-            "backbone": config.backbone,
-            "seed": config.seed,
-            "shots": config.shots,
-            "eval_split": config.data.eval_split,
-            "num_base": len(exp.base),
-            "num_novel": len(exp.novel),
-            "base_acc": base,
-            "novel_acc": novel,
-            "hm": None if base is None or novel is None else harmonic_mean(base, novel),
-            "transfer": transfer,
-            "logit_scale": exp.encoder.logit_scale,
-            "trainable_params": exp.method.num_trained_parameters(),
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - start,
-            "final_loss": log[-1]["loss"] if log else None,
-            **engine.describe(),
-            "prompts_from": None if prompts is None else str(prompts),
-            "promptcl_version": __version__,
-        }
-        if engine.is_main:
-            trained = {k: v.detach().cpu().contiguous() for k, v in exp.method.state_dict().items()}
-            if trained:
-                save_file(trained, out / "prompts.safetensors")
-            write_json(out / "metrics.json", metrics)
-            title = f"{config.method} on {config.benchmark} (seed {config.seed})"
-            bars = {"base": base, "novel": novel, "HM": metrics["hm"], **transfer}
-            plot_bars(bars, out / "b2n.png", title)
-        engine.finish_logging()
-        engine.barrier()
-        return metrics
+    config: B2NConfig,
+    out: str | Path,
+    prompts: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Train on the base classes (or evaluate trained ``prompts``), evaluate base, novel and
+    transfer targets; returns (and writes) metrics.json's content, or None when ``stop_after``
+    epochs were done and the run was left to be resumed."""
+    return core.run(B2NExperiment, config, out, resume, stop_after, prompts=prompts)

@@ -1,54 +1,52 @@
-"""The continual-learning loop: train task after task, evaluate on every seen task.
+"""The continual-learning protocol: train task after task, evaluate on every seen task.
 
-Per task: a fresh optimiser; epochs over the task's training data (logits of classes outside
-the task masked when train.mask_logits); the tuner's end-of-task step; then evaluation on the
-test samples of all seen tasks, in batches mixed across tasks (shuffled with the run's seed),
-the tuner inferring task identity per sample. Task t starts from torch.manual_seed(f(seed, t)),
-so a run resumed at a task boundary repeats the unbroken run exactly.
+A client of the core (promptcl.core): a unit is a task. Per task: a fresh optimiser; epochs
+over the task's training data (core.loop; logits of classes outside the task masked when
+train.mask_logits); the tuner's end-of-task step; then evaluation on the test samples of all
+seen tasks, in batches mixed across tasks (shuffled with the run's seed), the tuner inferring
+task identity per sample. Task t starts from torch.manual_seed(f(seed, t)), so a run resumed at
+a task boundary repeats the unbroken run exactly.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from promptcl import metrics
+from promptcl import metrics, migrate
 from promptcl.backbones import Backbone, build_backbone
-from promptcl.config import RunConfig, build_dataclass, config_differences, load_run_config, to_dict
-from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
+from promptcl.config import RunConfig, build_dataclass, load_run_config
+from promptcl.core import run as core
+from promptcl.core.checkpoint import RunState
+from promptcl.core.loop import Loop, Stage, mean_terms
 from promptcl.core.rundir import RunDir
 from promptcl.data import TaskStream, build_benchmark
 from promptcl.data.batching import collated, cut, make_processors
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
-from promptcl.files import check_out, run_lock
 from promptcl.protocols.features import FeatureCache
-from promptcl.runtime import (
-    epoch_order,
-    make_optimizer,
-    optimisation_steps,
-    set_epoch_lr,
-    task_seed,
-)
+from promptcl.report.plots import plot_accuracy_matrix, plot_average_accuracy, plot_heatmap
+from promptcl.runtime import task_seed
 from promptcl.tuners import Batch, TaskData, TunerOutput, get_tuner
-from promptcl.version import __version__
 
 
-class Experiment:
-    """Everything a run needs, built and checked before anything is written to disk.
+class Experiment(core.Protocol):
+    """Everything a continual run needs, built and checked before anything is written to disk.
 
     ``stream`` and ``backbone``, when given, are used instead of those the config names: a
     loaded run (models/continual.py) passes its class list without samples, ``promptcl eval``
     another test set in the run's class ids."""
+
+    kind = "continual"
+    command = "run"
+    classes_file = "class_order.json"
 
     def __init__(
         self,
@@ -83,8 +81,8 @@ class Experiment:
         training = self.stream.joint() if config.train.joint else self.stream
         self.training_tasks = training.tasks
         self.sample_tasks = {"train": training.train.tasks, "test": self.stream.test.tasks}
+        self.loop = Loop(self.engine, config.train, config.seed)
         # frozen query features are cached per sample where inputs are not augmented
-        self.steps = 0  # optimisation steps so far (the loggers' x axis)
         self.caches = {}
         if tuner_cls.needs_query:
             size = config.train.eval_batch_size
@@ -94,15 +92,74 @@ class Experiment:
                         self.backbone, self.items[split], processor.collate, self.engine, size
                     )
 
-    def restore(self, tensors: dict[str, torch.Tensor], tasks_done: int) -> None:
-        """The tuner as it was after ``tasks_done`` tasks, from its checkpointed tensors."""
-        for task in range(tasks_done):
+    # -- the protocol's part of a run ----------------------------------------------------------
+
+    def classes(self) -> dict[str, Any]:
+        return self.stream.describe()
+
+    def num_units(self) -> int:
+        return len(self.training_tasks)
+
+    def run_unit(self, task: int, state: RunState) -> dict[str, Any]:
+        """Train task ``task``, then evaluate on every task seen so far."""
+        torch.manual_seed(task_seed(self.config.seed, task))
+        start = time.perf_counter()
+        self.tuner.begin_task(task, self.training_tasks[task])
+        trained = self.train_task(task)
+        state.train_seconds += time.perf_counter() - start
+        state.samples_seen += trained["samples_seen"]
+        start = time.perf_counter()
+        num_seen = self.stream.num_tasks if self.config.train.joint else task + 1
+        result = self.evaluate(num_seen)
+        state.eval_seconds += time.perf_counter() - start
+        state.steps = self.loop.steps
+        return {"task": task, **trained, **result, "avg_acc": fmean(result["acc"])}
+
+    def report(self, row: dict[str, Any], state: RunState) -> None:
+        """A finished task: a line on the terminal and a row for the loggers."""
+        task_id = row["task_id_acc"]
+        seconds = state.train_seconds + state.eval_seconds
+        self.engine.say(
+            f"task {row['task'] + 1}/{self.num_units()}: avg acc {row['avg_acc']:.2f}"
+            + ("" if task_id is None else f", task-id acc {task_id:.1f}")
+            + f", {seconds:.1f} s so far"
+        )
+        figures = {"avg_acc": row["avg_acc"], "union_acc": row["union_acc"]}
+        if task_id is not None:
+            figures["task_id_acc"] = task_id
+        figures.update({f"acc_task{j + 1}": acc for j, acc in enumerate(row["acc"])})
+        self.engine.log(figures, state.steps)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return self.tuner.trained_state()
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
+        """The tuner as it was after ``state.units_done`` tasks, from its checkpointed tensors."""
+        for task in range(state.units_done):
             torch.manual_seed(task_seed(self.config.seed, task))
             self.tuner.begin_task(task, self.training_tasks[task])
-        self.tuner.load_trained_state(tensors)
+        self.tuner.load_trained_state(migrate.added_tensors(tensors, self.tuner.trained_state()))
+        self.loop.steps = state.steps
 
-    def config_dict(self) -> dict[str, Any]:
-        return to_dict(self.config)
+    def finish(self, state: RunState) -> dict[str, Any]:
+        return summary_metrics(self, state)
+
+    def plot(self, folder: Path, metrics: dict[str, Any]) -> None:
+        for name, heatmap in self.tuner.heatmaps().items():
+            options = {k: v for k, v in heatmap.items() if k != "matrix"}
+            plot_heatmap(heatmap["matrix"], folder / f"{name}.png", **options)
+        title = f"{metrics['method']} on {metrics['benchmark']} (seed {metrics['seed']})"
+        plot_accuracy_matrix(metrics["acc_matrix"], folder / "acc_matrix.png", title)
+        plot_average_accuracy(
+            {metrics["method"]: metrics["avg_acc"]}, folder / "avg_acc.png", title
+        )
+
+    @classmethod
+    def saved_config(cls, run_dir: RunDir, overrides: Sequence[str] = ()) -> RunConfig:
+        """The run's config.json with keys added to promptcl since then filled with their
+        defaults (a run made by an older version resumes while it matches on the keys it knew),
+        then ``overrides``."""
+        return load_run_config(run_dir.config, overrides)
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -144,51 +201,48 @@ class Experiment:
 
     # -- one task ------------------------------------------------------------------------------
 
-    def trainer(self, task: int) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
-        """Task ``task``'s training step on the engine (after begin_task): the loss module
-        (logits outside the task masked when train.mask_logits, the tuner's loss terms) and a
-        fresh optimiser over the tuner's parameter groups; None when nothing trains."""
+    def trainer(self, task: int):
+        """Task ``task``'s training on the engine (after begin_task): the loss module (logits
+        outside the task masked when train.mask_logits, the tuner's loss terms) and a fresh
+        optimiser over the tuner's parameter groups; None when nothing trains."""
         cfg, tuner = self.config.train, self.tuner
         # a group's "lr_scale" multiplies train.lr (per-expert rates in Hash, HiDe's head rate)
         groups = tuner.param_groups() if tuner.trains else []
-        if not groups or cfg.epochs == 0:
-            return None
         outside = torch.ones(self.stream.num_classes, dtype=torch.bool, device=self.device)
         if cfg.mask_logits:
             outside[list(self.training_tasks[task])] = False
         else:  # every class seen so far competes
             outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
-        return self.engine.setup(tuner, self.loss_terms(task, outside), make_optimizer(cfg, groups))
+        return self.loop.setup(tuner, self.loss_terms(task, outside), groups)
 
     def train_task(self, task: int) -> dict[str, Any]:
+        """Train task ``task`` (after begin_task), then the tuner's end of task. Returns the
+        task's training samples, epochs, samples seen (samples x epochs) and mean losses."""
         cfg, tuner = self.config.train, self.tuner
-        classes = self.training_tasks[task]
         indices = self.indices_of("train", [task])
-        sums: dict[str, float] = defaultdict(float)
-        steps = 0
         if "train" in self.caches:  # every rank fills for the whole task (sharded inside)
             self.caches["train"].fill(indices)
-        trainer = self.trainer(task)
-        if trainer is not None:
-            step, optimizer = trainer
+        training = self.trainer(task)
+        epochs = []
+        if training is not None:
+            stage = Stage(
+                task,
+                indices,
+                lambda chunks: self.chunk_batches("train", chunks),
+                f"task {task + 1}/{len(self.training_tasks)}",
+                {"task": task},
+            )
             tuner.train()
-            for epoch in range(cfg.epochs):
-                lr = set_epoch_lr(optimizer, cfg, epoch)
-                order = epoch_order(len(indices), self.config.seed, task, epoch)
-                shuffled = [indices[i] for i in order]
-                for terms in self.train_epoch(task, epoch, shuffled, step, optimizer):
-                    for name, value in terms.items():
-                        sums[name] += value
-                    steps += 1
-                    self.steps += 1
-                    self.engine.log({"task": task, "epoch": epoch, "lr": lr, **terms}, self.steps)
+            epochs = [self.loop.epoch(stage, epoch, training) for epoch in range(cfg.epochs)]
         tuner.eval()
         self.engine.same_random_state()
         batches = self.batches("train", indices, cfg.eval_batch_size)
-        tuner.end_task(task, classes, self.task_data(batches))
+        tuner.end_task(task, self.training_tasks[task], self.task_data(batches))
         return {
-            "train_samples": len(indices) * (cfg.epochs if trainer else 0),
-            "losses": {name: total / steps for name, total in sums.items()} if steps else {},
+            "train_samples": len(indices),
+            "epochs": len(epochs),
+            "samples_seen": len(indices) * len(epochs),
+            "losses": mean_terms([terms for e in epochs for terms in e.steps]),
         }
 
     def loss_terms(self, task: int, outside: torch.Tensor):
@@ -203,31 +257,6 @@ class Experiment:
             return {name: value * share for name, value in terms.items()}
 
         return terms_of
-
-    def train_epoch(
-        self,
-        task: int,
-        epoch: int,
-        indices: list[int],
-        step: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-    ) -> Iterator[dict[str, float]]:
-        """One pass over ``indices`` in global batches of train.batch_size, this rank taking
-        its share of each; yields the loss terms of each step."""
-        cfg = self.config.train
-        shares = self.engine.global_batches(cut(indices, cfg.batch_size))
-        batches = self.chunk_batches("train", [chunk for chunk, _ in shares])
-        items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
-        yield from optimisation_steps(
-            items,
-            step,
-            optimizer,
-            engine=self.engine,
-            grad_clip=cfg.grad_clip,
-            where=f"task {task + 1}/{len(self.training_tasks)} epoch {epoch + 1}/{cfg.epochs}",
-            progress=cfg.progress,
-            total=len(shares),
-        )
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -245,43 +274,50 @@ class Experiment:
             out = self.tuner(batch)
         return out, out.logits.float().masked_fill(unseen, float("-inf"))
 
+    def test_chunks(self, num_seen: int) -> list[list[int]]:
+        """The test samples of the first ``num_seen`` tasks in batches mixed across tasks, or
+        (a leaking task inference, flagged) task-pure batches."""
+        size = self.config.train.eval_batch_size
+        if not self.tuner.leaks_task_identity:
+            indices = self.indices_of("test", range(num_seen))
+            random.Random(self.config.seed).shuffle(indices)
+            return cut(indices, size)
+        chunks = []
+        for task in range(num_seen):
+            pure = self.indices_of("test", [task])
+            random.Random(self.config.seed).shuffle(pure)
+            chunks += cut(pure, size)
+        return chunks
+
     @torch.no_grad()
     def evaluate(self, num_seen: int) -> dict[str, Any]:
         """Accuracy per seen task on mixed batches; task identity inferred per sample."""
-        size = self.config.train.eval_batch_size
-        if self.tuner.leaks_task_identity:  # task-pure batches: leaks task identity, flagged
-            chunks = []
-            for task in range(num_seen):
-                pure = self.indices_of("test", [task])
-                random.Random(self.config.seed).shuffle(pure)
-                chunks += cut(pure, size)
-        else:
-            indices = self.indices_of("test", range(num_seen))
-            random.Random(self.config.seed).shuffle(indices)
-            chunks = cut(indices, size)
-        unseen = self.unseen(num_seen)
-        # per seen task: samples, right class, samples with a task prediction, right task
-        counts = torch.zeros(4, num_seen, dtype=torch.long)
+        chunks = self.test_chunks(num_seen)
         if "test" in self.caches:
             self.caches["test"].fill([i for chunk in chunks for i in chunk])
-        chunks = self.engine.shard(chunks)  # whole batches round-robin to the ranks
-        self.tuner.eval()
-        for batch in tqdm(
-            self.chunk_batches("test", chunks),
-            total=len(chunks),
-            desc=f"evaluate {num_seen} task(s)",
-            disable=None if self.config.train.progress else True,
-            leave=False,
-        ):
+        unseen = self.unseen(num_seen)
+        tasks = torch.as_tensor(self.sample_tasks["test"])
+
+        def count(batch: Batch) -> torch.Tensor:
+            """Per seen task: samples, right class, samples with a task prediction, right task."""
             out, logits = self.infer(batch, unseen)
-            pred = logits.argmax(dim=1).cpu()
-            true_task = torch.as_tensor([self.sample_tasks["test"][i] for i in batch.index])
-            counts[0].index_add_(0, true_task, torch.ones_like(true_task))
-            counts[1].index_add_(0, true_task, (pred == batch.labels.cpu()).long())
+            counts = torch.zeros(4, num_seen, dtype=torch.long)
+            true_task = tasks[batch.index.cpu()]
+            ones = torch.ones_like(true_task)
+            counts[0].index_add_(0, true_task, ones)
+            counts[1].index_add_(
+                0, true_task, (logits.argmax(1).cpu() == batch.labels.cpu()).long()
+            )
             if out.task_pred is not None:
-                counts[2].index_add_(0, true_task, torch.ones_like(true_task))
+                counts[2].index_add_(0, true_task, ones)
                 counts[3].index_add_(0, true_task, (out.task_pred.cpu() == true_task).long())
-        total, correct, inferred, right_task = self.engine.sum(counts.to(self.device)).tolist()
+            return counts
+
+        self.tuner.eval()
+        zeros = torch.zeros(4, num_seen, dtype=torch.long)
+        batches = lambda chunks: self.chunk_batches("test", chunks)  # noqa: E731
+        counted = self.loop.evaluate(chunks, batches, count, zeros, f"evaluate {num_seen} task(s)")
+        total, correct, inferred, right_task = counted.tolist()
         return {
             "acc": [metrics.accuracy(c, n) for c, n in zip(correct, total, strict=True)],
             "union_acc": metrics.union_accuracy(correct, total),
@@ -291,136 +327,24 @@ class Experiment:
         }
 
 
-def saved_config(run_dir: RunDir) -> dict[str, Any]:
-    """The run's config.json with keys added to promptcl since then filled with their defaults
-    (a run made by an older version resumes as long as it matches on the keys it knew)."""
-    return to_dict(load_run_config(run_dir.path / "config.json"))
-
-
-def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunDir:
-    """Check the run directory before any work: nothing is written here."""
-    run_dir = RunDir(out)
-    if resume:
-        if not run_dir.is_run():
-            raise UsageError(f"{out} is not a promptcl run directory; check the --resume path")
-    else:
-        check_out(out, new_run_hint(out))
-    return run_dir
-
-
-def new_run_hint(out: Path) -> str:
-    return f"pass --resume {out} to continue it or a new --out"
-
-
 def run(
     config: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None
 ) -> dict[str, Any] | None:
-    """Run (or resume) an experiment into ``out``. Returns metrics.json's content, or None
-    when ``stop_after`` tasks were done and the run was left to be resumed."""
-    out = Path(out)
-    run_dir = prepare_run_dir(out, config, resume)
-    engine = Engine(config.train, log_root=out)
-    engine.launch()
-    exp = Experiment(config, engine)
-    with ExitStack() as held:
-        hint = None if resume else new_run_hint(run_dir.path)
-        engine.on_main(lambda: held.enter_context(run_lock(run_dir.path, hint)))
-        state: dict[str, Any] = {
-            "tasks_done": 0,
-            "acc_rows": [],
-            "log": [],
-            "train_seconds": 0.0,
-            "eval_seconds": 0.0,
-            "train_samples": 0,
-            "task_id_acc": None,
-            "union_acc": None,
-        }
-        saved = load_checkpoint(run_dir.checkpoint) if resume else None
-        if resume:
-            diffs = config_differences(saved_config(run_dir), exp.config_dict())
-            if diffs:
-                raise UsageError(
-                    f"{out} was made with another config (differs in {', '.join(diffs)}); "
-                    "resume without --config/--set, or start a new --out"
-                )
-        if saved is None:  # a new run, or one stopped before its first task boundary
-            engine.on_main(lambda: run_dir.create(exp.config_dict(), exp.stream.describe()))
-        fingerprint = run_dir.fingerprint(exp.stream.describe())
-        if saved is not None:
-            tensors, state = saved
-            done = state["tasks_done"]
-            changed = state.get("fingerprint", fingerprint) != fingerprint  # absent: older
-            if changed or done > len(exp.training_tasks):
-                raise UsageError(
-                    f"{out}: config.json or the data changed after the checkpoint was written; "
-                    "restore them, or start a new --out"
-                )
-            exp.restore(tensors, done)
-            exp.steps = state.get("steps", 0)
-            if engine.is_main:
-                run_dir.write_log(state["log"])  # a run stopped before writing it
-        state["fingerprint"] = fingerprint
-        state["promptcl_version"] = __version__  # of the code that writes the checkpoint
-
-        T = len(exp.training_tasks)
-        for task in range(state["tasks_done"], T):
-            if stop_after is not None and task >= stop_after:
-                return None
-            torch.manual_seed(task_seed(config.seed, task))
-            start = time.perf_counter()
-            exp.tuner.begin_task(task, exp.training_tasks[task])
-            trained = exp.train_task(task)
-            state["train_seconds"] += time.perf_counter() - start
-            state["train_samples"] += trained["train_samples"]
-            start = time.perf_counter()
-            num_seen = exp.stream.num_tasks if config.train.joint else task + 1
-            result = exp.evaluate(num_seen)
-            state["eval_seconds"] += time.perf_counter() - start
-            state["acc_rows"].append(result["acc"])
-            state["union_acc"], state["task_id_acc"] = result["union_acc"], result["task_id_acc"]
-            row = {"task": task, **trained, **result, "avg_acc": sum(result["acc"]) / num_seen}
-            state["log"].append(row)
-            state["tasks_done"], state["steps"] = task + 1, exp.steps
-            if engine.is_main:
-                save_checkpoint(run_dir.checkpoint, exp.tuner.trained_state(), state)
-                run_dir.write_log(state["log"])
-            report_task(engine, row, T, state["train_seconds"] + state["eval_seconds"], exp.steps)
-
-        summary = summary_metrics(exp, state)
-        if engine.is_main:
-            run_dir.write_results(summary, exp.tuner.heatmaps())
-        engine.finish_logging()
-        engine.barrier()
-        return summary
+    """Run (or resume) a continual experiment into ``out``. Returns metrics.json's content, or
+    None when ``stop_after`` tasks were done and the run was left to be resumed."""
+    return core.run(Experiment, config, out, resume, stop_after)
 
 
-def report_task(engine: Engine, row: dict[str, Any], num_tasks: int, seconds: float, step: int):
-    """A finished task: a line on the terminal and a row for the loggers."""
-    task_id = row["task_id_acc"]
-    engine.say(
-        f"task {row['task'] + 1}/{num_tasks}: avg acc {row['avg_acc']:.2f}"
-        + ("" if task_id is None else f", task-id acc {task_id:.1f}")
-        + f", {seconds:.1f} s so far"
-    )
-    figures = {"avg_acc": row["avg_acc"], "union_acc": row["union_acc"]}
-    if task_id is not None:
-        figures["task_id_acc"] = task_id
-    figures.update({f"acc_task{j + 1}": acc for j, acc in enumerate(row["acc"])})
-    engine.log(figures, step)
-
-
-def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
+def summary_metrics(exp: Experiment, state: RunState) -> dict[str, Any]:
+    """metrics.json of a continual run: the accuracy matrix and its metrics (promptcl.metrics),
+    union and task-identity accuracy after the last task, cost and the tuner's report."""
     config, T = exp.config, exp.stream.num_tasks
-    rows = state["acc_rows"]
+    rows = [row["acc"] for row in state.log]
+    last = state.log[-1]
     if config.train.joint:  # one training task, evaluated on every task of the stream
         acc = rows[-1]
-        figures = {
-            "faa": sum(acc) / T,
-            "caa": sum(acc) / T,
-            "fm": None,
-            "bwt": None,
-            "avg_acc": [sum(acc) / T],
-        }
+        faa = fmean(acc)
+        figures = {"faa": faa, "caa": faa, "fm": None, "bwt": None, "avg_acc": [faa]}
         matrix = [acc]
     else:
         figures = metrics.summarize(rows)
@@ -437,16 +361,16 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         "eval_split": config.data.eval_split,
         "acc_matrix": matrix,
         **figures,
-        "union_acc": state["union_acc"],
-        "task_id_acc": state["task_id_acc"],
+        "union_acc": last["union_acc"],
+        "task_id_acc": last["task_id_acc"],
         "trainable_params": exp.tuner.num_trained_parameters(),
-        "train_seconds": state["train_seconds"],
-        "eval_seconds": state["eval_seconds"],
-        "train_samples_per_s": state["train_samples"] / state["train_seconds"]
-        if state["train_samples"]
+        "train_seconds": state.train_seconds,
+        "eval_seconds": state.eval_seconds,
+        "train_samples_per_s": state.samples_seen / state.train_seconds
+        if state.samples_seen
         else None,
         "leaks_task_identity": exp.tuner.leaks_task_identity,
         **exp.tuner.report(),
         **exp.engine.describe(),
-        "promptcl_version": __version__,
+        "promptcl_version": state.promptcl_version,
     }

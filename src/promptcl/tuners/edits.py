@@ -224,11 +224,6 @@ class EditTuner(Tuner):
         self.base.end_task(task, classes, data)
         self.tii.fit(task, classes, data.cat("query"), data.cat("labels"))
 
-    def load_trained_state(self, state) -> None:
-        if not any(k.startswith("tii.") for k in state):  # made before task_id=tii existed
-            state = {**state, **{f"tii.{k}": v for k, v in self.tii.state_dict().items()}}
-        super().load_trained_state(state)
-
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         terms = self.base.loss_terms(batch, out, task)
         if self.task_keys is not None:

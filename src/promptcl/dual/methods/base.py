@@ -11,6 +11,7 @@ from torch import nn
 
 from promptcl.backbones import Backbone, DualEncoder, Prompts
 from promptcl.dual.context import CTX_INITS
+from promptcl.registry import Registry
 
 PROMPT_STD = 0.02  # N(0, 0.02) for every randomly initialised prompt (CoOp, VPT, MaPLe, MPL)
 
@@ -98,3 +99,15 @@ def make_context(encoder: DualEncoder, n_ctx: int, init_ids: list[int] | None) -
 
 def context_or_none(ctx: torch.Tensor) -> torch.Tensor | None:
     return ctx if ctx.shape[0] else None
+
+
+# name -> (config dataclass, method class); each method's module ends with its register_method
+DUAL_METHODS: Registry[tuple[type, type[DualMethod]]] = Registry("dual-encoder method")
+
+
+def register_method(name: str, config_class: type, method_class: type[DualMethod]) -> None:
+    DUAL_METHODS.add(name, (config_class, method_class), method_class.description)
+
+
+def get_method(name: str) -> tuple[type, type[DualMethod]]:
+    return DUAL_METHODS.get(name)

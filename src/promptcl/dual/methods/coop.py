@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from promptcl.backbones import DualEncoder, Prompts
-from promptcl.dual.methods.base import ContextConfig, DualMethod, context_or_none, make_context
+from promptcl.dual.methods.base import (
+    ContextConfig,
+    DualMethod,
+    context_or_none,
+    make_context,
+    register_method,
+)
 
 
 @dataclass
@@ -27,3 +33,6 @@ class CoOp(DualMethod):
 
     def label_prompts(self) -> Prompts:
         return Prompts(ctx=context_or_none(self.ctx))
+
+
+register_method("coop", CoOpConfig, CoOp)

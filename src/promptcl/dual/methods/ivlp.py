@@ -16,6 +16,7 @@ from promptcl.dual.methods.base import (
     make_context,
     prompt_depth,
     random_prompts,
+    register_method,
 )
 
 
@@ -57,3 +58,6 @@ class IVLP(DualMethod):
 
     def query_prompts(self) -> Prompts:
         return Prompts(steps={block: PromptStep(p) for block, p in enumerate(self.visual)})
+
+
+register_method("ivlp", IVLPConfig, IVLP)

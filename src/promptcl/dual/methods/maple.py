@@ -19,6 +19,7 @@ from promptcl.dual.methods.base import (
     make_context,
     prompt_depth,
     random_prompts,
+    register_method,
 )
 
 
@@ -64,3 +65,6 @@ class MaPLe(DualMethod):
 
     def query_prompts(self) -> Prompts:
         return Prompts(steps={block: PromptStep(t) for block, t in enumerate(self.coupled())})
+
+
+register_method("maple", MaPLeConfig, MaPLe)

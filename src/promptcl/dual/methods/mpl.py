@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from promptcl.backbones import Prompts, PromptStep
-from promptcl.dual.methods.base import cloned_linears
+from promptcl.dual.methods.base import cloned_linears, register_method
 from promptcl.dual.methods.maple import MaPLe, MaPLeConfig
 
 
@@ -91,3 +91,6 @@ class MPL(MaPLe):
         for block, t in enumerate(rest, start=1):
             steps[block] = PromptStep(t, kept=max(counts[block - 1] - cfg.n_rm, 0))
         return Prompts(steps=steps)
+
+
+register_method("mpl", MPLConfig, MPL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from promptcl.dual.methods.base import DualMethod
+from promptcl.dual.methods.base import DualMethod, register_method
 
 
 @dataclass
@@ -19,3 +19,6 @@ class ZeroShot(DualMethod):
     @staticmethod
     def text_layout(config: Any) -> tuple[int, str]:
         return 0, "auto"
+
+
+register_method("zeroshot", ZeroShotConfig, ZeroShot)

@@ -230,8 +230,3 @@ class Hash(Tuner):
             "title": "share of task j's routing on protected experts A_t (%)",
         }
         return maps
-
-    def load_trained_state(self, state) -> None:
-        if "drift" not in state:  # a checkpoint made before the drift diagnostic existed
-            state = {**state, "drift": torch.zeros_like(self.drift)}
-        super().load_trained_state(state)

@@ -1,0 +1,169 @@
+"""A run from start to end, for every protocol: the run directory checked before any work, the
+lock, resume from the last checkpoint, one unit after another (a continual task; a
+base-to-novel epoch) with a checkpoint and a log line at each boundary, then the protocol's
+final figures and plots. A protocol is a ``Protocol``: what differs is passed in, as a method
+passes its loss terms.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from promptcl.config import config_differences, to_dict
+from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
+from promptcl.core.rundir import RUN_KEYS, RunDir
+from promptcl.engine import Engine
+from promptcl.errors import UsageError
+from promptcl.files import check_out, run_lock
+from promptcl.version import __version__
+
+
+class Protocol(ABC):
+    """One kind of run on an engine, built and checked before anything is written to disk."""
+
+    kind: ClassVar[str]  # recorded in config.json; promptcl.load dispatches on it
+    command: ClassVar[str]  # the CLI command that makes and resumes such runs
+    classes_file: ClassVar[str]  # the run directory's file of the protocol's classes
+
+    config: Any
+    engine: Engine
+
+    @abstractmethod
+    def classes(self) -> Any:
+        """The content of ``classes_file`` (JSON)."""
+
+    @abstractmethod
+    def num_units(self) -> int:
+        """Units of work, each ended by a checkpoint."""
+
+    @abstractmethod
+    def run_unit(self, unit: int, state: RunState) -> dict[str, Any]:
+        """Do unit ``unit`` (adding its seconds, steps and samples to ``state``); its log row."""
+
+    @abstractmethod
+    def report(self, row: dict[str, Any], state: RunState) -> None:
+        """A finished unit on the terminal and the loggers."""
+
+    @abstractmethod
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Every tensor a resume or a loaded model needs (never the frozen backbone)."""
+
+    @abstractmethod
+    def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
+        """Back to where the checkpoint of ``tensors`` and ``state`` was written."""
+
+    @abstractmethod
+    def finish(self, state: RunState) -> dict[str, Any]:
+        """The run's final figures (metrics.json), after its last unit."""
+
+    @abstractmethod
+    def plot(self, folder: Path, metrics: dict[str, Any]) -> None:
+        """The run's figures as PNG files in ``folder``."""
+
+    @classmethod
+    @abstractmethod
+    def saved_config(cls, run_dir: RunDir, overrides: Sequence[str] = ()) -> Any:
+        """The config a run directory of this kind was made with, then ``overrides``."""
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+
+def new_run_hint(out: Path) -> str:
+    return f"pass --resume {out} to continue it or a new --out"
+
+
+def prepare(protocol: type[Protocol], out: Path, resume: bool) -> RunDir:
+    """Check the run directory before any work: nothing is written here."""
+    run_dir = RunDir(out)
+    if not resume:
+        check_out(out, new_run_hint(out))
+        return run_dir
+    if not run_dir.is_run():
+        raise UsageError(f"{out} is not a promptcl run directory; check the --resume path")
+    kind = run_dir.kind()
+    if kind != protocol.kind:
+        raise UsageError(
+            f"{out} is a {kind} run; resume it with the command that made it, not "
+            f"promptcl {protocol.command}"
+        )
+    return run_dir
+
+
+def run(
+    protocol: type[Protocol],
+    config: Any,
+    out: str | Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    **options: Any,
+) -> dict[str, Any] | None:
+    """Run (or resume) ``protocol`` with ``config`` into ``out``. Returns metrics.json's
+    content, or None when ``stop_after`` units were done and the run was left to be resumed.
+    ``options`` go to the protocol's constructor."""
+    out = Path(out)
+    run_dir = prepare(protocol, out, resume)
+    engine = Engine(config.train, log_root=out)
+    engine.launch()
+    exp = protocol(config, engine, **options)
+    with ExitStack() as held:
+        hint = None if resume else new_run_hint(out)
+        engine.on_main(lambda: held.enter_context(run_lock(out, hint)))
+        saved = load_checkpoint(run_dir.checkpoint) if resume else None
+        if resume:
+            diffs = config_differences(to_dict(protocol.saved_config(run_dir)), exp.config_dict())
+            if diffs:
+                raise UsageError(
+                    f"{out} was made with another config (differs in {', '.join(diffs)}); "
+                    "resume without --config/--set, or start a new --out"
+                )
+        if saved is None:  # a new run, or one stopped before its first unit boundary
+            engine.on_main(
+                lambda: run_dir.create(exp.kind, exp.config_dict(), exp.classes_file, exp.classes())
+            )
+        fingerprint = run_dir.fingerprint(exp.classes())
+        state = RunState()
+        if saved is not None:
+            tensors, state = saved
+            changed = state.fingerprint not in (None, fingerprint)  # None: 0.1.0 wrote none
+            if changed or state.units_done > exp.num_units():
+                raise UsageError(
+                    f"{out}: config.json or the data changed after the checkpoint was written; "
+                    "restore them, or start a new --out"
+                )
+            exp.restore(tensors, state)
+            if engine.is_main:
+                run_dir.write_log(state.log)  # a run stopped before writing it
+        state.fingerprint = fingerprint
+        state.promptcl_version = __version__  # of the code that writes the checkpoint
+
+        for unit in range(state.units_done, exp.num_units()):
+            if stop_after is not None and unit >= stop_after:
+                return None
+            row = exp.run_unit(unit, state)
+            state.log.append(row)
+            state.units_done = unit + 1
+            if engine.is_main:
+                save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
+                run_dir.write_log(state.log)
+            exp.report(row, state)
+
+        metrics = exp.finish(state)
+        if engine.is_main:
+            trained = exp.trained_state()
+            if trained and not run_dir.has_checkpoint():  # trained elsewhere (b2n --prompts)
+                save_checkpoint(run_dir.checkpoint, trained, state)
+            run_dir.write_metrics(metrics)
+            exp.plot(out, metrics)
+        engine.finish_logging()
+        engine.barrier()
+        return metrics
+
+
+__all__ = ["RUN_KEYS", "Protocol", "RunDir", "RunState", "prepare", "run"]

@@ -1,0 +1,83 @@
+"""Every compatibility rule for run directories written by older promptcl versions, in one
+place: each function reads one piece of an older layout as today's code expects it. Fixtures
+of each older layout are in tests/fixtures (tests/test_old_runs.py).
+
+Version 0.1.0 wrote run directories without ``kind`` and ``promptcl_version`` in config.json,
+a continual checkpoint state counting ``tasks_done`` with ``acc_rows`` and ``train_samples``,
+and a base-to-novel run's trained tensors as an unverified ``prompts.safetensors``. The first
+0.1 checkpoints kept their state in a ``state.json`` beside the tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+KINDS = ("continual", "base-to-novel")
+# tensors that methods gained after runs were saved without them: a checkpoint that lacks one
+# takes the freshly built method's value (Hash's drift diagnostic; the TII classifier of the
+# Soft-TF family's tuner.task_id=tii)
+ADDED_TENSORS = ("drift", "tii.")
+
+
+def run_kind(folder: Path, config: dict[str, Any]) -> str | None:
+    """The kind of run in ``folder``: config.json's ``kind``, or for runs of 0.1.0, which did
+    not record it, the file only that kind wrote; None when it is no run directory."""
+    kind = config.get("kind")
+    if kind is not None:
+        return kind if kind in KINDS else None
+    if (folder / "class_split.json").is_file():
+        return "base-to-novel"
+    if (folder / "class_order.json").is_file() or (folder / "checkpoint").exists():
+        return "continual"
+    return None
+
+
+def run_state(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's JSON state in today's keys (0.1.0 counted tasks and training samples)."""
+    data = dict(data)
+    if "tasks_done" in data:
+        data.setdefault("units_done", data.pop("tasks_done"))
+    if "train_samples" in data:
+        data.setdefault("samples_seen", data.pop("train_samples"))
+    data.setdefault("promptcl_version", None)  # written before the field existed
+    return data
+
+
+def unverified_state(folder: Path) -> str | None:
+    """The state.json the first 0.1 checkpoints kept beside their tensors (no checksum)."""
+    legacy = folder / "state.json"
+    return legacy.read_bytes().decode(errors="replace") if legacy.is_file() else None
+
+
+def added_tensors(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the tensors of ``ADDED_TENSORS`` that it lacks taken from ``fresh``."""
+    added = {
+        name: value
+        for name, value in fresh.items()
+        if name not in saved and any(name.startswith(prefix) for prefix in ADDED_TENSORS)
+    }
+    if any(name.startswith("tii.") for name in saved):
+        added = {name: value for name, value in added.items() if not name.startswith("tii.")}
+    return {**saved, **added}
+
+
+def legacy_prompts(folder: Path) -> Path | None:
+    """The trained tensors of a 0.1.0 base-to-novel run (prompts.safetensors, unverified)."""
+    path = folder / "prompts.safetensors"
+    return path if path.is_file() else None
+
+
+def class_text_template(split: dict[str, Any], configured: str | None, default: str | None):
+    """The template a base-to-novel run slotted class names into: class_split.json's; runs
+    that predate the field used data.template, else (text runs) the intent template
+    ``default``; None when it cannot be known (an image run of then)."""
+    return split.get("template") or configured or default
+
+
+def run_version(config: dict[str, Any], metrics: Any) -> str | None:
+    """The promptcl version that wrote a run: config.json's; a 0.1.0 b2n run wrote it in
+    metrics.json only."""
+    if config.get("promptcl_version"):
+        return config["promptcl_version"]
+    return metrics.get("promptcl_version") if isinstance(metrics, dict) else None
