@@ -10,11 +10,10 @@ from safetensors.torch import load_file
 
 from promptcl.cli import main
 from promptcl.config import SHIPPED_CONFIGS, build_dataclass
-from promptcl.dual.config import load_b2n_config
 from promptcl.dual.data import B2N_BENCHMARKS, base_novel, few_shot, load_b2n_data, readable
 from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
-from promptcl.protocols.b2n import run_b2n
+from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
 TINY = ["backbone=tiny-bert", "shots=2", "train.epochs=2", "train.progress=false"]
 INTENTS = ["book_flight", "pto_request", "freeze_account", "weather", "alarm", "timer"]

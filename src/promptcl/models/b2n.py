@@ -18,12 +18,12 @@ import torch
 
 from promptcl.backbones import build_dual_encoder
 from promptcl.data.batching import collated, cut
-from promptcl.dual.config import load_b2n_config
 from promptcl.dual.data import INTENT_TEMPLATE
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
+from promptcl.protocols.b2n import load_b2n_config
 
 
 class DualModel(TrainedModel):

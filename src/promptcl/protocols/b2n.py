@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from promptcl.config import to_dict
+from promptcl.config import B2NConfig, load_structured, to_dict
 from promptcl.data.batching import collated, cut
-from promptcl.dual.config import B2NConfig
 from promptcl.dual.context import ClassTexts
 from promptcl.dual.data import (
     LabelledData,
@@ -40,6 +39,7 @@ from promptcl.dual.data import (
     few_shot,
     load_b2n_data,
 )
+from promptcl.dual.methods import get_method
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -270,3 +270,15 @@ def run_b2n(
         engine.finish_logging()
         engine.barrier()
         return metrics
+
+
+def method_options(method: str) -> type:
+    """The options dataclass of a dual-encoder method."""
+    return get_method(method)[0]
+
+
+def load_b2n_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> B2NConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked."""
+    return load_structured(B2NConfig, path, overrides, "b2n", method_options)

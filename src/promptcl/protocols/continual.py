@@ -23,7 +23,15 @@ from tqdm.auto import tqdm
 
 from promptcl import metrics
 from promptcl.backbones import Backbone, build_backbone
-from promptcl.config import RunConfig, build_dataclass, config_differences, load_run_config, to_dict
+from promptcl.config import (
+    RunConfig,
+    build_dataclass,
+    config_differences,
+    load_structured,
+    read_yaml,
+    to_dict,
+)
+from promptcl.config.migrate import old_defaults
 from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.data import TaskStream, build_benchmark
@@ -450,3 +458,22 @@ def summary_metrics(exp: Experiment, state: dict[str, Any]) -> dict[str, Any]:
         **exp.engine.describe(),
         "promptcl_version": __version__,
     }
+
+
+def tuner_options(method: str) -> type:
+    """The options dataclass of a continual method."""
+    return get_tuner(method).config_class
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked;
+    ``tuner`` holds every option of the chosen method, validated."""
+    return load_structured(RunConfig, path, overrides, "run", tuner_options)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A run directory's config.json read as that run was made (``migrate.old_defaults``), then
+    ``overrides``."""
+    return load_config(path, [*old_defaults(read_yaml(Path(path))), *overrides])
