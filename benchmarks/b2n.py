@@ -32,8 +32,7 @@ EXTRA = ["mpl-ctx2"]
 def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     import torch
 
-    from promptcl.dual.config import load_b2n_config
-    from promptcl.protocols.b2n import run_b2n
+    from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
     torch.set_num_threads(args.threads)
     out = args.runs / f"{method}-s{seed}"

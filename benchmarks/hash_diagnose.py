@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-from promptcl.config import load_run_config
 from promptcl.core.checkpoint import load_checkpoint
-from promptcl.protocols.continual import Experiment
+from promptcl.protocols.continual import Experiment, load_run_config
 from promptcl.tuners.align import align_head
 
 

@@ -27,9 +27,8 @@ from clinc150 import run_all
 from clinc150 import table as clinc150_table
 from common import REPO, machine, markdown_table, mean_std, update_readme_section
 
-from promptcl.config import load_run_config
 from promptcl.core.checkpoint import load_checkpoint
-from promptcl.protocols.continual import Experiment
+from promptcl.protocols.continual import Experiment, load_run_config
 from promptcl.tuners.edits import EditTuner
 
 METHODS = [

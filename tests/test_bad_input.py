@@ -23,9 +23,8 @@ from safetensors.torch import load_file, save_file
 from promptcl import load_config, run
 from promptcl.cli import main
 from promptcl.core.checkpoint import RunState, save_checkpoint
-from promptcl.dual.config import load_b2n_config
 from promptcl.files import run_lock
-from promptcl.protocols.b2n import run_b2n
+from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
 CLASSES = ["alarm", "music", "taxi", "weather"]
 

@@ -6,14 +6,13 @@ from promptcl.config import (
     SHIPPED_CONFIGS,
     build_dataclass,
     config_differences,
-    load_config,
-    load_run_config,
     resolve_config,
     shipped_configs,
     to_dict,
 )
 from promptcl.data import BENCHMARKS
 from promptcl.errors import UsageError
+from promptcl.protocols.continual import load_config, load_run_config
 from promptcl.tuners import get_tuner
 
 
@@ -133,7 +132,7 @@ def test_bad_values_fail_at_load_in_one_line(override, message):
 
 
 def test_b2n_shares_the_data_and_training_keys():
-    from promptcl.dual.config import load_b2n_config
+    from promptcl.protocols.b2n import load_b2n_config
 
     config = load_b2n_config(None, ["train.lr=0.01", "data.max_length=32"])
     assert (config.train.optimizer, config.train.schedule, config.train.batch_size) == (

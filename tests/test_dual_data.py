@@ -12,10 +12,9 @@ from promptcl.config import SHIPPED_CONFIGS, build_dataclass
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.data import load_labelled, protocols
 from promptcl.data.labelled import base_novel, few_shot, readable
-from promptcl.dual.config import load_b2n_config
 from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
-from promptcl.protocols.b2n import run_b2n
+from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
 TINY = ["backbone=tiny-bert", "shots=2", "train.epochs=2", "train.progress=false"]
 INTENTS = ["book_flight", "pto_request", "freeze_account", "weather", "alarm", "timer"]

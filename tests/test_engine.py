@@ -13,10 +13,8 @@ import torch
 from safetensors import safe_open
 
 from promptcl.cli import main
-from promptcl.config import load_config
-from promptcl.dual.config import load_b2n_config
-from promptcl.protocols.b2n import run_b2n
-from promptcl.protocols.continual import run
+from promptcl.protocols.b2n import load_b2n_config, run_b2n
+from promptcl.protocols.continual import load_config, run
 
 TINY = ["backbone=tiny-bert", "data.train_per_class=6", "train.epochs=1", "train.batch_size=8"]
 METHODS = {

@@ -18,10 +18,9 @@ from promptcl import Prediction, UsageError, load_config, run
 from promptcl.cli import main
 from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.data import build_benchmark
-from promptcl.dual.config import load_b2n_config
 from promptcl.files import write_json
 from promptcl.models.continual import evaluate_run
-from promptcl.protocols.b2n import B2NExperiment, run_b2n
+from promptcl.protocols.b2n import B2NExperiment, load_b2n_config, run_b2n
 
 FAST = ["train.epochs=1", "train.progress=false", "data.train_per_class=4"]
 HASH = ["method=hash", "backbone=tiny-bert", "data.num_tasks=2", "data.test_per_class=3", *FAST,

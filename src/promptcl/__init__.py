@@ -4,10 +4,10 @@
 ``load(out).predict(inputs)`` uses it (promptcl/trained.py).
 """
 
-from promptcl.config import RunConfig, load_config
+from promptcl.config import RunConfig
 from promptcl.errors import UsageError
 from promptcl.models import Prediction, TrainedModel, load
-from promptcl.protocols.continual import run
+from promptcl.protocols.continual import load_config, run
 from promptcl.version import __version__
 
 __all__ = [

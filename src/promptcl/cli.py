@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl.config import RunConfig, load_config, resolve_config, shipped_configs
+from promptcl.config import B2NConfig, RunConfig, resolve_config, shipped_configs
 from promptcl.errors import UsageError
 from promptcl.files import dumps, read_text, write_json, write_text
 
@@ -79,8 +79,8 @@ def pct(value: float | None) -> str:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    from promptcl.config import tuner_options
-    from promptcl.dual.config import B2NConfig, method_options
+    from promptcl.protocols.b2n import method_options
+    from promptcl.protocols.continual import tuner_options
 
     argv = sys.argv[1:] if argv is None else argv
     wants_help = "-h" in argv or "--help" in argv  # the key lists are built for --help only
@@ -203,12 +203,11 @@ def task_inference(cls: type) -> str:
 
 
 def command_b2n(args: argparse.Namespace) -> None:
-    from promptcl.dual.config import load_b2n_config
-    from promptcl.protocols.b2n import B2NExperiment, run_b2n
+    from promptcl.protocols.b2n import B2NExperiment, load_b2n_config, run_b2n
 
-    config, out = run_config(args, B2NExperiment, load_b2n_config)
     if args.prompts is not None and args.resume is not None:
         raise UsageError("--prompts evaluates finished prompts; there is nothing to --resume")
+    config, out = run_config(args, B2NExperiment, load_b2n_config)
     if args.resume is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
@@ -285,7 +284,7 @@ def main_rank() -> bool:
 
 
 def command_run(args: argparse.Namespace) -> None:
-    from promptcl.protocols.continual import Experiment, run
+    from promptcl.protocols.continual import Experiment, load_config, run
 
     config, out = run_config(args, Experiment, load_config)
     if args.resume is None:

@@ -5,7 +5,7 @@ Nothing is pickled and the frozen backbone is never stored.
 The file is written next to its final name and renamed over it, so a boundary is one atomic
 step: a crash leaves the previous checkpoint or the new one, never a mix. Loading verifies the
 checksum, so a truncated or edited checkpoint is refused with one line instead of resuming
-into a different run. Checkpoints of older versions are read through config/migrate.py.
+into a different run. Checkpoints of older versions are read through promptcl.config.migrate.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from promptcl import migrate
+from promptcl.config import migrate
 from promptcl.errors import UsageError
 from promptcl.files import strict
 from promptcl.version import __version__

@@ -17,7 +17,7 @@ import torch
 
 from promptcl.config import config_differences, to_dict
 from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
-from promptcl.core.rundir import RUN_KEYS, RunDir
+from promptcl.core.rundir import RunDir
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.files import check_out, run_lock
@@ -166,4 +166,4 @@ def run(
         return metrics
 
 
-__all__ = ["RUN_KEYS", "Protocol", "RunDir", "RunState", "prepare", "run"]
+__all__ = ["Protocol", "RunDir", "RunState", "prepare", "run"]

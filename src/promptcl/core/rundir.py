@@ -18,14 +18,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from promptcl import migrate
-from promptcl.config import read_yaml
+from promptcl.config import migrate, read_yaml
 from promptcl.core.checkpoint import CHECKPOINT
 from promptcl.errors import UsageError
 from promptcl.files import dumps, write_json, write_text
 from promptcl.version import __version__
-
-RUN_KEYS = ("kind", "promptcl_version")  # config.json keys that are no config keys
 
 
 class RunDir:

@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from promptcl.backbones import DualEncoder, build_dual_encoder
-from promptcl.config import build_dataclass
+from promptcl.config import B2NConfig, build_dataclass
 from promptcl.data.batching import make_processors
-from promptcl.dual.config import B2NConfig
 from promptcl.dual.context import ClassTexts, class_texts
 from promptcl.dual.methods import get_method
 from promptcl.engine import Engine

@@ -16,18 +16,17 @@ from typing import Any
 
 import torch
 
-from promptcl import migrate
 from promptcl.backbones import build_dual_encoder
+from promptcl.config import migrate
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.data.batching import collated, cut
 from promptcl.data.labelled import INTENT_TEMPLATE
-from promptcl.dual.config import load_b2n_config
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
-from promptcl.protocols.b2n import method_tensors, read_prompts
+from promptcl.protocols.b2n import load_b2n_config, method_tensors, read_prompts
 
 
 class DualModel(TrainedModel):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from promptcl.backbones import build_backbone
-from promptcl.config import RunConfig, load_run_config
+from promptcl.config import RunConfig
 from promptcl.core.checkpoint import RunState, load_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
@@ -34,7 +34,7 @@ from promptcl.models.base import (
     inference_train_config,
     read_json_file,
 )
-from promptcl.protocols.continual import Experiment
+from promptcl.protocols.continual import Experiment, load_run_config
 from promptcl.tuners import Batch
 
 # keys ``promptcl eval --set`` may change: the test set and how it is read, never the model

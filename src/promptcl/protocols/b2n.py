@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from promptcl import migrate
+from promptcl.config import B2NConfig, load_structured, migrate
 from promptcl.core import run as core
 from promptcl.core.checkpoint import RunState, load_checkpoint, read_checkpoint, read_tensors
 from promptcl.core.loop import Loop, Stage, Training, mean_terms
@@ -34,8 +34,8 @@ from promptcl.core.rundir import RunDir
 from promptcl.data import load_labelled
 from promptcl.data.batching import collated, cut
 from promptcl.data.labelled import LabelledData, Sample, base_novel, cap_per_class, few_shot
-from promptcl.dual.config import B2NConfig, load_b2n_config
 from promptcl.dual.context import ClassTexts
+from promptcl.dual.methods import get_method
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -306,3 +306,15 @@ def run_b2n(
     transfer targets; returns (and writes) metrics.json's content, or None when ``stop_after``
     epochs were done and the run was left to be resumed."""
     return core.run(B2NExperiment, config, out, resume, stop_after, prompts=prompts)
+
+
+def method_options(method: str) -> type:
+    """The options dataclass of a dual-encoder method."""
+    return get_method(method)[0]
+
+
+def load_b2n_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> B2NConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked."""
+    return load_structured(B2NConfig, path, overrides, "b2n", method_options)

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from promptcl import metrics, migrate
+from promptcl import metrics
 from promptcl.backbones import Backbone, build_backbone
-from promptcl.config import RunConfig, build_dataclass, load_run_config
+from promptcl.config import RunConfig, build_dataclass, load_structured, migrate, read_yaml
+from promptcl.config.migrate import old_defaults
 from promptcl.core import run as core
 from promptcl.core.checkpoint import RunState
 from promptcl.core.loop import Loop, Stage, mean_terms
@@ -374,3 +375,22 @@ def summary_metrics(exp: Experiment, state: RunState) -> dict[str, Any]:
         **exp.engine.describe(),
         "promptcl_version": state.promptcl_version,
     }
+
+
+def tuner_options(method: str) -> type:
+    """The options dataclass of a continual method."""
+    return get_tuner(method).config_class
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked;
+    ``tuner`` holds every option of the chosen method, validated."""
+    return load_structured(RunConfig, path, overrides, "run", tuner_options)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A run directory's config.json read as that run was made (``migrate.old_defaults``), then
+    ``overrides``."""
+    return load_config(path, [*old_defaults(read_yaml(Path(path))), *overrides])
