@@ -38,14 +38,14 @@ def floor_step(exp: Experiment, batch) -> Callable[[], None]:
 
 
 def method_step(exp: Experiment, batch) -> Callable[[], None]:
-    """The learner's own training step on task 0 (Experiment.trainer: logit mask, the method's
-    loss terms, the engine's precision and backward, clipping, the configured optimiser and lr),
-    after the frozen query forward where training computes one; a class-mean update for
-    methods that do not train."""
+    """The continual protocol's own training step on task 0 (Experiment.setup_training: logit
+    mask, the method's loss terms, the engine's precision and backward, clipping, the configured
+    optimiser and lr), after the frozen query forward where training computes one; a class-mean
+    update for methods that do not train."""
     tuner, cfg = exp.tuner, exp.config.train
     classes = exp.training_tasks[0]
     tuner.begin_task(0, classes)
-    trainer = exp.trainer(0)
+    trainer = exp.setup_training(0)
     if trainer is None:
 
         def update() -> None:
@@ -191,15 +191,15 @@ def main() -> None:
         "train without the query pass / floor",
     ]  # fmt: skip
     text = "\n".join([
-        "Training throughput of the learner's real step (`Experiment.trainer`: logit mask, the"
-        " method's loss terms, the engine's precision, backward, clipping, Adam at the configured"
-        " lr), after the frozen query forward where the method computes one, next to the floor"
-        " measured beside it under the same precision (frozen forward + backward to the inputs)."
-        " Text: minilm-l6 on CLINC150 batches of 32, the frozen queries cached (text is not"
-        " augmented); images: ViT-S/16 with random weights at 224 px, batch 16, the query"
-        " computed in every step (augmented images). Rows are measured one after another; 2"
-        " threads; compiled: torch.compile (inductor) of each block, timed after its warm-up.",
-        "",
+        "Training throughput of the continual protocol's real step "
+        "(`Experiment.setup_training`: logit mask, the method's loss terms, the engine's "
+        "precision, backward, clipping, Adam at the configured lr), after the frozen query "
+        "forward where the method computes one, next to the floor measured beside it under the "
+        "same precision (frozen forward + backward to the inputs). Text: minilm-l6 on CLINC150 "
+        "batches of 32, the frozen queries cached (text is not augmented); images: ViT-S/16 "
+        "with random weights at 224 px, batch 16, the query computed in every step (augmented "
+        "images). Rows are measured one after another; 2 threads; compiled: torch.compile "
+        "(inductor) of each block, timed after its warm-up.",
         markdown_table(header, rows),
         "",
         f"Machine: {machine()}.",

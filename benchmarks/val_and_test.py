@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from statistics import fmean
 
 from promptcl import load_config
 from promptcl.config import config_differences, to_dict
 from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
 from promptcl.core.run import prepare
 from promptcl.errors import UsageError
+from promptcl.metrics import average_accuracy
 from promptcl.protocols.continual import Experiment
 
 SPLITS = ("val", "test")
@@ -61,7 +61,7 @@ def main() -> None:
         )  # fmt: skip
         trained = {k: val[k] for k in ("train_samples", "epochs", "samples_seen", "losses")}
         rows = {"val": val, "test": {"task": task, **trained, **result}}
-        rows["test"]["avg_acc"] = fmean(result["acc"])
+        rows["test"]["avg_acc"] = average_accuracy(result["acc"])
         for split in SPLITS:
             states[split].log.append(rows[split])
             states[split].units_done = task + 1

@@ -55,8 +55,8 @@ def queries(encoder):
 
 
 def build(name, options, encoder):
-    config_cls, method_cls = get_method(name)
-    config = build_dataclass(config_cls, options, name)
+    method_cls = get_method(name)
+    config = build_dataclass(method_cls.config_class, options, name)
     n_ctx, ctx_init = method_cls.text_layout(config)
     tokenizer, length = encoder.label.tokenizer, encoder.label.max_length
     texts = class_texts(tokenizer, NAMES, TEMPLATE, n_ctx, ctx_init, length)
@@ -225,7 +225,7 @@ def test_gradients_reach_only_prompts_and_couplings(name, kind, request):
 
 def test_registry_rejects_duplicates_and_unknown_names():
     with pytest.raises(ValueError):
-        register_method("mpl", *DUAL_METHODS["mpl"])
+        register_method(DUAL_METHODS["mpl"])
     with pytest.raises(UsageError, match="choose one of"):
         get_method("mapel")
 
@@ -242,7 +242,7 @@ def test_registry_rejects_duplicates_and_unknown_names():
 )
 def test_bad_method_options_are_one_line_usage_errors(name, options, message):
     with pytest.raises(UsageError, match=message) as err:
-        build_dataclass(get_method(name)[0], options, name)
+        build_dataclass(get_method(name).config_class, options, name)
     assert "\n" not in str(err.value)
 
 

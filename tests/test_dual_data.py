@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from promptcl.cli import main
 from promptcl.config import SHIPPED_CONFIGS, build_dataclass
@@ -16,6 +18,7 @@ from promptcl.dual.methods import get_method
 from promptcl.errors import UsageError
 from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
+FIXTURES = Path(__file__).parent / "fixtures" / "runs-0.1.0"
 TINY = ["backbone=tiny-bert", "shots=2", "train.epochs=2", "train.progress=false"]
 INTENTS = ["book_flight", "pto_request", "freeze_account", "weather", "alarm", "timer"]
 WORDS = ["please", "can you", "i want to", "help me", "now", "today"]
@@ -163,6 +166,40 @@ def test_tiny_bert_round_with_cross_dataset_transfer(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("method", ["coop", "maple"])
+def test_a_b2n_run_resumed_after_an_epoch_equals_the_unbroken_run(tmp_path, method):
+    """The checkpoint after epoch 1 of 3 holds the prompts and SGD's momentum: the resumed run
+    gives the unbroken run's losses, prompts and figures exactly."""
+    root = write_clinc(tmp_path / "data")
+    config = load_b2n_config(None, [*TINY, f"method={method}", "train.epochs=3",
+                                    f"data.root={root}"])  # fmt: skip
+    unbroken = run_b2n(config, tmp_path / "unbroken")
+    assert run_b2n(config, tmp_path / "run", stop_after=1) is None
+    assert load_checkpoint(tmp_path / "run" / "checkpoint")[1].units_done == 1
+    resumed = run_b2n(config, tmp_path / "run", resume=True)
+    timing = ("train_seconds", "eval_seconds")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in unbroken.items() if k not in timing
+    }
+    losses = [
+        [json.loads(line)["losses"] for line in (tmp_path / run / "log.jsonl").open()]
+        for run in ("run", "unbroken")
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+    tensors = [load_checkpoint(tmp_path / run / "checkpoint")[0] for run in ("run", "unbroken")]
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0])
+
+
+def test_b2n_resume_refuses_a_continual_run_and_prompts_with_resume(tmp_path):
+    run_dir = FIXTURES / "continual"
+    with pytest.raises(SystemExit) as stop:
+        main(["b2n", "--resume", str(run_dir)])
+    assert stop.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["b2n", "--resume", str(run_dir), "--prompts", str(run_dir)])
+
+
 def test_tiny_clip_round_on_random_images(tmp_path):
     config = load_b2n_config(None, [*TINY, "backbone=tiny-clip", "benchmark=random-images",
                                     "method=maple", "tuner.depth=2"])  # fmt: skip
@@ -203,7 +240,7 @@ B2N_CONFIGS = sorted(SHIPPED_CONFIGS.rglob("b2n/**/*.yaml"))
 @pytest.mark.parametrize("path", B2N_CONFIGS, ids=str)
 def test_every_shipped_b2n_config_is_valid(path):
     config = load_b2n_config(path)
-    build_dataclass(get_method(config.method)[0], config.tuner, config.method)
+    build_dataclass(get_method(config.method).config_class, config.tuner, config.method)
     assert config.benchmark.startswith("coop:") or "b2n" in protocols(config.benchmark)
 
 

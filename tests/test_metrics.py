@@ -3,6 +3,7 @@ import pytest
 from promptcl.metrics import (
     accuracy,
     average_accuracies,
+    average_accuracy,
     backward_transfer,
     cumulative_average_accuracy,
     final_average_accuracy,
@@ -109,7 +110,8 @@ def test_union_accuracy_differs_from_mean_for_unequal_tasks():
 
 
 def test_task_identity_accuracy():
-    assert task_identity_accuracy([0, 1, 1, 2], [0, 1, 2, 2]) == pytest.approx(75.0)
+    # task 0: 3 of 4 samples named rightly, task 1: 1 of 4
+    assert task_identity_accuracy([3, 1], [4, 4]) == pytest.approx(50.0)
     with pytest.raises(ValueError):
         task_identity_accuracy([0, 1], [0])
 
@@ -120,3 +122,10 @@ def test_harmonic_mean():
     assert harmonic_mean(70.0, 70.0) == pytest.approx(70.0)
     assert harmonic_mean(80.0, 0.0) == 0.0
     assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_average_accuracy_of_one_row_is_its_mean_and_refuses_an_empty_one():
+    assert average_accuracy([90.0, 80.0, 40.0]) == 70.0
+    assert average_accuracy([73.5]) == 73.5
+    with pytest.raises(ValueError):
+        average_accuracy([])

@@ -174,7 +174,7 @@ class Engine:
         n = self.world_size
         return [(list(self.shard(chunk)), len(chunk)) for chunk in chunks if len(chunk) >= n]
 
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+    def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (the tensor itself in one process)."""
         if self.world_size == 1:
             return tensor

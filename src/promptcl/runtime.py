@@ -102,7 +102,7 @@ def optimisation_steps(
         loss = sum(terms.values())
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
         if engine is not None:
-            values = engine.sum(values)
+            values = engine.sum_over_ranks(values)
         value, *parts = values.tolist()
         if not math.isfinite(value):
             bad = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, parts, strict=True))

@@ -24,6 +24,7 @@ from promptcl.files import read_text
 
 # keys that may differ between a run and its resumption: they do not change results
 RESUME_FREE_KEYS = (
+    "name",
     "data.root",
     "train.accelerator",
     "train.devices",
@@ -59,10 +60,13 @@ def load_structured(
     overrides: list[str] | tuple[str, ...],
     command: str,
     options_of: Callable[[str], type],
+    run_dir: bool = False,
 ) -> Any:
-    """Fill the dataclass ``schema`` (with ``method``, ``tuner`` and ``data.root`` keys) from its
-    defaults, a YAML file and ``key=value`` overrides; ``command`` names the CLI command whose
-    --help lists the keys; ``options_of(method)`` is the dataclass that checks ``tuner``."""
+    """Fill the dataclass ``schema`` (with ``name``, ``method``, ``tuner`` and ``data.root``
+    keys) from its defaults, a YAML file and ``key=value`` overrides; ``command`` names the CLI
+    command whose --help lists the keys; ``options_of(method)`` is the dataclass that checks
+    ``tuner``. ``name`` defaults to the file's name, unless it is a run directory's config.json
+    (``run_dir``), whose name is what the run recorded."""
     cfg = OmegaConf.structured(schema)
     try:
         if path is not None:
@@ -79,6 +83,8 @@ def load_structured(
         ) from None
     except ValueError as err:  # raised by a config's __post_init__
         raise UsageError(f"bad config: {err}") from None
+    if config.name is None and path is not None and not run_dir:
+        config.name = config_name(resolve_config(path))
     if config.data.root is None and os.environ.get("PROMPTCL_DATA"):
         config.data.root = os.environ["PROMPTCL_DATA"]
     options = build_dataclass(options_of(config.method), config.tuner, config.method)
@@ -115,6 +121,13 @@ def resolve_config(path: str | Path) -> Path:
         f"config file {path} not found ({looked}); pass an existing YAML file or a shipped "
         "config's name (`promptcl list` shows them)"
     )
+
+
+def config_name(path: Path) -> str:
+    """A config file's name: a shipped config's as ``promptcl list`` shows it, else the path."""
+    if path.resolve().is_relative_to(SHIPPED_CONFIGS.resolve()):
+        return path.resolve().relative_to(SHIPPED_CONFIGS.resolve()).with_suffix("").as_posix()
+    return str(path)
 
 
 def read_yaml(path: Path) -> DictConfig:

@@ -192,6 +192,13 @@ class ContinualTrainConfig(TrainConfig):
 @dataclass
 class RunConfig:
     method: str = "hash"
+    name: str | None = field(
+        default=None,
+        metadata={
+            "help": "What metrics.json calls these settings; null: the --config file's name "
+            "(a shipped config's, e.g. clinc150/hash-contrast)."
+        },
+    )
     benchmark: str = "builtin-intents"
     backbone: str = "minilm-l6"
     backbone_weights: str | None = field(
@@ -235,6 +242,13 @@ def b2n_training() -> TrainConfig:
 @dataclass
 class B2NConfig:
     method: str = "mpl"
+    name: str | None = field(
+        default=None,
+        metadata={
+            "help": "What metrics.json calls these settings; null: the --config file's name "
+            "(a shipped config's, e.g. clinc150/hash-contrast)."
+        },
+    )
     benchmark: str = "clinc150"
     backbone: str = field(
         default="minilm-l6",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from promptcl.data.batching import cut
+from promptcl.data.batching import chunks_of
 from promptcl.engine import Engine
 from promptcl.runtime import (
     epoch_order,
@@ -98,7 +98,7 @@ class Loop:
         lr = set_epoch_lr(training.optimizer, cfg, epoch)
         order = epoch_order(len(stage.samples), self.seed, stage.index, epoch)
         shuffled = [stage.samples[i] for i in order]
-        shares = engine.global_batches(cut(shuffled, cfg.batch_size))
+        shares = engine.global_batches(chunks_of(shuffled, cfg.batch_size))
         batches = stage.batches([chunk for chunk, _ in shares])
         items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
         where = f"epoch {epoch + 1}/{cfg.epochs}"
@@ -132,4 +132,4 @@ class Loop:
         chunks = self.engine.shard(chunks)
         for batch in progress_bar(batches(chunks), len(chunks), desc, self.cfg.progress):
             counts += count(batch).to(counts.device)
-        return self.engine.sum(counts.to(self.engine.device)).cpu()
+        return self.engine.sum_over_ranks(counts.to(self.engine.device)).cpu()

@@ -1,4 +1,4 @@
-"""From samples to model inputs: per-split processors, index chunks, collated batches."""
+"""From samples to model inputs: per-split processors, index chunks, batches."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def make_processors(backbone: Any, cfg: Any) -> dict[str, Any]:
     }
 
 
-def cut(indices: Sequence[int], size: int) -> list[list[int]]:
+def chunks_of(indices: Sequence[int], size: int) -> list[list[int]]:
     """Consecutive chunks of at most ``size`` indices."""
     return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
@@ -41,7 +41,7 @@ class Collate:
         return torch.tensor(chunk), labels, self.processor.collate([self.items[i] for i in chunk])
 
 
-def collated(
+def load_batches(
     items: Sequence,
     labels: Sequence[int],
     processor,

@@ -37,8 +37,8 @@ class PromptedDualEncoder:
         encoder: DualEncoder | None = None,
     ) -> None:
         self.config, self.engine, self.device = config, engine, engine.device
-        config_cls, method_cls = get_method(config.method)
-        options = build_dataclass(config_cls, config.tuner, config.method)
+        method_cls = get_method(config.method)
+        options = build_dataclass(method_cls.config_class, config.tuner, config.method)
         self.layout = method_cls.text_layout(options)
         self.template = template
         self.encoder = encoder or build_dual_encoder(config.backbone, config.logit_scale)

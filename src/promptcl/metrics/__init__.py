@@ -2,6 +2,7 @@ from .continual import (
     AccuracyMatrix,
     accuracy,
     average_accuracies,
+    average_accuracy,
     backward_transfer,
     cumulative_average_accuracy,
     final_average_accuracy,
@@ -16,6 +17,7 @@ from .continual import (
 __all__ = [
     "AccuracyMatrix",
     "accuracy",
+    "average_accuracy",
     "average_accuracies",
     "backward_transfer",
     "cumulative_average_accuracy",

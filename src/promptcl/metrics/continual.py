@@ -33,6 +33,14 @@ def lower_triangle(acc: AccuracyMatrix) -> list[list[float]]:
     return rows
 
 
+def average_accuracy(row: Sequence[float]) -> float:
+    """The average accuracy of one evaluation: the mean over the tasks it scored (``avg_i`` of
+    row ``i``; a joint run's row scores every task)."""
+    if len(row) == 0:
+        raise ValueError("no task was scored")
+    return fmean(row)
+
+
 def average_accuracies(acc: AccuracyMatrix) -> list[float]:
     """Average accuracy after each task: ``avg_i = mean_{j <= i} acc[i][j]``."""
     return [fmean(row) for row in lower_triangle(acc)]
@@ -93,11 +101,16 @@ def union_accuracy(correct_per_task: Sequence[int], total_per_task: Sequence[int
     return accuracy(sum(correct_per_task), sum(total_per_task))
 
 
-def task_identity_accuracy(predicted: Sequence[int], true: Sequence[int]) -> float:
-    """Task-identification accuracy in percent: share of samples whose predicted task is right."""
-    if len(predicted) != len(true):
-        raise ValueError(f"got {len(predicted)} predicted task ids but {len(true)} true ids")
-    return accuracy(sum(p == t for p, t in zip(predicted, true, strict=True)), len(true))
+def task_identity_accuracy(
+    right_per_task: Sequence[int], inferred_per_task: Sequence[int]
+) -> float:
+    """Task-identification accuracy in percent over the samples whose task was inferred:
+    ``100 * sum(right) / sum(inferred)`` (per task: samples named rightly, samples named)."""
+    if len(right_per_task) != len(inferred_per_task):
+        raise ValueError(
+            f"got {len(right_per_task)} right counts but {len(inferred_per_task)} inferred counts"
+        )
+    return accuracy(sum(right_per_task), sum(inferred_per_task))
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -109,11 +122,10 @@ def harmonic_mean(base: float, novel: float) -> float:
 
 def summarize(acc: AccuracyMatrix) -> dict[str, float | list[float] | None]:
     """All matrix metrics: keys ``faa``, ``caa``, ``fm``, ``bwt`` and ``avg_acc`` (per task)."""
-    avg = average_accuracies(acc)
     return {
-        "faa": avg[-1],
-        "caa": fmean(avg),
+        "faa": final_average_accuracy(acc),
+        "caa": cumulative_average_accuracy(acc),
         "fm": forgetting(acc),
         "bwt": backward_transfer(acc),
-        "avg_acc": avg,
+        "avg_acc": average_accuracies(acc),
     }

@@ -20,13 +20,13 @@ from promptcl.backbones import build_dual_encoder
 from promptcl.config import migrate
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.core.rundir import RunDir
-from promptcl.data.batching import collated, cut
+from promptcl.data.batching import chunks_of, load_batches
 from promptcl.data.labelled import INTENT_TEMPLATE
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
-from promptcl.protocols.b2n import load_b2n_config, method_tensors, read_prompts
+from promptcl.protocols.b2n import load_b2n_run_config, method_tensors, read_prompts
 
 
 class DualModel(TrainedModel):
@@ -62,8 +62,8 @@ class DualModel(TrainedModel):
         items = processor.prepare(self.check_inputs(inputs))
         scores = model.scorer(model.class_texts(names))
         results = []
-        chunks = cut(range(len(items)), size)
-        for _, _, batch in collated(items, [-1] * len(items), processor, chunks, model.device):
+        chunks = chunks_of(range(len(items)), size)
+        for _, _, batch in load_batches(items, [-1] * len(items), processor, chunks, model.device):
             logits = scores(batch).float()
             label = logits.argmax(dim=1)
             score = logits.softmax(dim=1).gather(1, label[:, None])[:, 0]
@@ -90,7 +90,7 @@ def load_b2n_run(path: Path, device: str | torch.device | None = None) -> DualMo
     """``promptcl.load`` of a ``promptcl b2n`` directory."""
     run_dir = RunDir(path)
     written = run_dir.read_config()
-    config = load_b2n_config(run_dir.config)
+    config = load_b2n_run_config(run_dir.config)
     split = read_json_file(path / "class_split.json", "the base and novel classes")
     ok = isinstance(split, dict) and all(
         isinstance(split.get(k), list) and all(isinstance(n, str) for n in split[k])

@@ -25,7 +25,7 @@ from promptcl.config import RunConfig
 from promptcl.core.checkpoint import RunState, load_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
-from promptcl.data.batching import collated, cut
+from promptcl.data.batching import chunks_of, load_batches
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import (
@@ -173,10 +173,10 @@ class ContinualModel(TrainedModel):
         items = processor.prepare(self.check_inputs(inputs))
         unseen = exp.unseen(self.num_seen)
         results = []
-        chunks = cut(range(len(items)), size)
+        chunks = chunks_of(range(len(items)), size)
         unknown = [-1] * len(items)  # no labels: Batch.labels only gives the batch size
-        for index, y, batch in collated(items, unknown, processor, chunks, exp.device):
-            out, logits = exp.infer(Batch(batch, y, index, exp.query(batch)), unseen)
+        for index, y, batch in load_batches(items, unknown, processor, chunks, exp.device):
+            out, logits = exp.infer(Batch(batch, y, index, exp.query_features(batch)), unseen)
             label = logits.argmax(dim=1)
             score = logits.softmax(dim=1).gather(1, label[:, None])[:, 0]
             tasks = out.task_pred if out.task_pred is not None and self.names_task else None

@@ -32,7 +32,7 @@ from promptcl.core.checkpoint import RunState, load_checkpoint, read_checkpoint,
 from promptcl.core.loop import Loop, Stage, Training, mean_terms
 from promptcl.core.rundir import RunDir
 from promptcl.data import load_labelled
-from promptcl.data.batching import collated, cut
+from promptcl.data.batching import chunks_of, load_batches
 from promptcl.data.labelled import LabelledData, Sample, base_novel, cap_per_class, few_shot
 from promptcl.dual.context import ClassTexts
 from promptcl.dual.methods import get_method
@@ -189,6 +189,7 @@ class B2NExperiment(core.Protocol):
             for name, (samples, texts) in self.targets.items()
         }
         return {
+            "config": config.name,
             "method": config.method,
             "benchmark": config.benchmark,
             "backbone": config.backbone,
@@ -219,7 +220,7 @@ class B2NExperiment(core.Protocol):
 
     @classmethod
     def saved_config(cls, run_dir: RunDir, overrides: Sequence[str] = ()) -> B2NConfig:
-        return load_b2n_config(run_dir.config, overrides)
+        return load_b2n_run_config(run_dir.config, overrides)
 
     # -- batches, loss and accuracy ------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class B2NExperiment(core.Protocol):
         items = processor.prepare([item for item, _ in samples])
         labels = [y for _, y in samples]
         workers = self.config.data.workers
-        for _, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
+        for _, y, inputs in load_batches(items, labels, processor, chunks, self.device, workers):
             yield y, inputs
 
     def loss_terms(self):
@@ -261,7 +262,7 @@ class B2NExperiment(core.Protocol):
             labels, inputs = batch
             return (scores(inputs).argmax(1) == labels).sum()
 
-        chunks = cut(range(len(samples)), self.config.train.eval_batch_size)
+        chunks = chunks_of(range(len(samples)), self.config.train.eval_batch_size)
         batches = lambda chunks: self.batches("test", chunks, samples)  # noqa: E731
         zero = torch.zeros((), dtype=torch.long)
         return (
@@ -310,7 +311,7 @@ def run_b2n(
 
 def method_options(method: str) -> type:
     """The options dataclass of a dual-encoder method."""
-    return get_method(method)[0]
+    return get_method(method).config_class
 
 
 def load_b2n_config(
@@ -318,3 +319,8 @@ def load_b2n_config(
 ) -> B2NConfig:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type checked."""
     return load_structured(B2NConfig, path, overrides, "b2n", method_options)
+
+
+def load_b2n_run_config(path: str | Path, overrides: Sequence[str] = ()) -> B2NConfig:
+    """A b2n run directory's config.json, then ``overrides``."""
+    return load_structured(B2NConfig, path, overrides, "b2n", method_options, run_dir=True)

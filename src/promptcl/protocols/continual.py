@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from promptcl.core.checkpoint import RunState
 from promptcl.core.loop import Loop, Stage, mean_terms
 from promptcl.core.rundir import RunDir
 from promptcl.data import TaskStream, build_benchmark
-from promptcl.data.batching import collated, cut, make_processors
+from promptcl.data.batching import chunks_of, load_batches, make_processors
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.protocols.features import FeatureCache
@@ -114,7 +113,12 @@ class Experiment(core.Protocol):
         result = self.evaluate(num_seen)
         state.eval_seconds += time.perf_counter() - start
         state.steps = self.loop.steps
-        return {"task": task, **trained, **result, "avg_acc": fmean(result["acc"])}
+        return {
+            "task": task,
+            **trained,
+            **result,
+            "avg_acc": metrics.average_accuracy(result["acc"]),
+        }
 
     def report(self, row: dict[str, Any], state: RunState) -> None:
         """A finished task: a line on the terminal and a row for the loggers."""
@@ -168,11 +172,11 @@ class Experiment(core.Protocol):
         """A task's batches for ``end_task``: its forward passes shared out over the ranks and
         run in the run's precision (``TaskData.map``), its statistics in fp32."""
         engine = self.engine
-        return TaskData(batches, engine.shard, engine.sum, engine.autocast)
+        return TaskData(batches, engine.shard, engine.sum_over_ranks, engine.autocast)
 
     def batches(self, split: str, indices: Sequence[int], batch_size: int) -> Iterator[Batch]:
         """Batches of ``indices`` in that order; inputs are collated (decoded) in workers."""
-        return self.chunk_batches(split, cut(indices, batch_size))
+        return self.chunk_batches(split, chunks_of(indices, batch_size))
 
     def chunk_batches(self, split: str, chunks: Sequence[Sequence[int]]) -> Iterator[Batch]:
         """One batch per chunk of indices. The query cache is filled for them unless it holds
@@ -181,14 +185,16 @@ class Experiment(core.Protocol):
             self.caches[split].fill([i for chunk in chunks for i in chunk])
         items, labels, processor = self.items[split], self.labels[split], self.processors[split]
         workers = self.config.data.workers
-        for index, y, inputs in collated(items, labels, processor, chunks, self.device, workers):
+        for index, y, inputs in load_batches(
+            items, labels, processor, chunks, self.device, workers
+        ):
             if split in self.caches:
                 query = self.caches[split].get(index).to(self.device)
             else:
-                query = self.query(inputs)
+                query = self.query_features(inputs)
             yield Batch(inputs, y, index, query)
 
-    def query(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def query_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The frozen pooled feature of un-cached inputs, when the tuner needs it."""
         if not self.tuner.needs_query:
             return None
@@ -202,7 +208,7 @@ class Experiment(core.Protocol):
 
     # -- one task ------------------------------------------------------------------------------
 
-    def trainer(self, task: int):
+    def setup_training(self, task: int):
         """Task ``task``'s training on the engine (after begin_task): the loss module (logits
         outside the task masked when train.mask_logits, the tuner's loss terms) and a fresh
         optimiser over the tuner's parameter groups; None when nothing trains."""
@@ -223,7 +229,7 @@ class Experiment(core.Protocol):
         indices = self.indices_of("train", [task])
         if "train" in self.caches:  # every rank fills for the whole task (sharded inside)
             self.caches["train"].fill(indices)
-        training = self.trainer(task)
+        training = self.setup_training(task)
         epochs = []
         if training is not None:
             stage = Stage(
@@ -282,12 +288,12 @@ class Experiment(core.Protocol):
         if not self.tuner.leaks_task_identity:
             indices = self.indices_of("test", range(num_seen))
             random.Random(self.config.seed).shuffle(indices)
-            return cut(indices, size)
+            return chunks_of(indices, size)
         chunks = []
         for task in range(num_seen):
             pure = self.indices_of("test", [task])
             random.Random(self.config.seed).shuffle(pure)
-            chunks += cut(pure, size)
+            chunks += chunks_of(pure, size)
         return chunks
 
     @torch.no_grad()
@@ -322,7 +328,7 @@ class Experiment(core.Protocol):
         return {
             "acc": [metrics.accuracy(c, n) for c, n in zip(correct, total, strict=True)],
             "union_acc": metrics.union_accuracy(correct, total),
-            "task_id_acc": metrics.accuracy(sum(right_task), sum(inferred))
+            "task_id_acc": metrics.task_identity_accuracy(right_task, inferred)
             if sum(inferred) and not self.config.train.joint
             else None,
         }
@@ -344,13 +350,14 @@ def summary_metrics(exp: Experiment, state: RunState) -> dict[str, Any]:
     last = state.log[-1]
     if config.train.joint:  # one training task, evaluated on every task of the stream
         acc = rows[-1]
-        faa = fmean(acc)
+        faa = metrics.average_accuracy(acc)
         figures = {"faa": faa, "caa": faa, "fm": None, "bwt": None, "avg_acc": [faa]}
         matrix = [acc]
     else:
         figures = metrics.summarize(rows)
         matrix = [row + [None] * (T - len(row)) for row in rows]
     return {
+        "config": config.name,
         "method": config.method,
         "benchmark": config.benchmark,
         "backbone": config.backbone,
@@ -393,4 +400,5 @@ def load_config(
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """A run directory's config.json read as that run was made (``migrate.old_defaults``), then
     ``overrides``."""
-    return load_config(path, [*old_defaults(read_yaml(Path(path))), *overrides])
+    overrides = [*old_defaults(read_yaml(Path(path))), *overrides]
+    return load_structured(RunConfig, path, overrides, "run", tuner_options, run_dir=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from promptcl.backbones import Backbone
-from promptcl.data.batching import cut
+from promptcl.data.batching import chunks_of
 from promptcl.engine import Engine
 
 
@@ -44,13 +44,13 @@ class FeatureCache:
             return
         engine = self.engine
         features = torch.zeros(len(todo), self.backbone.dim, device=engine.device)
-        chunks = cut(range(len(todo)), self.batch_size)
+        chunks = chunks_of(range(len(todo)), self.batch_size)
         for chunk in engine.shard(chunks):
             inputs = self.collate([self.items[todo[i]] for i in chunk])
             inputs = {k: v.to(engine.device) for k, v in inputs.items()}
             with engine.autocast():
                 features[list(chunk)] = self.backbone.features(inputs).float()
-        self.features[todo] = engine.sum(features).cpu()
+        self.features[todo] = engine.sum_over_ranks(features).cpu()
         self.filled[todo] = True
 
     def get(self, index: torch.Tensor) -> torch.Tensor:

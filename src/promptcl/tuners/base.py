@@ -43,7 +43,7 @@ class TaskData:
     ``map`` computes each batch on one rank and sums the results (zeros on the other ranks),
     so every rank ends with exactly the tensors one process computes, at 1/world_size of the
     cost. ``shard`` picks this rank's share of the batch positions, ``total`` sums a tensor
-    over ranks (``Engine.shard`` / ``Engine.sum``; the identity in one process).
+    over ranks (``Engine.shard`` / ``Engine.sum_over_ranks``; the identity in one process).
 
     ``map`` runs ``fn`` under ``autocast`` (``Engine.autocast``: the run's precision, as the
     evaluation's forward passes); everything else in ``end_task`` runs in fp32: class means,

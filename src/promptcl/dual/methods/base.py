@@ -66,6 +66,8 @@ class DualMethod(nn.Module):
     """Trainable prompts for a frozen DualEncoder: ``label_prompts`` and ``query_prompts`` give
     each side's Prompts; the encoder is passed in, never stored as trainable state."""
 
+    name: str  # what --set method=NAME picks
+    config_class: type  # the options dataclass (tuner.* keys)
     description = ""
 
     def __init__(self, config: Any, encoder: DualEncoder, init_ids: list[int] | None) -> None:
@@ -101,13 +103,13 @@ def context_or_none(ctx: torch.Tensor) -> torch.Tensor | None:
     return ctx if ctx.shape[0] else None
 
 
-# name -> (config dataclass, method class); each method's module ends with its register_method
-DUAL_METHODS: Registry[tuple[type, type[DualMethod]]] = Registry("dual-encoder method")
+# name -> method class; each method's module ends with its register_method line
+DUAL_METHODS: Registry[type[DualMethod]] = Registry("dual-encoder method")
 
 
-def register_method(name: str, config_class: type, method_class: type[DualMethod]) -> None:
-    DUAL_METHODS.add(name, (config_class, method_class), method_class.description)
+def register_method(cls: type[DualMethod]) -> type[DualMethod]:
+    return DUAL_METHODS.add(cls.name, cls, cls.description)
 
 
-def get_method(name: str) -> tuple[type, type[DualMethod]]:
+def get_method(name: str) -> type[DualMethod]:
     return DUAL_METHODS.get(name)

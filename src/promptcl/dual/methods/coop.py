@@ -23,6 +23,8 @@ class CoOpConfig(ContextConfig):
 
 
 class CoOp(DualMethod):
+    name = "coop"
+    config_class = CoOpConfig
     description = "learned context vectors at the label encoder's input (CoOp)"
 
     def __init__(
@@ -35,4 +37,4 @@ class CoOp(DualMethod):
         return Prompts(ctx=context_or_none(self.ctx))
 
 
-register_method("coop", CoOpConfig, CoOp)
+register_method(CoOp)

@@ -40,6 +40,8 @@ class IVLPConfig(ContextConfig):
 
 
 class IVLP(DualMethod):
+    name = "ivlp"
+    config_class = IVLPConfig
     description = "independent deep prompts in both encoders, replaced at every block"
 
     def __init__(
@@ -60,4 +62,4 @@ class IVLP(DualMethod):
         return Prompts(steps={block: PromptStep(p) for block, p in enumerate(self.visual)})
 
 
-register_method("ivlp", IVLPConfig, IVLP)
+register_method(IVLP)

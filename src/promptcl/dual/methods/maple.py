@@ -36,6 +36,8 @@ class MaPLeConfig(ContextConfig):
 
 
 class MaPLe(DualMethod):
+    name = "maple"
+    config_class = MaPLeConfig
     description = "deep text prompts, query prompts = per-block linear coupling of them"
 
     def __init__(
@@ -67,4 +69,4 @@ class MaPLe(DualMethod):
         return Prompts(steps={block: PromptStep(t) for block, t in enumerate(self.coupled())})
 
 
-register_method("maple", MaPLeConfig, MaPLe)
+register_method(MaPLe)

@@ -60,6 +60,8 @@ def carried_counts(n_ctx: int, n_add: int, n_rm: int, depth: int, num_blocks: in
 class MPL(MaPLe):
     """MaPLe's text side, context and couplings F_0, F_l; n_add - 1 more coupling groups."""
 
+    name = "mpl"
+    config_class = MPLConfig
     description = "MaPLe with modular carry: drop the n_rm newest query prompts, add n_add groups"
 
     def make_couplings(self, d_text: int, d_query: int) -> nn.ModuleList:
@@ -93,4 +95,4 @@ class MPL(MaPLe):
         return Prompts(steps=steps)
 
 
-register_method("mpl", MPLConfig, MPL)
+register_method(MPL)

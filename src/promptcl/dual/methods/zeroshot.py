@@ -14,6 +14,8 @@ class ZeroShotConfig:
 
 
 class ZeroShot(DualMethod):
+    name = "zeroshot"
+    config_class = ZeroShotConfig
     description = "frozen encoders, hand-written template, nothing learned"
 
     @staticmethod
@@ -21,4 +23,4 @@ class ZeroShot(DualMethod):
         return 0, "auto"
 
 
-register_method("zeroshot", ZeroShotConfig, ZeroShot)
+register_method(ZeroShot)
