@@ -192,6 +192,12 @@ def world(tmp_path_factory):
     run_b2n(load_b2n_config(None, [*B2N_SETTINGS, f"data.root={data}"]), w / "b2n-run")
     shutil.copytree(w / "b2n-run", w / "b2n-unfinished")
     (w / "b2n-unfinished" / "metrics.json").unlink()
+    shutil.copytree(w / "b2n-run", w / "b2n-damaged")
+    prompts = w / "b2n-damaged" / "checkpoint" / "tuner.safetensors"
+    prompts.write_bytes(prompts.read_bytes()[:-9])
+    shutil.copytree(w / "b2n-run", w / "b2n-split-edited")
+    split = w / "b2n-split-edited" / "class_split.json"
+    split.write_text(split.read_text().replace('"template": "', '"template": "x '))
     (w / "inputs").mkdir()
     (w / "inputs" / "empty.txt").write_text("\n \n")
     return w
@@ -463,6 +469,10 @@ PREDICT = [
     ("predict b2n no class names", predict_args("b2n-run", "--text", "x", "--class-names", ",,"),
      "non-empty list of non-empty names"),
     ("predict b2n unfinished", predict_args("b2n-unfinished"), "lacks metrics.json"),
+    ("predict b2n checkpoint damaged", predict_args("b2n-damaged"), "is damaged"),
+    ("predict b2n class split edited", predict_args("b2n-split-edited"),
+     "config.json or class_split.json changed after the checkpoint"),
+    ("b2n prompts damaged", [*b2n_args(), "--prompts", "b2n-damaged"], "is damaged"),
 ]  # fmt: skip
 
 EVAL = [

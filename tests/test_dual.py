@@ -33,6 +33,13 @@ TRAINED = {
 }
 
 
+def test_every_registered_method_is_in_the_matrix():
+    """A new method is added to EMPTY (options that make it the zero-shot model) and, when it
+    learns anything, to TRAINED."""
+    assert set(EMPTY) == set(DUAL_METHODS)
+    assert set(TRAINED) == {n for n in DUAL_METHODS if n != "zeroshot"}
+
+
 @pytest.fixture(scope="module")
 def bert_pair():
     return dual_encoder(tiny_bert())

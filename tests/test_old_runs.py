@@ -88,3 +88,15 @@ def test_a_continual_run_of_0_1_resumes_into_the_unbroken_run(old_run, tmp_path)
     assert config["method"] == "dualprompt"
     assert resumed["acc_matrix"] == fresh["acc_matrix"]
     assert resumed["task_id_acc"] == fresh["task_id_acc"]
+
+
+@pytest.mark.slow
+def test_the_prompts_of_a_b2n_run_of_0_1_evaluate_to_its_figures(old_run, data_root, tmp_path):
+    run = old_run("b2n")
+    args = ["--config", str(run / "config.json"), "--set", f"data.root={data_root}"]
+    main(["b2n", *args, "--prompts", str(run), "--out", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    made = json.loads((run / "metrics.json").read_text())
+    assert [again[k] for k in ("base_acc", "novel_acc", "hm")] == [
+        made[k] for k in ("base_acc", "novel_acc", "hm")
+    ]

@@ -208,10 +208,6 @@ def command_b2n(args: argparse.Namespace) -> None:
     if args.prompts is not None and args.resume is not None:
         raise UsageError("--prompts evaluates finished prompts; there is nothing to --resume")
     config, out = run_config(args, B2NExperiment, load_b2n_config)
-    if args.resume is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"b2n-{config.method}-{config.benchmark.replace(':', '-')}-s{config.seed}-{stamp}"
-        out = args.out or default_out(name)
     with interrupted_hint(out):
         m = run_b2n(config, out, args.prompts, resume=args.resume is not None)
     if not main_rank():
@@ -226,11 +222,17 @@ def command_b2n(args: argparse.Namespace) -> None:
     )
 
 
-def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path | None]:
-    """The config of a new run (--config, --set), or of the run --resume names (its
-    config.json, checked to be of ``protocol``'s kind, with --set applied)."""
+def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
+    """The config and run directory of a new run (--config, --set; --out, or by default
+    runs/[b2n-]METHOD-BENCHMARK-sSEED-TIME), or of the run --resume names (its config.json,
+    checked to be of ``protocol``'s kind, with --set applied)."""
     if args.resume is None:
-        return load(args.config, args.set), None
+        config = load(args.config, args.set)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        prefix = "" if protocol.command == "run" else f"{protocol.command}-"
+        benchmark = config.benchmark.replace(":", "-")
+        name = f"{prefix}{config.method}-{benchmark}-s{config.seed}-{stamp}"
+        return config, args.out or default_out(name)
     from promptcl.core.run import prepare
 
     if args.out is not None and args.out != args.resume:
@@ -287,10 +289,6 @@ def command_run(args: argparse.Namespace) -> None:
     from promptcl.protocols.continual import Experiment, load_config, run
 
     config, out = run_config(args, Experiment, load_config)
-    if args.resume is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{config.method}-{config.benchmark}-s{config.seed}-{stamp}"
-        out = args.out or default_out(name)
     with interrupted_hint(out):
         summary = run(config, out, resume=args.resume is not None)
     if main_rank():

@@ -189,16 +189,16 @@ class ContinualTrainConfig(TrainConfig):
     )
 
 
+NAME_HELP = (
+    "What metrics.json calls these settings; null: the --config file's name (a shipped "
+    "config's, e.g. clinc150/hash-contrast)."
+)
+
+
 @dataclass
 class RunConfig:
     method: str = "hash"
-    name: str | None = field(
-        default=None,
-        metadata={
-            "help": "What metrics.json calls these settings; null: the --config file's name "
-            "(a shipped config's, e.g. clinc150/hash-contrast)."
-        },
-    )
+    name: str | None = field(default=None, metadata={"help": NAME_HELP})
     benchmark: str = "builtin-intents"
     backbone: str = "minilm-l6"
     backbone_weights: str | None = field(
@@ -242,13 +242,7 @@ def b2n_training() -> TrainConfig:
 @dataclass
 class B2NConfig:
     method: str = "mpl"
-    name: str | None = field(
-        default=None,
-        metadata={
-            "help": "What metrics.json calls these settings; null: the --config file's name "
-            "(a shipped config's, e.g. clinc150/hash-contrast)."
-        },
-    )
+    name: str | None = field(default=None, metadata={"help": NAME_HELP})
     benchmark: str = "clinc150"
     backbone: str = field(
         default="minilm-l6",

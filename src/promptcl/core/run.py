@@ -74,6 +74,12 @@ class Protocol(ABC):
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
 
+    def run_fields(self) -> dict[str, Any]:
+        """The head of metrics.json: the settings' name, method, benchmark, backbone, seed."""
+        config = self.config
+        keys = ("method", "benchmark", "backbone", "seed")
+        return {"config": config.name, **{key: getattr(config, key) for key in keys}}
+
 
 def new_run_hint(out: Path) -> str:
     return f"pass --resume {out} to continue it or a new --out"

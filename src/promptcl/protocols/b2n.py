@@ -189,11 +189,7 @@ class B2NExperiment(core.Protocol):
             for name, (samples, texts) in self.targets.items()
         }
         return {
-            "config": config.name,
-            "method": config.method,
-            "benchmark": config.benchmark,
-            "backbone": config.backbone,
-            "seed": config.seed,
+            **self.run_fields(),
             "shots": config.shots,
             "eval_split": config.data.eval_split,
             "num_base": len(self.base),

@@ -357,11 +357,7 @@ def summary_metrics(exp: Experiment, state: RunState) -> dict[str, Any]:
         figures = metrics.summarize(rows)
         matrix = [row + [None] * (T - len(row)) for row in rows]
     return {
-        "config": config.name,
-        "method": config.method,
-        "benchmark": config.benchmark,
-        "backbone": config.backbone,
-        "seed": config.seed,
+        **exp.run_fields(),
         "num_tasks": T,
         "joint": config.train.joint,
         "train_per_class": config.data.train_per_class,

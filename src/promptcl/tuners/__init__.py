@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from promptcl.registry import Registry
 from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
 
@@ -16,23 +19,9 @@ def get_tuner(name: str) -> type[Tuner]:
     return TUNERS.get(name)
 
 
-# importing a method's package registers it
-from promptcl.tuners import (  # noqa: E402, F401
-    adapter,
-    coda,
-    dualprompt,
-    finetune,
-    hash,
-    hide,
-    l2p,
-    lda,
-    linear,
-    lora,
-    ncm,
-    norga,
-    ranpac,
-    softtf,
-    wsn,
-)
+# every method's package registers itself when imported: a new folder here is all it takes
+for _method in pkgutil.iter_modules(__path__):
+    if _method.ispkg:
+        importlib.import_module(f"{__name__}.{_method.name}")
 
 __all__ = ["TUNERS", "Batch", "TaskData", "Tuner", "TunerOutput", "get_tuner", "register_tuner"]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-# importing a method's module registers it
-from promptcl.dual.methods import coop, ivlp, maple, mpl, zeroshot  # noqa: F401
+import importlib
+import pkgutil
+
 from promptcl.dual.methods.base import DUAL_METHODS, DualMethod, get_method, register_method
+
+# every method's module registers itself when imported: a new module here is all it takes
+for _method in pkgutil.iter_modules(__path__):
+    if _method.name != "base":
+        importlib.import_module(f"{__name__}.{_method.name}")
 
 __all__ = ["DUAL_METHODS", "DualMethod", "get_method", "register_method"]
