@@ -1,7 +1,7 @@
 """promptcl: prompts, prefixes and masks learned on top of frozen pretrained transformers.
 
 ``run(load_config(...), out)`` trains a continual-learning run into a run directory;
-``load(out).predict(inputs)`` uses it (promptcl/trained.py).
+``load(out).predict(inputs)`` uses it (promptcl/models/).
 """
 
 from promptcl.config import RunConfig

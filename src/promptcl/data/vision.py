@@ -298,8 +298,8 @@ class ImageProcessor:
     Training: RandomResizedCrop(input_size, scale, ratio) and (with ``hflip``) a random
     horizontal flip. Test: Resize(floor(size / crop_pct)) then CenterCrop(size). Both then
     scale to [0, 1] and normalise with the data config's mean and std. ``data_config`` is
-    ``timm.data.resolve_data_config({}, model=model)``. ``augments`` tells the learner whether
-    a sample's features change between calls (then they cannot be cached).
+    ``timm.data.resolve_data_config({}, model=model)``. ``augments`` tells the continual protocol
+    whether a sample's features change between calls (then they cannot be cached).
 
     Not ``timm.data.create_transform``: its crops draw from Python's ``random``, which runs do
     not seed (these draw from torch's generator); for square sizes its test images equal these
