@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 
 import numpy as np
@@ -178,6 +179,9 @@ def world(tmp_path_factory):
     torch.save({"ctx": torch.zeros(4, 32)}, prompts / "prompts.pth")
 
     (w / "afile").write_text("x")
+    os.mkfifo(w / "fifo")
+    with contextlib.suppress(PermissionError):  # a character device, where this user may
+        os.mknod(w / "device", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     (w / "existing").mkdir()
     (w / "existing" / "keep.txt").write_text("x")
     (w / "locked").mkdir()
@@ -456,6 +460,12 @@ PREDICT = [
      'line 2 is not a JSON object with a "text" string'),
     ("predict output a folder", predict_args("run", "--text", "x", "--output", "existing"),
      "existing is a folder"),
+    ("predict output a pipe", predict_args("run", "--text", "x", "--output", "fifo"),
+     "fifo is not a regular file"),
+    ("predict output a device", predict_args("run", "--text", "x", "--output", "device"),
+     "device is not a regular file"),
+    ("predict output read-only", predict_args("run", "--text", "x", "--output", "/sys/p.jsonl"),
+     "/sys is not writable"),
     ("predict output in no folder", predict_args("run", "--text", "x", "--output", "no/p.jsonl"),
      "no does not exist"),
     ("predict batch size 0", predict_args("run", "--text", "x", "--batch-size", "0"),
@@ -488,6 +498,8 @@ EVAL = [
     ("eval a b2n run", ["eval", "b2n-run"], "is a base-to-novel run"),
     ("eval output a folder", ["eval", "run", "--output", "existing"], "existing is a folder"),
     ("eval device", ["eval", "run", "--device", "quantum"], "unknown device 'quantum'"),
+    ("eval output a pipe", ["eval", "run", "--output", "fifo"], "fifo is not a regular file"),
+    ("eval output read-only", ["eval", "run", "--output", "/sys/e.json"], "/sys is not writable"),
 ]  # fmt: skip
 
 CASES = RUN + RESUME + B2N + PREDICT + EVAL
@@ -526,8 +538,10 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
     shutil.copytree(world, w, copy_function=os.link)  # a change in place shows in the snapshot
     monkeypatch.chdir(w)
     monkeypatch.delenv("PROMPTCL_DATA", raising=False)
-    if args[-1] == "/proc/promptcl/run" and not sys.platform.startswith("linux"):
-        pytest.skip("/proc is Linux's")
+    if args[-1].startswith(("/proc/", "/sys/")) and not sys.platform.startswith("linux"):
+        pytest.skip("/proc and /sys are Linux's")
+    if "device" in args and not (w / "device").exists():
+        pytest.skip("this user cannot make a character device")
     locked = "locked" if "locked" in args else "run" if "in use" in message else None
     with run_lock(w / locked) if locked else contextlib.nullcontext():
         before = snapshot(w)

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from promptcl.config import B2NConfig, RunConfig, resolve_config, shipped_configs
 from promptcl.errors import UsageError
-from promptcl.files import dumps, read_text, write_json, write_text
+from promptcl.files import check_output, dumps, read_text, write_output
 
 
 def config_keys(cls: type = RunConfig, prefix: str = "", instance: Any = None) -> list[str]:
@@ -327,17 +327,6 @@ def read_inputs(path: Path, modality: str) -> list[str]:
     return texts
 
 
-def check_output(path: Path | None) -> None:
-    """Refuse, before any work, an --output that cannot be written."""
-    if path is None:
-        return
-    if path.is_dir() or not path.parent.is_dir():
-        where = f"{path} is a folder" if path.is_dir() else f"{path.parent} does not exist"
-        raise UsageError(
-            f"cannot write --output {path}: {where}; pass a file in an existing folder"
-        )
-
-
 def command_predict(args: argparse.Namespace) -> None:
     from promptcl.models import load
 
@@ -357,7 +346,7 @@ def command_predict(args: argparse.Namespace) -> None:
         for item, p in zip(inputs, predictions, strict=True)
     ]
     if args.output is not None:
-        write_text(args.output, "".join(dumps(row) + "\n" for row in rows))
+        write_output(args.output, "".join(dumps(row) + "\n" for row in rows))
         print(f"wrote {len(rows)} predictions to {args.output}")
         return
     print(prediction_table(rows, with_task=model.tasks is not None))
@@ -395,7 +384,7 @@ def command_eval(args: argparse.Namespace) -> None:
     check_output(args.output)
     m = evaluate_run(args.run, args.set, args.device)
     if args.output is not None:
-        write_json(args.output, m)
+        write_output(args.output, dumps(m, indent=2) + "\n")
     flag = "  (leaks task identity)" if m["leaks_task_identity"] else ""
     print(
         f"{m['method']} from {args.run} on {m['benchmark']} ({m['eval_split']} split, "
