@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -18,6 +19,9 @@ from typing import Any
 from promptcl.errors import UsageError
 
 LOCK = ".lock"
+MAX_DEPTH = 64  # of JSON that promptcl reads back: its own files nest a few levels
+STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def strict(data: Any) -> Any:
@@ -33,6 +37,17 @@ def strict(data: Any) -> Any:
 
 def dumps(data: Any, indent: int | None = None) -> str:
     return json.dumps(strict(data), indent=indent, allow_nan=False)
+
+
+def parse_json(text: str) -> Any:
+    """JSON text nested at most MAX_DEPTH levels, checked before parsing (a deeper file would
+    exhaust the parser's recursion); ValueError for text that is not that."""
+    depth = 0
+    for bracket in BRACKETS.findall(STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return json.loads(text)
 
 
 def read_text(path: Path) -> str:

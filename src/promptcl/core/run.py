@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from promptcl.config import config_differences, to_dict
-from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
+from promptcl.core.checkpoint import CHECKPOINT, RunState, load_checkpoint, save_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -57,6 +57,10 @@ class Protocol(ABC):
     @abstractmethod
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
         """Back to where the checkpoint of ``tensors`` and ``state`` was written."""
+
+    @abstractmethod
+    def valid_log(self, log: list[dict[str, Any]]) -> bool:
+        """Whether a checkpoint's log rows hold what ``finish`` reads, with its types."""
 
     @abstractmethod
     def finish(self, state: RunState) -> dict[str, Any]:
@@ -137,7 +141,12 @@ def run(
         state = RunState()
         if saved is not None:
             tensors, state = saved
-            changed = state.fingerprint not in (None, fingerprint)  # None: 0.1.0 wrote none
+            if not exp.valid_log(state.log):
+                raise UsageError(
+                    f"{run_dir.checkpoint / CHECKPOINT} is damaged (its log is not a "
+                    f"{exp.kind} run's); start a new --out, or resume from a copy"
+                )
+            changed = not run_dir.matches(state, exp.classes())
             if changed or state.units_done > exp.num_units():
                 raise UsageError(
                     f"{out}: config.json or the data changed after the checkpoint was written; "
