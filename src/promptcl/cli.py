@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -208,7 +209,7 @@ def command_b2n(args: argparse.Namespace) -> None:
     if args.prompts is not None and args.resume is not None:
         raise UsageError("--prompts evaluates finished prompts; there is nothing to --resume")
     config, out = run_config(args, B2NExperiment, load_b2n_config)
-    with interrupted_hint(out):
+    with interrupted_hint(out, "b2n"):
         m = run_b2n(config, out, args.prompts, resume=args.resume is not None)
     if not main_rank():
         return
@@ -243,16 +244,30 @@ def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
     return load(args.config, args.set), args.resume
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what SLURM and Kubernetes send on preemption: stopped as Ctrl-C is."""
+
+
+def terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def stopped(stop: KeyboardInterrupt, hint: str = "") -> SystemExit:
+    """One line for Ctrl-C or SIGTERM (``hint``: how to go on); the shell's exit code."""
+    what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+    print(f"\npromptcl: {what}{hint}", file=sys.stderr)
+    return SystemExit(code)
+
+
 @contextlib.contextmanager
-def interrupted_hint(out: Path) -> Iterator[None]:
-    """While a run lasts, the processes it starts share ``out``; Ctrl-C says how to resume."""
+def interrupted_hint(out: Path, command: str) -> Iterator[None]:
+    """While a run of ``command`` lasts, the processes it starts share ``out``; Ctrl-C and
+    SIGTERM say how to resume (the run's lock is released and its last checkpoint kept)."""
     try:
         with shared_out(out):
             yield
-    except KeyboardInterrupt:
-        command = sys.argv[1] if len(sys.argv) > 1 else "run"
-        print(f"\ninterrupted; continue with: promptcl {command} --resume {out}", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:
+        raise stopped(stop, f"; continue with: promptcl {command} --resume {out}") from None
 
 
 SHARED_OUT = "PROMPTCL_DEFAULT_OUT"
@@ -289,7 +304,7 @@ def command_run(args: argparse.Namespace) -> None:
     from promptcl.protocols.continual import Experiment, load_config, run
 
     config, out = run_config(args, Experiment, load_config)
-    with interrupted_hint(out):
+    with interrupted_hint(out, "run"):
         summary = run(config, out, resume=args.resume is not None)
     if main_rank():
         print(format_summary(summary, out))
@@ -396,6 +411,21 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: the caller handles signals
+        before = None
+    try:
+        dispatch(argv)
+    except KeyboardInterrupt as stop:  # at start-up, or a command that writes no run
+        raise stopped(stop) from None
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def dispatch(argv: list[str] | None) -> None:
     args = build_parser(argv).parse_args(argv)
     try:
         if args.command == "list":

@@ -10,6 +10,7 @@ into a different run. Checkpoints of older versions are read through promptcl.co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -89,15 +90,24 @@ def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
 
 
 def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: RunState) -> None:
+    """Write the checkpoint atomically; a failed write (a full disk) raises OSError, leaving
+    the previous checkpoint and no temp file."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     text = state.to_json()
     metadata = {"state": text, "sha256": checksum(tensors, text)}
     tmp = folder / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / CHECKPOINT)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / CHECKPOINT)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise
+        raise OSError(f"{tmp}: {err}") from None  # safetensors' own error for a failed write
 
 
 def read_tensors(path: Path, broken: UsageError) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

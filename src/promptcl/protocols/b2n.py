@@ -58,6 +58,7 @@ class B2NExperiment(core.Protocol):
     kind = "base-to-novel"
     command = "b2n"
     classes_file = "class_split.json"
+    unit = "epoch"
 
     def __init__(
         self, config: B2NConfig, engine: Engine | None = None, prompts: str | Path | None = None

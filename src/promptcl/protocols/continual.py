@@ -47,6 +47,7 @@ class Experiment(core.Protocol):
     kind = "continual"
     command = "run"
     classes_file = "class_order.json"
+    unit = "task"
 
     def __init__(
         self,
