@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 
 import numpy as np
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from promptcl import load_config, run
 from promptcl.cli import main
-from promptcl.core.checkpoint import RunState, save_checkpoint
+from promptcl.core.checkpoint import RunState, checksum, save_checkpoint
 from promptcl.files import run_lock
 from promptcl.protocols.b2n import load_b2n_config, run_b2n
 
@@ -78,7 +79,31 @@ def damaged_runs(w):
         grown = {**tensors, name: torch.cat([tensors[name], tensors[name]])}
         save_checkpoint(d / "checkpoint", grown, RunState.from_json(metadata["state"]))
 
+    def restate(change):  # a state that passes the checksum, not the schema
+        def damage(d):
+            state = json.loads(metadata["state"])
+            text = change(state)  # the state's new text, or None when changed in place
+            text = text if isinstance(text, str) else json.dumps(state)
+            signed = {"state": text, "sha256": checksum(tensors, text)}
+            save_file(tensors, d / ckpt, metadata=signed)
+
+        return damage
+
+    def swap_two_classes(d):  # and strip the fingerprint that would show it
+        restate(lambda state: state.update(fingerprint=None))(d)
+        order = json.loads((d / "class_order.json").read_text())
+        names = order["class_order"]
+        names[0], names[1] = names[1], names[0]
+        (d / "class_order.json").write_text(json.dumps(order))
+
     (w / "not-a-run").mkdir()
+    variant("run-ckpt-no-log", restate(lambda state: state.pop("log")))
+    variant("run-ckpt-log-strings", restate(lambda state: state.update(log=["row"])))
+    variant("run-ckpt-acc-string", restate(lambda state: state["log"][0].update(acc="high")))
+    variant("run-ckpt-deep", restate(lambda state: metadata["state"].replace(
+        '"log": ', f'"deep": {DEEP}, "log": ')))  # fmt: skip
+    variant("run-unfingerprinted-swapped", swap_two_classes)
+    variant("run-order-deep", lambda d: (d / "class_order.json").write_text(DEEP))
     variant("run-config-broken", lambda d: (d / "config.json").write_text("{oops"))
     variant("run-config-list", lambda d: (d / "config.json").write_text("[1, 2]"))
     variant("run-config-lr", lambda d: (d / "config.json").write_text(
@@ -95,6 +120,9 @@ def damaged_runs(w):
     variant("run-legacy-broken", legacy("{broken"))
     variant("run-legacy-edited", legacy('{"tasks_done": 9, "acc_rows": [[50.0]]}'))
     variant("run-ckpt-other-tensors", other_shapes)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested 100,000 deep
 
 
 def billion_laughs(levels=5):
@@ -178,6 +206,9 @@ def world(tmp_path_factory):
     torch.save({"ctx": torch.zeros(4, 32)}, prompts / "prompts.pth")
 
     (w / "afile").write_text("x")
+    os.mkfifo(w / "fifo")
+    with contextlib.suppress(PermissionError):  # a character device, where this user may
+        os.mknod(w / "device", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     (w / "existing").mkdir()
     (w / "existing" / "keep.txt").write_text("x")
     (w / "locked").mkdir()
@@ -195,6 +226,12 @@ def world(tmp_path_factory):
     shutil.copytree(w / "b2n-run", w / "b2n-damaged")
     prompts = w / "b2n-damaged" / "checkpoint" / "tuner.safetensors"
     prompts.write_bytes(prompts.read_bytes()[:-9])
+    run_b2n(load_b2n_config(None, [*B2N_SETTINGS, f"data.root={data}", "seed=1"]), w / "b2n-s1")
+    shutil.copytree(w / "b2n-run", w / "b2n-other-seed")  # its prompts copied from seed 1's run
+    ckpt = "checkpoint/tuner.safetensors"
+    shutil.copy(w / "b2n-s1" / ckpt, w / "b2n-other-seed" / ckpt)
+    shutil.copytree(w / "b2n-run", w / "b2n-split-deep")
+    (w / "b2n-split-deep" / "class_split.json").write_text(DEEP)
     shutil.copytree(w / "b2n-run", w / "b2n-split-edited")
     split = w / "b2n-split-edited" / "class_split.json"
     split.write_text(split.read_text().replace('"template": "', '"template": "x '))
@@ -384,8 +421,11 @@ RESUME = [
     *[
         (f"checkpoint {damage}", resume_args(f"run-{damage}"), "is damaged")
         for damage in ["ckpt-truncated", "ckpt-empty", "ckpt-garbage", "ckpt-state-edited",
-                       "ckpt-tensor-edited", "ckpt-a-file", "legacy-broken", "legacy-edited"]
+                       "ckpt-tensor-edited", "ckpt-a-file", "legacy-broken", "legacy-edited",
+                       "ckpt-no-log", "ckpt-log-strings", "ckpt-acc-string", "ckpt-deep"]
     ],
+    ("checkpoint unfingerprinted, classes swapped", resume_args("run-unfingerprinted-swapped"),
+     "config.json or the data changed"),
     ("another value", resume_args("run", "--set", "train.lr=0.9"), "differs in train.lr"),
     ("another file", resume_args("run", "--config", "yaml/other.yaml"), "differs in train.lr"),
     ("resume a locked run", resume_args("run"), "run is in use by process"),
@@ -443,8 +483,17 @@ PREDICT = [
     *[
         (f"predict checkpoint {damage}", predict_args(f"run-{damage}"), "is damaged")
         for damage in ["ckpt-truncated", "ckpt-empty", "ckpt-garbage", "ckpt-state-edited",
-                       "ckpt-tensor-edited", "ckpt-a-file", "legacy-broken", "legacy-edited"]
+                       "ckpt-tensor-edited", "ckpt-a-file", "legacy-broken", "legacy-edited",
+                       "ckpt-no-log", "ckpt-log-strings", "ckpt-deep"]
     ],
+    ("predict unfingerprinted, classes swapped", predict_args("run-unfingerprinted-swapped"),
+     "config.json or class_order.json changed after the checkpoint"),
+    ("predict class order deep", predict_args("run-order-deep"),
+     "class_order.json is not valid JSON (nested deeper than 64 levels)"),
+    ("predict b2n class split deep", predict_args("b2n-split-deep"),
+     "class_split.json is not valid JSON (nested deeper than 64 levels)"),
+    ("predict b2n prompts of another seed", predict_args("b2n-other-seed"),
+     "config.json or class_split.json changed after the checkpoint"),
     ("predict tensors of other shapes", predict_args("run-ckpt-other-tensors"),
      "the checkpoint does not fit linear as the config builds it"),
     ("predict input missing", predict_args("run", "--input", "inputs/missing.txt"),
@@ -456,6 +505,12 @@ PREDICT = [
      'line 2 is not a JSON object with a "text" string'),
     ("predict output a folder", predict_args("run", "--text", "x", "--output", "existing"),
      "existing is a folder"),
+    ("predict output a pipe", predict_args("run", "--text", "x", "--output", "fifo"),
+     "fifo is not a regular file"),
+    ("predict output a device", predict_args("run", "--text", "x", "--output", "device"),
+     "device is not a regular file"),
+    ("predict output read-only", predict_args("run", "--text", "x", "--output", "/sys/p.jsonl"),
+     "/sys is not writable"),
     ("predict output in no folder", predict_args("run", "--text", "x", "--output", "no/p.jsonl"),
      "no does not exist"),
     ("predict batch size 0", predict_args("run", "--text", "x", "--batch-size", "0"),
@@ -488,6 +543,8 @@ EVAL = [
     ("eval a b2n run", ["eval", "b2n-run"], "is a base-to-novel run"),
     ("eval output a folder", ["eval", "run", "--output", "existing"], "existing is a folder"),
     ("eval device", ["eval", "run", "--device", "quantum"], "unknown device 'quantum'"),
+    ("eval output a pipe", ["eval", "run", "--output", "fifo"], "fifo is not a regular file"),
+    ("eval output read-only", ["eval", "run", "--output", "/sys/e.json"], "/sys is not writable"),
 ]  # fmt: skip
 
 CASES = RUN + RESUME + B2N + PREDICT + EVAL
@@ -526,8 +583,10 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
     shutil.copytree(world, w, copy_function=os.link)  # a change in place shows in the snapshot
     monkeypatch.chdir(w)
     monkeypatch.delenv("PROMPTCL_DATA", raising=False)
-    if args[-1] == "/proc/promptcl/run" and not sys.platform.startswith("linux"):
-        pytest.skip("/proc is Linux's")
+    if args[-1].startswith(("/proc/", "/sys/")) and not sys.platform.startswith("linux"):
+        pytest.skip("/proc and /sys are Linux's")
+    if "device" in args and not (w / "device").exists():
+        pytest.skip("this user cannot make a character device")
     locked = "locked" if "locked" in args else "run" if "in use" in message else None
     with run_lock(w / locked) if locked else contextlib.nullcontext():
         before = snapshot(w)

@@ -1,6 +1,7 @@
 """Crashes, kills, non-finite losses and concurrent runs: a resumed run equals the unbroken one
 exactly, or resume refuses in one line; run directories hold strict JSON only."""
 
+import errno
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import time
 
 import pytest
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 import promptcl.core.checkpoint as checkpoint
 import promptcl.core.rundir as rundir
@@ -280,3 +281,106 @@ def test_two_runs_at_once_then_kill_9_twice_then_resume_equals_the_unbroken_run(
     run(config, out, resume=True)
     assert outcome(out) == outcome(tmp_path / "unbroken")
     assert not (out / ".lock").exists()
+
+
+# -- full disks and files in the way -----------------------------------------------------------
+
+
+def cli_run(out, *args):
+    main(["run", *(a for s in TINY for a in ("--set", s)), "--set", "method=dualprompt",
+          "--out", str(out), *args])  # fmt: skip
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def no_space_says_safetensors(*args, **kwargs):
+    raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+
+# where the disk fills: (what fails, at which call, tasks in the kept checkpoint)
+FULL = [
+    ("checkpoint of task 1", checkpoint, "save_file", no_space, 1, 0),
+    ("checkpoint of task 2 (safetensors' error)", checkpoint, "save_file",
+     no_space_says_safetensors, 2, 1),
+    ("checkpoint sync", checkpoint.os, "fsync", no_space, 2, 1),
+    ("log of task 2", rundir, "write_text", no_space, 3, 2),  # 1: the empty log.jsonl
+    ("metrics.json", rundir.RunDir, "write_metrics", no_space, 1, 2),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("owner", "name", "fail", "call", "kept"), [c[1:] for c in FULL],
+                         ids=[c[0] for c in FULL])  # fmt: skip
+def test_a_full_disk_stops_in_one_line_and_resumes_to_the_unbroken_run(
+    tmp_path, monkeypatch, capsys, no_plots, owner, name, fail, call, kept
+):
+    config = tiny("dualprompt")
+    run(config, tmp_path / "unbroken")
+    out, real, calls = tmp_path / "full", getattr(owner, name), []
+
+    def fills(*args, **kwargs):
+        calls.append(1)
+        return fail() if len(calls) == call else real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(owner, name, fills)
+        with pytest.raises(SystemExit) as stop:
+            cli_run(out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert "the disk is full" in err[0] and f"the checkpoint after {kept} task(s)" in err[0]
+    assert f"promptcl run --resume {out}" in err[0]
+    assert tasks_done(out) == kept and not list(out.rglob("*.tmp"))
+    assert not (out / ".lock").exists()
+    run(config, out, resume=True)
+    assert outcome(out) == outcome(tmp_path / "unbroken")
+
+
+def test_a_log_that_became_a_folder_stops_in_one_line_and_leaves_no_temp_file(
+    tmp_path, capsys, no_plots
+):
+    out = tmp_path / "run"
+    run(tiny("dualprompt"), out, stop_after=1)
+    (out / "log.jsonl").unlink()
+    (out / "log.jsonl").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--resume", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert f"{out / 'log.jsonl'}: cannot write there" in err[0] and "task(s)" in err[0]
+    assert not list(out.rglob("*.tmp")) and tasks_done(out) == 1
+
+
+def test_sigterm_stops_like_ctrl_c_keeping_the_last_task_and_releasing_the_lock(
+    tmp_path, promptcl, no_plots
+):
+    """Real process: SIGTERM (preemption) just after the first checkpoint is in place: one
+    line saying how to resume, exit 143, no lock left; resuming gives the unbroken run."""
+    config = load_config(None, [*TINY, "method=dualprompt", "data.num_tasks=4"])
+    run(config, tmp_path / "unbroken")
+    out = tmp_path / "run"
+    after_checkpoint = "promptcl.core.run:save_checkpoint:after"
+    p = promptcl("p", "run", *CLI_TINY, "--out", out, pause=after_checkpoint)
+    wait_for((tmp_path / "p.paused").exists, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate()
+    lines = err.strip().splitlines()
+    assert p.returncode == 143 and len(lines) == 1, err
+    assert lines[0] == f"promptcl: terminated; continue with: promptcl run --resume {out}"
+    assert not (out / ".lock").exists() and tasks_done(out) == 1
+    run(config, out, resume=True)
+    assert outcome(out) == outcome(tmp_path / "unbroken")
+
+
+def test_ctrl_c_at_start_up_prints_one_line(tmp_path, promptcl):
+    """Real process: Ctrl-C while the backbone loads: one line, exit 130, nothing written."""
+    out = tmp_path / "run"
+    p = promptcl("p", "run", *CLI_TINY, "--out", out,
+                 pause="promptcl.protocols.continual:build_backbone:before")  # fmt: skip
+    wait_for((tmp_path / "p.paused").exists, p)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1, err
+    assert lines[0].startswith("promptcl: interrupted") and not out.exists()

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 
 from promptcl.config import B2NConfig, RunConfig, resolve_config, shipped_configs
 from promptcl.errors import UsageError
-from promptcl.files import dumps, read_text, write_json, write_text
+from promptcl.files import check_output, dumps, read_text, write_output
 
 
 def config_keys(cls: type = RunConfig, prefix: str = "", instance: Any = None) -> list[str]:
@@ -208,7 +209,7 @@ def command_b2n(args: argparse.Namespace) -> None:
     if args.prompts is not None and args.resume is not None:
         raise UsageError("--prompts evaluates finished prompts; there is nothing to --resume")
     config, out = run_config(args, B2NExperiment, load_b2n_config)
-    with interrupted_hint(out):
+    with interrupted_hint(out, "b2n"):
         m = run_b2n(config, out, args.prompts, resume=args.resume is not None)
     if not main_rank():
         return
@@ -243,16 +244,30 @@ def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
     return load(args.config, args.set), args.resume
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what SLURM and Kubernetes send on preemption: stopped as Ctrl-C is."""
+
+
+def terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def stopped(stop: KeyboardInterrupt, hint: str = "") -> SystemExit:
+    """One line for Ctrl-C or SIGTERM (``hint``: how to go on); the shell's exit code."""
+    what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+    print(f"\npromptcl: {what}{hint}", file=sys.stderr)
+    return SystemExit(code)
+
+
 @contextlib.contextmanager
-def interrupted_hint(out: Path) -> Iterator[None]:
-    """While a run lasts, the processes it starts share ``out``; Ctrl-C says how to resume."""
+def interrupted_hint(out: Path, command: str) -> Iterator[None]:
+    """While a run of ``command`` lasts, the processes it starts share ``out``; Ctrl-C and
+    SIGTERM say how to resume (the run's lock is released and its last checkpoint kept)."""
     try:
         with shared_out(out):
             yield
-    except KeyboardInterrupt:
-        command = sys.argv[1] if len(sys.argv) > 1 else "run"
-        print(f"\ninterrupted; continue with: promptcl {command} --resume {out}", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:
+        raise stopped(stop, f"; continue with: promptcl {command} --resume {out}") from None
 
 
 SHARED_OUT = "PROMPTCL_DEFAULT_OUT"
@@ -289,7 +304,7 @@ def command_run(args: argparse.Namespace) -> None:
     from promptcl.protocols.continual import Experiment, load_config, run
 
     config, out = run_config(args, Experiment, load_config)
-    with interrupted_hint(out):
+    with interrupted_hint(out, "run"):
         summary = run(config, out, resume=args.resume is not None)
     if main_rank():
         print(format_summary(summary, out))
@@ -327,17 +342,6 @@ def read_inputs(path: Path, modality: str) -> list[str]:
     return texts
 
 
-def check_output(path: Path | None) -> None:
-    """Refuse, before any work, an --output that cannot be written."""
-    if path is None:
-        return
-    if path.is_dir() or not path.parent.is_dir():
-        where = f"{path} is a folder" if path.is_dir() else f"{path.parent} does not exist"
-        raise UsageError(
-            f"cannot write --output {path}: {where}; pass a file in an existing folder"
-        )
-
-
 def command_predict(args: argparse.Namespace) -> None:
     from promptcl.models import load
 
@@ -357,7 +361,7 @@ def command_predict(args: argparse.Namespace) -> None:
         for item, p in zip(inputs, predictions, strict=True)
     ]
     if args.output is not None:
-        write_text(args.output, "".join(dumps(row) + "\n" for row in rows))
+        write_output(args.output, "".join(dumps(row) + "\n" for row in rows))
         print(f"wrote {len(rows)} predictions to {args.output}")
         return
     print(prediction_table(rows, with_task=model.tasks is not None))
@@ -395,7 +399,7 @@ def command_eval(args: argparse.Namespace) -> None:
     check_output(args.output)
     m = evaluate_run(args.run, args.set, args.device)
     if args.output is not None:
-        write_json(args.output, m)
+        write_output(args.output, dumps(m, indent=2) + "\n")
     flag = "  (leaks task identity)" if m["leaks_task_identity"] else ""
     print(
         f"{m['method']} from {args.run} on {m['benchmark']} ({m['eval_split']} split, "
@@ -407,6 +411,21 @@ def command_eval(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: the caller handles signals
+        before = None
+    try:
+        dispatch(argv)
+    except KeyboardInterrupt as stop:  # at start-up, or a command that writes no run
+        raise stopped(stop) from None
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def dispatch(argv: list[str] | None) -> None:
     args = build_parser(argv).parse_args(argv)
     try:
         if args.command == "list":

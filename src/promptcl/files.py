@@ -7,8 +7,10 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,9 @@ from typing import Any
 from promptcl.errors import UsageError
 
 LOCK = ".lock"
+MAX_DEPTH = 64  # of JSON that promptcl reads back: its own files nest a few levels
+STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def strict(data: Any) -> Any:
@@ -34,6 +39,17 @@ def dumps(data: Any, indent: int | None = None) -> str:
     return json.dumps(strict(data), indent=indent, allow_nan=False)
 
 
+def parse_json(text: str) -> Any:
+    """JSON text nested at most MAX_DEPTH levels, checked before parsing (a deeper file would
+    exhaust the parser's recursion); ValueError for text that is not that."""
+    depth = 0
+    for bracket in BRACKETS.findall(STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return json.loads(text)
+
+
 def read_text(path: Path) -> str:
     """A text file's content; a file that is not UTF-8 is a one-line error naming the byte."""
     try:
@@ -48,14 +64,53 @@ def read_text(path: Path) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write atomically: a crash leaves the old file or the new one, never half of one; a
+    failed write (a full disk, ``path`` a folder) raises its OSError and leaves no temp file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2) + "\n")
+
+
+def check_output(path: Path | None) -> None:
+    """Refuse, before any work, an --output that cannot be written. Outputs go to a new path or
+    over a regular file (never over a device, pipe or socket), in a folder where a file can be
+    created: tried, since permissions alone do not say it (root, read-only mounts)."""
+    if path is None:
+        return
+    why = None
+    if path.is_dir():
+        why = f"{path} is a folder"
+    elif os.path.lexists(path) and not path.is_file():
+        why = f"{path} is not a regular file (a device, pipe, socket or broken link)"
+    elif not path.parent.is_dir():
+        why = f"{path.parent} does not exist"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as err:
+            why = f"{path.parent} is not writable ({err.strerror})"
+    if why is not None:
+        raise UsageError(f"cannot write --output {path}: {why}; pass a file in a writable folder")
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write an --output (checked by ``check_output`` before the work); one-line errors."""
+    try:
+        write_text(path, text)
+    except OSError as err:
+        raise UsageError(
+            f"cannot write --output {path} ({err.strerror}); nothing was written"
+        ) from None
 
 
 def check_out(folder: Path, hint: str) -> None:

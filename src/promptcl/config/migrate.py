@@ -96,6 +96,13 @@ def run_state(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def unfingerprinted(config: dict[str, Any]) -> bool:
+    """Whether a run may hold a checkpoint state without a fingerprint: the first 0.1
+    checkpoints (state.json) had none, and promptcl 0.1.0 wrote config.json without
+    ``promptcl_version``; every run that records its version fingerprints its checkpoints."""
+    return not config.get("promptcl_version")
+
+
 def unverified_state(folder: Path) -> str | None:
     """The state.json the first 0.1 checkpoints kept beside their tensors (no checksum)."""
     legacy = folder / "state.json"

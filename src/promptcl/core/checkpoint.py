@@ -10,6 +10,7 @@ into a different run. Checkpoints of older versions are read through promptcl.co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,7 +25,7 @@ from safetensors.torch import save_file
 
 from promptcl.config import migrate
 from promptcl.errors import UsageError
-from promptcl.files import strict
+from promptcl.files import parse_json, strict
 from promptcl.version import __version__
 
 CHECKPOINT = "tuner.safetensors"
@@ -52,18 +53,32 @@ class RunState:
         """The state a checkpoint's JSON holds (older versions' keys migrated), or None when
         it is not one."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
+            data = parse_json(text)
+        except ValueError:
             return None
         if not isinstance(data, dict):
             return None
         data = migrate.run_state(data)
+        if not {"units_done", "log"} <= data.keys():  # other fields: defaults in older states
+            return None
         names = {f.name for f in dataclasses.fields(cls)}
         state = cls(**{k: v for k, v in data.items() if k in names})
-        done = state.units_done
-        if not isinstance(done, int) or done < 0 or not isinstance(state.log, list):
-            return None
-        return state if len(state.log) == done else None
+        return state if state.valid() else None
+
+    def valid(self) -> bool:
+        """Whether every field has its type (JSON gives any), the counts are not negative and
+        the log holds a row (an object) per finished unit."""
+        counts = (self.units_done, self.steps, self.samples_seen)
+        seconds = (self.train_seconds, self.eval_seconds)
+        names = (self.fingerprint, self.promptcl_version)
+        return (
+            all(type(n) is int and n >= 0 for n in counts)
+            and all(type(s) in (int, float) and s >= 0 for s in seconds)
+            and all(v is None or isinstance(v, str) for v in names)
+            and isinstance(self.log, list)
+            and all(isinstance(row, dict) for row in self.log)
+            and len(self.log) == self.units_done
+        )
 
 
 def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
@@ -75,15 +90,24 @@ def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
 
 
 def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: RunState) -> None:
+    """Write the checkpoint atomically; a failed write (a full disk) raises OSError, leaving
+    the previous checkpoint and no temp file."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     text = state.to_json()
     metadata = {"state": text, "sha256": checksum(tensors, text)}
     tmp = folder / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / CHECKPOINT)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / CHECKPOINT)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise
+        raise OSError(f"{tmp}: {err}") from None  # safetensors' own error for a failed write
 
 
 def read_tensors(path: Path, broken: UsageError) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

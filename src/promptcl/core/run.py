@@ -7,8 +7,9 @@ passes its loss terms.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from promptcl.config import config_differences, to_dict
-from promptcl.core.checkpoint import RunState, load_checkpoint, save_checkpoint
+from promptcl.core.checkpoint import CHECKPOINT, RunState, load_checkpoint, save_checkpoint
 from promptcl.core.rundir import RunDir
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -30,6 +31,7 @@ class Protocol(ABC):
     kind: ClassVar[str]  # recorded in config.json; promptcl.load dispatches on it
     command: ClassVar[str]  # the CLI command that makes and resumes such runs
     classes_file: ClassVar[str]  # the run directory's file of the protocol's classes
+    unit: ClassVar[str]  # what a unit is called: "task", "epoch"
 
     config: Any
     engine: Engine
@@ -57,6 +59,10 @@ class Protocol(ABC):
     @abstractmethod
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
         """Back to where the checkpoint of ``tensors`` and ``state`` was written."""
+
+    @abstractmethod
+    def valid_log(self, log: list[dict[str, Any]]) -> bool:
+        """Whether a checkpoint's log rows hold what ``finish`` reads, with its types."""
 
     @abstractmethod
     def finish(self, state: RunState) -> dict[str, Any]:
@@ -102,6 +108,27 @@ def prepare(protocol: type[Protocol], out: Path, resume: bool) -> RunDir:
     return run_dir
 
 
+def write_or_stop(write: Callable[[], Any], exp: Protocol, out: Path, kept: int) -> None:
+    """``write`` (on the main rank), or when it fails (a full disk, a file that became a
+    folder) a one-line error saying what is kept and how to resume."""
+
+    def attempt() -> None:
+        try:
+            write()
+        except OSError as err:
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
+            why = "the disk is full" if full else f"cannot write there ({err.strerror or err})"
+            path = err.filename2 or err.filename  # os.replace: the file it replaces
+            where = f"{path}: " if path else ""
+            raise UsageError(
+                f"{where}{why}; kept: the checkpoint after {kept} {exp.unit}(s); "
+                f"{'free space' if full else 'fix it'}, then continue with promptcl "
+                f"{exp.command} --resume {out}"
+            ) from None
+
+    exp.engine.on_main(attempt)
+
+
 def run(
     protocol: type[Protocol],
     config: Any,
@@ -130,24 +157,34 @@ def run(
                     "resume without --config/--set, or start a new --out"
                 )
         if saved is None:  # a new run, or one stopped before its first unit boundary
-            engine.on_main(
-                lambda: run_dir.create(exp.kind, exp.config_dict(), exp.classes_file, exp.classes())
-            )
+
+            def create() -> None:
+                run_dir.create(exp.kind, exp.config_dict(), exp.classes_file, exp.classes())
+
+            write_or_stop(create, exp, out, 0)
         fingerprint = run_dir.fingerprint(exp.classes())
         state = RunState()
         if saved is not None:
             tensors, state = saved
-            changed = state.fingerprint not in (None, fingerprint)  # None: 0.1.0 wrote none
+            if not exp.valid_log(state.log):
+                raise UsageError(
+                    f"{run_dir.checkpoint / CHECKPOINT} is damaged (its log is not a "
+                    f"{exp.kind} run's); start a new --out, or resume from a copy"
+                )
+            changed = not run_dir.matches(state, exp.classes())
             if changed or state.units_done > exp.num_units():
                 raise UsageError(
                     f"{out}: config.json or the data changed after the checkpoint was written; "
                     "restore them, or start a new --out"
                 )
             exp.restore(tensors, state)
-            if engine.is_main:
-                run_dir.write_log(state.log)  # a run stopped before writing it
+            # a run stopped before writing it
+            write_or_stop(lambda: run_dir.write_log(state.log), exp, out, state.units_done)
         state.fingerprint = fingerprint
         state.promptcl_version = __version__  # of the code that writes the checkpoint
+
+        def save() -> None:
+            save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
 
         for unit in range(state.units_done, exp.num_units()):
             if stop_after is not None and unit >= stop_after:
@@ -155,18 +192,20 @@ def run(
             row = exp.run_unit(unit, state)
             state.log.append(row)
             state.units_done = unit + 1
-            if engine.is_main:
-                save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
-                run_dir.write_log(state.log)
+            write_or_stop(save, exp, out, unit)
+            write_or_stop(lambda: run_dir.write_log(state.log), exp, out, unit + 1)
             exp.report(row, state)
 
         metrics = exp.finish(state)
-        if engine.is_main:
+
+        def write_results() -> None:
             trained = exp.trained_state()
             if trained and not run_dir.has_checkpoint():  # trained elsewhere (b2n --prompts)
                 save_checkpoint(run_dir.checkpoint, trained, state)
             run_dir.write_metrics(metrics)
             exp.plot(out, metrics)
+
+        write_or_stop(write_results, exp, out, state.units_done)
         engine.finish_logging()
         engine.barrier()
         return metrics

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from promptcl.config import migrate, read_yaml
-from promptcl.core.checkpoint import CHECKPOINT
+from promptcl.core.checkpoint import CHECKPOINT, RunState
 from promptcl.errors import UsageError
 from promptcl.files import dumps, write_json, write_text
 from promptcl.version import __version__
@@ -43,6 +43,14 @@ class RunDir:
         digest = hashlib.sha256(self.config.read_bytes())
         digest.update(dumps(classes).encode())
         return digest.hexdigest()
+
+    def matches(self, state: RunState, classes: Any) -> bool:
+        """Whether a checkpoint's ``state`` was written for config.json and ``classes`` as they
+        are: its fingerprint is theirs, or it has none and config.json says the run predates
+        fingerprints (``migrate.unfingerprinted``), so a stripped one is no way around it."""
+        if state.fingerprint is None:
+            return migrate.unfingerprinted(self.read_config())
+        return state.fingerprint == self.fingerprint(classes)
 
     def is_run(self) -> bool:
         return self.config.is_file()

@@ -120,7 +120,7 @@ def trained_prompts(run_dir: RunDir, split: dict[str, Any]) -> dict[str, torch.T
     saved = load_checkpoint(run_dir.checkpoint, "restore the run directory from a copy")
     if saved is not None:
         tensors, state = saved
-        if state.fingerprint not in (None, run_dir.fingerprint(split)):
+        if not run_dir.matches(state, split):
             raise UsageError(
                 f"{run_dir.path}: config.json or class_split.json changed after the checkpoint "
                 "was written; restore them from a copy of the run"

@@ -12,7 +12,6 @@ the one passed to ``load``.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from promptcl.errors import UsageError
-from promptcl.files import read_text
+from promptcl.files import parse_json, read_text
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,9 @@ def read_json_file(path: Path, what: str) -> Any:
     if not path.is_file():
         raise UsageError(f"{path.parent} lacks {path.name} ({what}); pass a run directory")
     try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError:
-        raise UsageError(f"{path} is not valid JSON; restore it from a copy of the run") from None
+        return parse_json(read_text(path))
+    except ValueError as err:
+        raise UsageError(
+            f"{path} is not valid JSON ({str(err).partition(':')[0]}); restore it from a copy of "
+            "the run"
+        ) from None

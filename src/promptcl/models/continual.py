@@ -122,8 +122,7 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
         )
     tensors, state = saved
     trained_tasks = 1 if config.train.joint else len(tasks)
-    changed = state.fingerprint not in (None, run_dir.fingerprint(order))  # None: 0.1.0's files
-    if changed or state.units_done > trained_tasks:
+    if not run_dir.matches(state, order) or state.units_done > trained_tasks:
         raise UsageError(
             f"{path}: config.json or class_order.json changed after the checkpoint was written; "
             "restore them from a copy of the run"

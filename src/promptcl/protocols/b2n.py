@@ -58,6 +58,7 @@ class B2NExperiment(core.Protocol):
     kind = "base-to-novel"
     command = "b2n"
     classes_file = "class_split.json"
+    unit = "epoch"
 
     def __init__(
         self, config: B2NConfig, engine: Engine | None = None, prompts: str | Path | None = None
@@ -173,6 +174,15 @@ class B2NExperiment(core.Protocol):
         saved = training.optimizer.state_dict()
         training.optimizer.load_state_dict({"state": slots, "param_groups": saved["param_groups"]})
         self.loop.steps = state.steps
+
+    def valid_log(self, log: list[dict[str, Any]]) -> bool:
+        """Rows whose losses are numbers, the cross-entropy among them."""
+        return all(
+            isinstance(row.get("losses"), dict)
+            and "ce" in row["losses"]
+            and all(type(v) in (int, float) for v in row["losses"].values())
+            for row in log
+        )
 
     def finish(self, state: RunState) -> dict[str, Any]:
         """Base, novel and transfer accuracy with the trained (or given) prompts."""

@@ -47,6 +47,7 @@ class Experiment(core.Protocol):
     kind = "continual"
     command = "run"
     classes_file = "class_order.json"
+    unit = "task"
 
     def __init__(
         self,
@@ -145,6 +146,19 @@ class Experiment(core.Protocol):
             self.tuner.begin_task(task, self.training_tasks[task])
         self.tuner.load_trained_state(migrate.added_tensors(tensors, self.tuner.trained_state()))
         self.loop.steps = state.steps
+
+    def valid_log(self, log: list[dict[str, Any]]) -> bool:
+        """Rows of per-task accuracies (numbers; union and task-id accuracy may be None)."""
+
+        def number(value: Any) -> bool:
+            return type(value) in (int, float)
+
+        return all(
+            isinstance(row.get("acc"), list)
+            and all(map(number, row["acc"]))
+            and all(row.get(k) is None or number(row[k]) for k in ("union_acc", "task_id_acc"))
+            for row in log
+        )
 
     def finish(self, state: RunState) -> dict[str, Any]:
         return summary_metrics(self, state)
