@@ -24,12 +24,14 @@ EMPTY = {
     "ivlp": {"n_ctx": 0, "n_ctx_query": 0},
     "maple": {"n_ctx": 0},
     "mpl": {"n_ctx": 0, "n_rm": 0},
+    "kgcoop": {"n_ctx": 0},
 }
 TRAINED = {
     "coop": {"n_ctx": 3},
     "ivlp": {"n_ctx": 2, "n_ctx_query": 2},
     "maple": {"n_ctx": 2},
     "mpl": {"n_ctx": 1, "n_add": 2, "n_rm": 1},
+    "kgcoop": {"n_ctx": 3},
 }
 
 

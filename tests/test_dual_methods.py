@@ -1,0 +1,106 @@
+"""What defines kgcoop, cocoop and promptsrc, and a tiny b2n run of each on both encoder kinds."""
+
+import json
+
+import pytest
+import torch
+
+from promptcl.backbones.clip import ClipImage, tiny_clip_model
+from promptcl.backbones.dual import dual_encoder
+from promptcl.backbones.hf import tiny_bert
+from promptcl.config import build_dataclass
+from promptcl.dual.context import class_texts
+from promptcl.dual.methods import get_method
+from promptcl.dual.methods.base import TrainStep
+from promptcl.protocols.b2n import load_b2n_config, run_b2n
+
+NAMES = ["freeze account", "pto request", "weather", "book flight"]
+TEMPLATE = "a request about {}"
+TINY = ["shots=2", "train.epochs=2", "train.progress=false"]
+INTENTS = ["book_flight", "pto_request", "freeze_account", "weather", "alarm", "timer"]
+
+
+@pytest.fixture(scope="module")
+def bert_pair():
+    return dual_encoder(tiny_bert())
+
+
+@pytest.fixture(scope="module")
+def clip_pair():
+    return dual_encoder(ClipImage(*tiny_clip_model(seed=0, text_dim=32, vision_dim=48)))
+
+
+def build(name, options, encoder):
+    method_cls = get_method(name)
+    config = build_dataclass(method_cls.config_class, options, name)
+    n_ctx, ctx_init = method_cls.text_layout(config)
+    label = encoder.label
+    texts = class_texts(label.tokenizer, NAMES, TEMPLATE, n_ctx, ctx_init, label.max_length)
+    torch.manual_seed(0)
+    return method_cls(config, encoder, texts.init_ids), texts
+
+
+def queries(encoder):
+    if encoder.modality == "text":
+        utterances = ["please lock my card", "what's the forecast", "i need time off"]
+        return dict(encoder.query.tokenizer(utterances, padding=True, return_tensors="pt"))
+    return {"pixel_values": torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+
+
+def train_step(encoder, method, texts, inputs):
+    """The TrainStep the b2n loss builds for a batch of queries."""
+    q = encoder.encode_queries(inputs, method.query_prompts())
+    classes = method.classifier(encoder, texts.inputs())(q)
+    return TrainStep(encoder, inputs, q, classes, encoder.scores(q, classes))
+
+
+def write_clinc(root):
+    """A CLINC150-shaped data set of 6 intents (4 train, 2 test each)."""
+
+    def rows(n, word):
+        return [[f"{word} {intent.replace('_', ' ')} {i}", intent]
+                for intent in INTENTS for i in range(n)]  # fmt: skip
+
+    data = {"train": rows(4, "please"), "val": rows(2, "now"), "test": rows(2, "today")}
+    (root / "clinc150").mkdir(parents=True)
+    (root / "clinc150" / "data_full.json").write_text(json.dumps(data))
+    return root
+
+
+def tiny_run(tmp_path, kind, method, options=()):
+    """A 2-epoch b2n run: tiny-bert on a CLINC150-shaped set, or tiny-clip on random images."""
+    if kind == "tiny-bert":
+        data = [f"data.root={write_clinc(tmp_path / 'data')}"]
+    else:
+        data = ["benchmark=random-images"]
+    overrides = [*TINY, f"backbone={kind}", f"method={method}", *data, *options]
+    metrics = run_b2n(load_b2n_config(None, overrides), tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
+    return metrics, log
+
+
+# -- kgcoop ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bert_pair", "clip_pair"])
+def test_kgcoop_term_is_zero_at_the_handcrafted_init(kind, request):
+    """Context started from the template's own words: the learned class texts are the
+    hand-crafted ones, so L_kg = 0; moving the context makes it positive."""
+    encoder = request.getfixturevalue(kind)
+    method, texts = build("kgcoop", {"n_ctx": 3, "ctx_init": "template"}, encoder)
+    method.begin_training(encoder, NAMES, TEMPLATE)
+    inputs = queries(encoder)
+    with torch.no_grad():
+        step = train_step(encoder, method, texts, inputs)
+        assert method.loss_terms(step)["kg"].abs().item() < 1e-5
+        method.ctx.add_(torch.randn_like(method.ctx))
+        moved = train_step(encoder, method, texts, inputs)
+        assert method.loss_terms(moved)["kg"].item() > 1e-3
+    assert "handcrafted" not in method.state_dict()  # frozen features are not saved
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-clip"])
+def test_kgcoop_b2n_round(tmp_path, kind):
+    metrics, log = tiny_run(tmp_path, kind, "kgcoop", ["tuner.n_ctx=2"])
+    assert metrics["hm"] is not None and metrics["trainable_params"] > 0
+    assert all(set(row["losses"]) == {"ce", "kg"} for row in log)
