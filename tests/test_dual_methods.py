@@ -104,3 +104,47 @@ def test_kgcoop_b2n_round(tmp_path, kind):
     metrics, log = tiny_run(tmp_path, kind, "kgcoop", ["tuner.n_ctx=2"])
     assert metrics["hm"] is not None and metrics["trainable_params"] > 0
     assert all(set(row["losses"]) == {"ce", "kg"} for row in log)
+
+
+# -- cocoop ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bert_pair", "clip_pair"])
+def test_cocoop_conditional_token_changes_with_the_query_not_with_the_class(kind, request):
+    """Every class text of one query carries that query's context v + h(x); two queries get
+    different contexts; encoding one or several queries per pass gives the same features."""
+    encoder = request.getfixturevalue(kind)
+    method, texts = build("cocoop", {"n_ctx": 3}, encoder)
+    inputs = queries(encoder)
+    seen, encode = [], encoder.encode_labels
+
+    def spy(tokens, prompts=None):
+        seen.append(prompts.ctx.detach().clone())
+        return encode(tokens, prompts)
+
+    encoder.encode_labels = spy
+    try:
+        with torch.no_grad():
+            q = encoder.encode_queries(inputs)
+            classes = method.classifier(encoder, texts.inputs())(q)
+    finally:
+        del encoder.encode_labels
+    n, c = q.shape[0], len(NAMES)
+    assert classes.shape == (n, c, q.shape[1]) and len(seen) == n  # one pass per query
+    per_text = torch.cat(seen).view(n, c, 3, -1)
+    assert torch.equal(per_text, per_text[:, :1].expand_as(per_text))  # same for every class
+    expected = method.ctx.detach() + method.meta_net(q).detach()[:, None]
+    assert torch.allclose(per_text[:, 0], expected)
+    assert not torch.allclose(per_text[0, 0], per_text[1, 0])  # differs between queries
+    assert not torch.allclose(classes[0], classes[1])
+    method.config.samples_per_pass = 2
+    with torch.no_grad():
+        batched = method.classifier(encoder, texts.inputs())(q)
+    assert torch.allclose(batched, classes, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-clip"])
+def test_cocoop_b2n_round(tmp_path, kind):
+    metrics, log = tiny_run(tmp_path, kind, "cocoop", ["tuner.n_ctx=2"])
+    assert metrics["hm"] is not None and metrics["trainable_params"] > 0
+    assert all(set(row["losses"]) == {"ce"} for row in log)
