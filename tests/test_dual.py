@@ -26,6 +26,7 @@ EMPTY = {
     "mpl": {"n_ctx": 0, "n_rm": 0},
     "kgcoop": {"n_ctx": 0},
     "cocoop": {"n_ctx": 0},
+    "promptsrc": {"n_ctx": 0, "n_ctx_query": 0},
 }
 TRAINED = {
     "coop": {"n_ctx": 3},
@@ -34,6 +35,7 @@ TRAINED = {
     "mpl": {"n_ctx": 1, "n_add": 2, "n_rm": 1},
     "kgcoop": {"n_ctx": 3},
     "cocoop": {"n_ctx": 3, "samples_per_pass": 2},
+    "promptsrc": {"n_ctx": 2, "n_ctx_query": 2},
 }
 
 

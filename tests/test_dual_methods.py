@@ -1,6 +1,7 @@
 """What defines kgcoop, cocoop and promptsrc, and a tiny b2n run of each on both encoder kinds."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from promptcl.backbones.clip import ClipImage, tiny_clip_model
 from promptcl.backbones.dual import dual_encoder
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
+from promptcl.core.checkpoint import load_checkpoint
 from promptcl.dual.context import class_texts
 from promptcl.dual.methods import get_method
 from promptcl.dual.methods.base import TrainStep
@@ -148,3 +150,68 @@ def test_cocoop_b2n_round(tmp_path, kind):
     metrics, log = tiny_run(tmp_path, kind, "cocoop", ["tuner.n_ctx=2"])
     assert metrics["hm"] is not None and metrics["trainable_params"] > 0
     assert all(set(row["losses"]) == {"ce"} for row in log)
+
+
+# -- promptsrc ------------------------------------------------------------------------------------
+
+
+def test_promptsrc_aggregation_is_the_gaussian_weighted_mean_of_saved_prompts(bert_pair):
+    """Prompts saved after each of 4 epochs, weights N(t; 2.5, 1.5^2) normalised, by hand."""
+    method, _ = build("promptsrc", {"n_ctx": 2, "gpa_mean": 2.5, "gpa_std": 1.5}, bert_pair)
+    densities = [math.exp(-0.5 * ((t - 2.5) / 1.5) ** 2) for t in (1, 2, 3, 4)]
+    weights = [d / sum(densities) for d in densities]
+    saved = []
+    generator = torch.Generator().manual_seed(0)
+    for epoch in range(4):
+        with torch.no_grad():  # stands in for an epoch of training
+            for p in method.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator))
+        saved.append({n: p.detach().clone() for n, p in method.named_parameters()})
+        method.end_epoch(epoch, 4)
+    assert len(saved[0]) == 1 + 1 + 2  # ctx, P_1, V_0, V_1 (tiny-bert: 2 blocks)
+    for name, p in method.named_parameters():
+        expected = sum(w * s[name].double() for w, s in zip(weights, saved, strict=True))
+        torch.testing.assert_close(p.detach().double(), expected, rtol=1e-6, atol=1e-7)
+    assert any(k.startswith("gpa_") for k in method.state_dict())  # saved: resume aggregates
+
+
+def test_promptsrc_terms_vanish_without_prompts_and_regulate_with_them(bert_pair):
+    """At empty prompts the model is the frozen one: every term 0; trained prompts move away."""
+    method, texts = build("promptsrc", {"n_ctx": 0, "n_ctx_query": 0}, bert_pair)
+    method.begin_training(bert_pair, NAMES, TEMPLATE)
+    inputs = queries(bert_pair)
+    with torch.no_grad():
+        terms = method.loss_terms(train_step(bert_pair, method, texts, inputs))
+    assert set(terms) == {"scl_image", "scl_text", "scl_logits"}
+    assert all(abs(v.item()) < 1e-6 for v in terms.values()), terms
+    method, texts = build("promptsrc", {"n_ctx": 2, "templates": [TEMPLATE, "{}"]}, bert_pair)
+    method.begin_training(bert_pair, NAMES, TEMPLATE)
+    terms = method.loss_terms(train_step(bert_pair, method, texts, inputs))
+    assert all(v.item() > 0 for v in terms.values()), terms
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in method.parameters())
+    assert not any(p.requires_grad for p in bert_pair.parameters())
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-clip"])
+def test_promptsrc_b2n_round(tmp_path, kind):
+    metrics, log = tiny_run(tmp_path, kind, "promptsrc", ["tuner.depth=2", "tuner.gpa_mean=2"])
+    assert metrics["hm"] is not None and metrics["trainable_params"] > 0
+    assert all(set(row["losses"]) == {"ce", "scl_image", "scl_text", "scl_logits"} for row in log)
+
+
+def test_promptsrc_resumed_after_an_epoch_equals_the_unbroken_run(tmp_path):
+    """The GPA sum is in the checkpoint: a run resumed after epoch 1 of 3 aggregates the same."""
+    root = write_clinc(tmp_path / "data")
+    overrides = [*TINY, "backbone=tiny-bert", "method=promptsrc", "train.epochs=3",
+                 "tuner.gpa_mean=2", f"data.root={root}"]  # fmt: skip
+    config = load_b2n_config(None, overrides)
+    unbroken = run_b2n(config, tmp_path / "unbroken")
+    assert run_b2n(config, tmp_path / "run", stop_after=1) is None
+    resumed = run_b2n(config, tmp_path / "run", resume=True)
+    assert (resumed["base_acc"], resumed["novel_acc"]) == (
+        unbroken["base_acc"],
+        unbroken["novel_acc"],
+    )
+    tensors = [load_checkpoint(tmp_path / run / "checkpoint")[0] for run in ("run", "unbroken")]
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[1])
