@@ -4,7 +4,8 @@ epoch, so a run resumes from its last finished epoch.
 
 Classes are ordered (intents: by a seeded shuffle; CoOp image sets: their label order) and
 split in two halves, base and novel. Training sees ``shots`` samples per base class and
-minimises the cross-entropy of logit_scale * cos(f(x), g(t_c)) over the base classes. Base
+minimises the cross-entropy of logit_scale * cos(f(x), g(t_c)) over the base classes, plus the
+method's own terms (``DualMethod.loss_terms``: KgCoOp, PromptSRC). Base
 accuracy is measured over the base classes on base test samples, novel accuracy over the novel
 classes on novel test samples, HM = 2bn / (b + n). Targets in ``transfer`` are evaluated over
 all their classes with the learned prompts (cross-dataset transfer).
