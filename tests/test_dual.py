@@ -24,12 +24,18 @@ EMPTY = {
     "ivlp": {"n_ctx": 0, "n_ctx_query": 0},
     "maple": {"n_ctx": 0},
     "mpl": {"n_ctx": 0, "n_rm": 0},
+    "kgcoop": {"n_ctx": 0},
+    "cocoop": {"n_ctx": 0},
+    "promptsrc": {"n_ctx": 0, "n_ctx_query": 0},
 }
 TRAINED = {
     "coop": {"n_ctx": 3},
     "ivlp": {"n_ctx": 2, "n_ctx_query": 2},
     "maple": {"n_ctx": 2},
     "mpl": {"n_ctx": 1, "n_add": 2, "n_rm": 1},
+    "kgcoop": {"n_ctx": 3},
+    "cocoop": {"n_ctx": 3, "samples_per_pass": 2},
+    "promptsrc": {"n_ctx": 2, "n_ctx_query": 2},
 }
 
 
@@ -72,8 +78,9 @@ def build(name, options, encoder):
 
 
 def scores(encoder, method, texts, inputs):
-    labels = encoder.encode_labels(texts.inputs(), method.label_prompts())
-    return encoder.scores(encoder.encode_queries(inputs, method.query_prompts()), labels)
+    """As the b2n loss scores: class features from the method's classifier."""
+    q = encoder.encode_queries(inputs, method.query_prompts())
+    return encoder.scores(q, method.classifier(encoder, texts.inputs())(q))
 
 
 @pytest.mark.parametrize("kind", ["bert_pair", "clip_pair"])

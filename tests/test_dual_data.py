@@ -246,7 +246,7 @@ def test_every_shipped_b2n_config_is_valid(path):
 
 def test_shipped_b2n_configs_exist():
     names = {p.stem for p in B2N_CONFIGS if p.parent.name == "clinc150"}
-    assert names >= {"zeroshot", "coop", "ivlp", "maple", "mpl"}
+    assert names >= {"zeroshot", "coop", "ivlp", "maple", "mpl", "kgcoop", "cocoop", "promptsrc"}
 
 
 def promptcl(*args):

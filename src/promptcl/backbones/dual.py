@@ -44,14 +44,32 @@ class DualEncoder(nn.Module):
         x, keep = self.query(inputs, replace(prompts or NO_PROMPTS, pooled=False))
         return F.normalize(self.query.project(self.query.pool(x, keep)), dim=-1)
 
+    def label_features(
+        self, class_tokens: Mapping[str, torch.Tensor], prompts: Prompts | None = None
+    ) -> torch.Tensor:
+        """Class-text features (C, D) in the shared space, before L2 normalisation."""
+        x, keep = self.label(class_tokens, prompts)
+        return self.label.project(self.label.pool(x, keep))
+
     def encode_labels(
         self, class_tokens: Mapping[str, torch.Tensor], prompts: Prompts | None = None
     ) -> torch.Tensor:
         """L2-normalised class-text features (C, D)."""
-        x, keep = self.label(class_tokens, prompts)
-        return F.normalize(self.label.project(self.label.pool(x, keep)), dim=-1)
+        return F.normalize(self.label_features(class_tokens, prompts), dim=-1)
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the width of the shared embedding space (the query projection's output)."""
+        weight = next(self.query.parameters())
+        with torch.no_grad():
+            probe = torch.zeros(1, self.query.dim, device=weight.device, dtype=weight.dtype)
+            return self.query.project(probe).shape[-1]
 
     def scores(self, queries: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores of queries (B, D) against class features shared by the batch (C, D)
+        or given per query (B, C, D)."""
+        if labels.dim() == 3:
+            return self.logit_scale * torch.einsum("bd,bcd->bc", queries, labels)
         return self.logit_scale * queries @ labels.T  # (B, C)
 
     def train(self, mode: bool = True) -> DualEncoder:

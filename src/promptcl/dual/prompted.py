@@ -64,16 +64,18 @@ class PromptedDualEncoder:
     @torch.no_grad()
     def scorer(self, texts: ClassTexts) -> Scorer:
         """A function from a batch of query inputs to their scores (B, C) over the classes of
-        ``texts``: logit_scale * cos(f(x), g(class text)), class features computed once."""
+        ``texts``: logit_scale * cos(f(x), g(class text)), class features computed once (or per
+        query, by methods that condition them on it: ``DualMethod.classifier``)."""
         method, encoder = self.method, self.encoder
         method.eval()
         with self.engine.autocast():
-            classes = encoder.encode_labels(texts.inputs(self.device), method.label_prompts())
+            classify = method.classifier(encoder, texts.inputs(self.device))
             prompts = method.query_prompts()
 
         def scores(inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
             with torch.no_grad(), self.engine.autocast():
-                return encoder.scores(encoder.encode_queries(inputs, prompts), classes)
+                queries = encoder.encode_queries(inputs, prompts)
+                return encoder.scores(queries, classify(queries))
 
         return scores
 

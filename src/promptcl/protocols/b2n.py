@@ -4,7 +4,8 @@ epoch, so a run resumes from its last finished epoch.
 
 Classes are ordered (intents: by a seeded shuffle; CoOp image sets: their label order) and
 split in two halves, base and novel. Training sees ``shots`` samples per base class and
-minimises the cross-entropy of logit_scale * cos(f(x), g(t_c)) over the base classes. Base
+minimises the cross-entropy of logit_scale * cos(f(x), g(t_c)) over the base classes, plus the
+method's own terms (``DualMethod.loss_terms``: KgCoOp, PromptSRC). Base
 accuracy is measured over the base classes on base test samples, novel accuracy over the novel
 classes on novel test samples, HM = 2bn / (b + n). Targets in ``transfer`` are evaluated over
 all their classes with the learned prompts (cross-dataset transfer).
@@ -36,6 +37,7 @@ from promptcl.data.batching import chunks_of, load_batches
 from promptcl.data.labelled import LabelledData, Sample, base_novel, cap_per_class, few_shot
 from promptcl.dual.context import ClassTexts
 from promptcl.dual.methods import get_method
+from promptcl.dual.methods.base import TrainStep
 from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -129,6 +131,7 @@ class B2NExperiment(core.Protocol):
     def setup_training(self) -> Training:
         """The loss of base-class batches and the optimiser, built once for all epochs."""
         if self.training is None:
+            self.method.begin_training(self.encoder, self.names["base"], self.template)
             params = [p for p in self.method.parameters() if p.requires_grad]
             self.training = self.loop.setup(self.method, self.loss_terms(), [{"params": params}])
         return self.training
@@ -139,6 +142,7 @@ class B2NExperiment(core.Protocol):
         stage = Stage(0, range(len(self.train)), lambda chunks: self.batches("train", chunks))
         self.method.train()
         done = self.loop.epoch(stage, epoch, training)
+        self.method.end_epoch(epoch, self.config.train.epochs)
         self.method.eval()
         state.train_seconds += done.seconds
         state.samples_seen += len(self.train)
@@ -244,16 +248,20 @@ class B2NExperiment(core.Protocol):
             yield y, inputs
 
     def loss_terms(self):
-        """Cross-entropy of the scores over the base classes, weighted by the rank's share."""
+        """Cross-entropy of the scores over the base classes and the method's own terms
+        (``DualMethod.loss_terms``), each weighted by the rank's share."""
         method, encoder = self.method, self.encoder
         texts = self.texts["base"].inputs(self.device)
 
         def terms_of(item: tuple[tuple[torch.Tensor, dict[str, torch.Tensor]], float]):
             (labels, inputs), share = item
-            classes = encoder.encode_labels(texts, method.label_prompts())  # (C, D)
+            classify = method.classifier(encoder, texts)
             queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
+            classes = classify(queries)  # (C, D), or (B, C, D) conditioned on the queries
             logits = encoder.scores(queries, classes).float()
-            return {"ce": F.cross_entropy(logits, labels) * share}
+            extra = method.loss_terms(TrainStep(encoder, inputs, queries, classes, logits))
+            terms = {"ce": F.cross_entropy(logits, labels), **extra}
+            return {name: value * share for name, value in terms.items()}
 
         return terms_of
 
