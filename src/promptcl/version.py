@@ -1,3 +1,4 @@
-"""The version of promptcl, written into every run directory (config.json, the checkpoint, metrics.json)."""
+"""The version of promptcl, written into every run directory (config.json, the checkpoint,
+metrics.json)."""
 
 __version__ = "0.2.0"
