@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -226,6 +227,9 @@ def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
     """The config and run directory of a new run (--config, --set; --out, or by default
     runs/[b2n-]METHOD-BENCHMARK-sSEED-TIME), or of the run --resume names (its config.json,
     checked to be of ``protocol``'s kind, with --set applied)."""
+    for option, path in (("--out", args.out), ("--resume", args.resume)):
+        if path is not None:
+            check_path(path, option)
     if args.resume is None:
         config = load(args.config, args.set)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -241,6 +245,15 @@ def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
     if args.config is None:
         return protocol.saved_config(run_dir, args.set), args.resume
     return load(args.config, args.set), args.resume
+
+
+def check_path(path: Path, option: str) -> None:
+    """Refuse a path the system cannot even look up (a name too long, a folder that cannot be
+    searched)."""
+    try:
+        path.exists()
+    except OSError as err:
+        raise UsageError(f"cannot use {option} {path} ({err.strerror}); pass another") from None
 
 
 @contextlib.contextmanager
@@ -370,16 +383,32 @@ def class_name_list(value: str) -> list[str]:
     return [name.strip() for name in text.splitlines() if name.strip()]
 
 
+SHOWN_ESCAPED = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format, surrogate, line breaks
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters (newlines, the ESC of terminal sequences,
+    bidirectional overrides, ...) as Python escapes, so it shows on one line as it is."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in SHOWN_ESCAPED
+        else c
+        for c in text
+    )
+
+
 def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 60) -> str:
-    """Predictions as aligned columns: input (shortened to ``width``), label, score, task."""
+    """Predictions as aligned columns: input (shortened to ``width``), label, score, task;
+    control characters escaped (``printable``)."""
+    inputs = [printable(row["input"]) for row in rows]
     cells = [
         [
-            row["input"] if len(row["input"]) <= width else row["input"][: width - 3] + "...",
-            row["label"],
+            text if len(text) <= width else text[: width - 3] + "...",
+            printable(row["label"]),
             f"{row['score']:.4f}",
             *(["-" if row["task"] is None else str(row["task"])] if with_task else []),
         ]
-        for row in rows
+        for text, row in zip(inputs, rows, strict=True)
     ]
     header = ["input", "label", "score", *(["task"] if with_task else [])]
     widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
@@ -421,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
             command_run(args)
     except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it
         if main_rank():
-            print(f"promptcl: error: {err}", file=sys.stderr)
+            print(f"promptcl: error: {printable(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
