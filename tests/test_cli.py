@@ -133,3 +133,15 @@ def test_an_overflowing_update_stops_the_run_as_a_non_finite_loss(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "task 2/2 epoch 1/1, step 1" in err[0], err
     assert load_checkpoint(tmp_path / "task2" / "checkpoint")[1].units_done == 1
+
+
+def test_terminal_output_shows_control_characters_escaped():
+    from pathlib import Path
+
+    from promptcl.cli import format_summary, printable
+
+    assert printable("a\nb\x1b[31m\u202e\ud800\x85é\t") == "a\\nb\\x1b[31m\\u202e\\ud800\\x85é\\t"
+    m = {"method": "ncm", "benchmark": "text-csv", "backbone": "tiny-bert", "seed": 0,
+         "faa": 1.0, "caa": 1.0, "fm": 0.0, "task_id_acc": None, "trainable_params": 0,
+         "train_seconds": 0.0}  # fmt: skip
+    assert format_summary(m, Path("nl\ndir")).splitlines()[1] == "run directory: nl\\ndir"

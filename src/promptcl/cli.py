@@ -219,7 +219,7 @@ def command_b2n(args: argparse.Namespace) -> None:
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}, {m['shots']} "
         f"shots): base {pct(m['base_acc'])}  novel {pct(m['novel_acc'])}  HM {pct(m['hm'])}"
         f"{transfer}  trained params {m['trainable_params']}  train "
-        f"{m['train_seconds']:.1f}s\nrun directory: {out}"
+        f"{m['train_seconds']:.1f}s\nrun directory: {printable(str(out))}"
     )
 
 
@@ -313,7 +313,7 @@ def format_summary(m: dict, out: Path) -> str:
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}): "
         f"FAA {pct(m['faa'])}  CAA {pct(m['caa'])}  FM {pct(m['fm'])}  "
         f"task-id {pct(m['task_id_acc'])}  trained params {m['trainable_params']}  "
-        f"train {m['train_seconds']:.1f}s\nrun directory: {out}"
+        f"train {m['train_seconds']:.1f}s\nrun directory: {printable(str(out))}"
     )
 
 
