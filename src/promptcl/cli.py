@@ -251,7 +251,9 @@ def check_path(path: Path, option: str) -> None:
     """Refuse a path the system cannot even look up (a name too long, a folder that cannot be
     searched)."""
     try:
-        path.exists()
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # a new path, or one under a file
+        pass
     except OSError as err:
         raise UsageError(f"cannot use {option} {path} ({err.strerror}); pass another") from None
 
