@@ -9,6 +9,7 @@ stopped before it, and a finished b2n run.
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -125,6 +126,26 @@ def damaged_runs(w):
 DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested 100,000 deep
 
 
+def model_folders(folder):
+    """Model folders that must be refused before transformers reads them: one naming custom
+    code (auto_map) that would create EVIL_MARK, a CLIP config whose text_config is a string,
+    one with pickled weights only."""
+    from transformers import BertConfig
+
+    custom = folder / "custom-code"
+    custom.mkdir(parents=True)
+    config = {"model_type": "evil-bert", "architectures": ["EvilModel"]}
+    auto_map = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": auto_map}))
+    (custom / "evil.py").write_text(f"open({EVIL_MARK!r}, 'w').close()\n")
+    (folder / "clip-oops").mkdir()
+    clip = {"model_type": "clip", "text_config": "oops", "vision_config": {}}
+    (folder / "clip-oops" / "config.json").write_text(json.dumps(clip))
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+               intermediate_size=64).save_pretrained(folder / "bin-only")  # fmt: skip
+    torch.save({}, folder / "bin-only" / "pytorch_model.bin")
+
+
 def billion_laughs(levels=5):
     """YAML whose aliases expand to 10**levels nodes."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
@@ -205,10 +226,13 @@ def world(tmp_path_factory):
     save_file({"ctx": torch.zeros(1, 1)}, prompts / "other-shapes.safetensors")
     torch.save({"ctx": torch.zeros(4, 32)}, prompts / "prompts.pth")
 
+    model_folders(w / "models")
     (w / "afile").write_text("x")
     os.mkfifo(w / "fifo")
     with contextlib.suppress(PermissionError):  # a character device, where this user may
         os.mknod(w / "device", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    (w / "nl\ndir").mkdir()
+    (w / "nl\ndir" / "keep.txt").write_text("x")
     (w / "existing").mkdir()
     (w / "existing" / "keep.txt").write_text("x")
     (w / "locked").mkdir()
@@ -237,6 +261,7 @@ def world(tmp_path_factory):
     split.write_text(split.read_text().replace('"template": "', '"template": "x '))
     (w / "inputs").mkdir()
     (w / "inputs" / "empty.txt").write_text("\n \n")
+    (w / "inputs" / "surrogate.jsonl").write_text('{"text": "\\ud800"}\n')
     return w
 
 
@@ -287,10 +312,15 @@ RUN = [
     ("boolean", run_args("train.mask_logits=maybe"), "train.mask_logits: Value 'maybe' is not"),
     ("typo in a key", run_args("train.epoch=3"), "Key 'epoch' not in"),
     ("seed not a number", run_args("seed=abc"), "could not be converted"),
+    ("seed too large", run_args("seed=1000000000000000"),
+     "seed=1000000000000000 must be from 0 to 4294967295"),
+    ("seed negative", run_args("seed=-1"), "seed=-1 must be from 0"),
     ("seed a fraction", run_args("seed=1.5"), "could not be converted"),
     # every numeric data key out of range, and keys the benchmark does not read
     ("workers -1", run_args("data.workers=-1"), "data.workers=-1 must be >= 0"),
     ("max length 0", run_args("data.max_length=0"), "data.max_length=0 must be >= 3"),
+    ("max length above the backbone's", run_args("data.max_length=100000"),
+     "more than the 128 token positions of the backbone; set data.max_length <= 128"),
     ("train per class 0", run_args("data.train_per_class=0"), "data.train_per_class=0"),
     ("test per class -1", run_args("data.test_per_class=-1"), "data.test_per_class=-1"),
     ("num tasks 0", run_args("data.num_tasks=0"), "data.num_tasks=0 must be >= 1"),
@@ -313,6 +343,16 @@ RUN = [
     ("timm model", run_args("backbone=timm:nope"), "timm has no model 'nope'"),
     ("hf folder", run_args("backbone=hf:no/such/dir"), "could not load Hugging Face model"),
     ("image backbone, text data", run_args("backbone=tiny-vit"), "reads image"),
+    ("hf custom code", run_args("backbone=hf:models/custom-code"),
+     "config.json names custom code (auto_map) and promptcl never runs a model's own code"),
+    ("clip custom code", run_args("backbone=clip:models/custom-code"), "names custom code"),
+    ("hf pickled weights only", run_args("backbone=hf:models/bin-only"),
+     "loads safetensors weights only; convert them once"),
+    ("clip pickled weights only", run_args("backbone=clip:models/bin-only"),
+     "loads safetensors weights only"),
+    ("clip text_config not a config", run_args("backbone=clip:models/clip-oops"),
+     "could not load CLIP 'models/clip-oops' (config.json: Validation error for field "
+     "'text_config'"),
     ("weights of a packaged backbone", run_args("backbone_weights=weights/vit.pth"),
      "backbone_weights is for timm:MODEL"),
     # tuner options
@@ -334,6 +374,10 @@ RUN = [
     ("softtf base", run_args("method=softtf", "tuner.base=ncm"), "base must be one of"),
     ("tuner a list", run_args("tuner=[1,2]"), "bad config"),
     ("interpolation", run_args("train.lr=${nope}"), "Interpolation key 'nope' not found"),
+    ("set a python tag", run_args(f"method=!!python/object/apply:os.system ['touch {EVIL_MARK}']"),
+     "bad --set value (could not determine a constructor for the tag"),
+    ("set a recursive alias", run_args("tuner=&a [*a]"),
+     "bad --set value (YAML recursive aliases are not supported"),
     ("set without =", run_args("train.lr"), "is not key=value"),
     ("unknown section", run_args("datta.root=x"), "datta"),
     # data files
@@ -346,6 +390,8 @@ RUN = [
     ("csv columns", run_args("data.train_file=nocols.csv"), "has no columns 'text', 'label'"),
     ("csv short row", run_args("data.train_file=short.csv"), "fewer fields than its header"),
     ("csv no rows", run_args("data.train_file=empty.csv"), "holds no samples"),
+    ("jsonl given as csv", run_args("data.train_file=train.jsonl"),
+     "train.jsonl holds JSON lines, not CSV; pass it with --set benchmark=text-jsonl"),
     ("jsonl not utf-8", run_args("benchmark=text-jsonl", "data.train_file=latin1.jsonl"),
      "is not UTF-8"),
     ("jsonl bad line", run_args("benchmark=text-jsonl", "data.train_file=badline.jsonl"),
@@ -400,6 +446,8 @@ RUN = [
     ("out under a file", run_args(out="afile/run"), "afile is not a writable folder"),
     ("out exists", run_args(out="existing"), "existing already exists; pass --resume"),
     ("out not creatable", run_args(out="/proc/promptcl/run"), "pass another --out"),
+    ("out name too long", run_args(out="x" * 300), "(File name too long); pass another"),
+    ("out with a newline", run_args(out="nl\ndir"), "nl\\ndir already exists; pass --resume"),
     ("out and resume", ["run", "--resume", "run", "--out", "elsewhere"], "different directories"),
     ("out held by a live run", run_args(out="locked"), "locked is in use by process"),
 ]  # fmt: skip
@@ -445,6 +493,12 @@ B2N = [
     ("b2n stream key", b2n_args("data.num_tasks=2"), "num_tasks"),
     ("b2n n_ctx -1", b2n_args("tuner.n_ctx=-1"), "n_ctx=-1 must be >= 0"),
     ("b2n depth 0", b2n_args("method=maple", "tuner.depth=0"), "depth=0 must be >= 1"),
+    ("b2n seed too large", b2n_args("seed=1000000000000000"), "seed=1000000000000000 must be"),
+    ("b2n hf custom code", b2n_args("backbone=hf:models/custom-code"), "names custom code"),
+    ("b2n clip text_config not a config", b2n_args("backbone=clip:models/clip-oops"),
+     "Validation error for field 'text_config'"),
+    ("b2n clip pickled weights only", b2n_args("backbone=clip:models/bin-only"),
+     "loads safetensors weights only"),
     ("b2n image backbone", b2n_args("backbone=tiny-vit"), "has no text encoder"),
     ("b2n no data root", b2n_args("data.root=null"), "needs a data root"),
     ("b2n data root missing", b2n_args("data.root=nowhere"), "not found"),
@@ -503,8 +557,14 @@ PREDICT = [
      "holds no inputs"),
     ("predict input bad json line", predict_args("run", "--input", "data/badline.jsonl"),
      'line 2 is not a JSON object with a "text" string'),
+    ("predict text not utf-8", predict_args("run", "--text", "caf\udce9"),
+     "text 1 ('caf\\udce9') is not valid Unicode: character 3 is a lone surrogate"),
+    ("predict jsonl lone surrogate", predict_args("run", "--input", "inputs/surrogate.jsonl"),
+     "is not valid Unicode"),
     ("predict output a folder", predict_args("run", "--text", "x", "--output", "existing"),
      "existing is a folder"),
+    ("predict output name too long",
+     predict_args("run", "--text", "x", "--output", "y" * 300), "(File name too long)"),
     ("predict output a pipe", predict_args("run", "--text", "x", "--output", "fifo"),
      "fifo is not a regular file"),
     ("predict output a device", predict_args("run", "--text", "x", "--output", "device"),
@@ -587,6 +647,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
         pytest.skip("/proc and /sys are Linux's")
     if "device" in args and not (w / "device").exists():
         pytest.skip("this user cannot make a character device")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 3))  # an answer to any question
     locked = "locked" if "locked" in args else "run" if "in use" in message else None
     with run_lock(w / locked) if locked else contextlib.nullcontext():
         before = snapshot(w)
@@ -599,5 +660,5 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
     assert len(lines) == 1 and lines[0].startswith("promptcl: error: "), err
     assert "Traceback" not in err and out == ""
     assert message in lines[0], lines[0]
-    assert after == before
+    assert after == before and sys.stdin.tell() == 0  # stdin is never read
     assert not (w / EVIL_MARK).exists() and not (world / EVIL_MARK).exists()

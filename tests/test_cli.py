@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from promptcl.cli import main
 
@@ -90,3 +91,57 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines == ["promptcl: error: bad config: train.lr=-1.0 must be a finite number >= 0"]
     assert not out.exists()
+
+
+OVERFLOW_SETS = ["method=hash", "backbone=tiny-bert", "benchmark=builtin-intents",
+                 "data.num_tasks=2", "data.train_per_class=2", "data.test_per_class=1",
+                 "train.epochs=1", "train.grad_clip=null", "train.progress=false"]  # fmt: skip
+
+
+def overflowing_run(out, *settings):
+    """`promptcl run` to its end (SystemExit): its exit code."""
+    args = [a for s in [*OVERFLOW_SETS, *settings] for a in ("--set", s)]
+    with pytest.raises(SystemExit) as stop:
+        main(["run", *args, "--out", str(out)])
+    return stop.value.code
+
+
+def test_an_overflowing_update_stops_the_run_as_a_non_finite_loss(tmp_path, capsys, monkeypatch):
+    """train.lr=1e38 passes validation; Adam's first update, lr / (1 - beta1), then overflows
+    float32 in the optimiser's step itself: one line, exit 2, as at a NaN loss. Later in a run
+    (here made to happen in task 2) the last task's checkpoint stays."""
+    from promptcl.core.checkpoint import load_checkpoint
+
+    code = overflowing_run(tmp_path / "lr", "train.lr=1e38")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "non-finite loss (the optimiser's update overflowed" in err[0]
+    assert "task 1/2 epoch 1/1, step 1; lower train.lr" in err[0]
+    assert (tmp_path / "lr" / "config.json").is_file()
+    assert not (tmp_path / "lr" / "checkpoint").exists()
+
+    real, steps = torch.optim.Adam.step, []
+
+    def overflow_in_task_2(self, *args, **kwargs):  # task 1: 12 classes x 2 samples, one step
+        steps.append(1)
+        if len(steps) == 2:
+            raise RuntimeError("value cannot be converted to type float without overflow")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", overflow_in_task_2)
+    code = overflowing_run(tmp_path / "task2")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "task 2/2 epoch 1/1, step 1" in err[0], err
+    assert load_checkpoint(tmp_path / "task2" / "checkpoint")[1].units_done == 1
+
+
+def test_terminal_output_shows_control_characters_escaped():
+    from pathlib import Path
+
+    from promptcl.cli import format_summary, printable
+
+    assert printable("a\nb\x1b[31m\u202e\ud800\x85é\t") == "a\\nb\\x1b[31m\\u202e\\ud800\\x85é\\t"
+    m = {"method": "ncm", "benchmark": "text-csv", "backbone": "tiny-bert", "seed": 0,
+         "faa": 1.0, "caa": 1.0, "fm": 0.0, "task_id_acc": None, "trainable_params": 0,
+         "train_seconds": 0.0}  # fmt: skip
+    assert format_summary(m, Path("nl\ndir")).splitlines()[1] == "run directory: nl\\ndir"

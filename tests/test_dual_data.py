@@ -166,13 +166,14 @@ def test_tiny_bert_round_with_cross_dataset_transfer(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("method", ["coop", "maple"])
-def test_a_b2n_run_resumed_after_an_epoch_equals_the_unbroken_run(tmp_path, method):
-    """The checkpoint after epoch 1 of 3 holds the prompts and SGD's momentum: the resumed run
-    gives the unbroken run's losses, prompts and figures exactly."""
+@pytest.mark.parametrize("method, optimizer", [("coop", "sgd"), ("maple", "sgd"), ("coop", "adam")])
+def test_a_b2n_run_resumed_after_an_epoch_equals_the_unbroken_run(tmp_path, method, optimizer):
+    """The checkpoint after epoch 1 of 3 holds the prompts and the optimiser's state (SGD's
+    momentum; Adam's moments and its 0-dim step count): the resumed run gives the unbroken
+    run's losses, prompts and figures exactly."""
     root = write_clinc(tmp_path / "data")
-    config = load_b2n_config(None, [*TINY, f"method={method}", "train.epochs=3",
-                                    f"data.root={root}"])  # fmt: skip
+    sets = [f"method={method}", "train.epochs=3", f"train.optimizer={optimizer}"]
+    config = load_b2n_config(None, [*TINY, *sets, f"data.root={root}"])
     unbroken = run_b2n(config, tmp_path / "unbroken")
     assert run_b2n(config, tmp_path / "run", stop_after=1) is None
     assert load_checkpoint(tmp_path / "run" / "checkpoint")[1].units_done == 1

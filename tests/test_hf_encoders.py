@@ -3,12 +3,16 @@ built with transformers' own classes: our block-by-block forward equals transfor
 ``last_hidden_state``; prefixes are attended while padding stays masked; edits reach the
 linears; load failures are one line naming the model type and the supported ones."""
 
+import io
+import json
+import sys
+
 import pytest
 import torch
 import transformers
 
 from promptcl.backbones import Prefix, PrefixGate
-from promptcl.backbones.hf import ENCODERS, SUPPORTED, HFEncoder, load_hf_encoder
+from promptcl.backbones.hf import ENCODERS, SUPPORTED, HFEncoder, load_hf_encoder, pretrained
 from promptcl.errors import UsageError
 from promptcl.tuners.editbank import edited_layers
 
@@ -272,3 +276,36 @@ def test_load_failures_are_one_line(tmp_path, tokenizer_dir):
     assert "Hugging Face mpnet model" in load_error(tmp_path)  # unreadable weights
     transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4).save_pretrained(tmp_path / "gpt2")
     assert "model type 'gpt2' is not supported" in load_error(tmp_path / "gpt2")
+
+
+def test_model_code_never_runs_and_stdin_is_never_read(tmp_path, monkeypatch):
+    """A folder naming custom code is refused before transformers reads it; transformers itself
+    is always called with trust_remote_code=False (hub ids are not looked at beforehand), so it
+    refuses too, without asking on stdin."""
+    marker = tmp_path / "ran"
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "evil-bert",
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"},
+    }))  # fmt: skip
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 3))
+    assert "names custom code (auto_map)" in str(pytest.raises(UsageError, load_hf_encoder,
+                                                                str(tmp_path)).value)  # fmt: skip
+    with pytest.raises(ValueError, match="custom code"):
+        pretrained(transformers.AutoConfig, str(tmp_path))
+    assert sys.stdin.tell() == 0 and not marker.exists()
+
+
+def test_loading_shows_no_progress_bar(tmp_path, tokenizer_dir, capfd):
+    import shutil
+
+    source, vocab = tokenizer_dir
+    config = CONFIGS["bert"]()
+    config.vocab_size = vocab
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+    for file in source.iterdir():
+        shutil.copy(file, tmp_path)
+    capfd.readouterr()
+    load_hf_encoder(str(tmp_path))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers.utils.logging.is_progress_bar_enabled()  # as it was before

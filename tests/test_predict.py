@@ -185,6 +185,26 @@ def test_cli_predict_reads_image_paths_and_b2n_class_names(image_run, b2n_run, t
         assert table[1].split() == [*text.split(), *expected.label.split(), f"{expected.score:.4f}"]
 
 
+def test_the_table_escapes_control_characters(b2n_run, tmp_path, capsys):
+    """Class names and inputs holding terminal sequences (OSC, colours) or newlines print as
+    escapes, one row per prediction; --output keeps them as they are."""
+    b2n_out, _, _ = b2n_run
+    text, names = "\x1b[31mred\nalarm", ["\x1b]0;owned\x07title", "wake\u202eup"]
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("\n".join(names) + "\n")
+    main(["predict", str(b2n_out), "--text", text, "--class-names", str(names_file)])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    table = out.splitlines()
+    assert len(table) == 2 and table[1].startswith("\\x1b[31mred\\nalarm  ")
+    assert "\\x1b]0;owned\\x07title" in table[1] or "wake\\u202eup" in table[1]
+    result = tmp_path / "predictions.jsonl"
+    main(["predict", str(b2n_out), "--text", text, "--class-names", str(names_file),
+          "--output", str(result)])  # fmt: skip
+    row = json.loads(result.read_text())
+    assert row["input"] == text and row["label"] in names
+
+
 def write_csv(path, rows):
     path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
 

@@ -42,6 +42,17 @@ def test_a_non_finite_loss_stops_before_the_step():
     assert torch.allclose(weight.detach(), torch.full((2,), 0.9))  # only the first step ran
 
 
+def test_an_update_that_overflows_is_a_non_finite_loss():
+    """Adam's first step moves by lr / (1 - beta1): lr=1e38 overflows float32 in the step
+    itself, whatever the gradient; the run stops as at a NaN loss, the parameters untouched."""
+    weight = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.Adam([weight], lr=1e38)
+    batches = [torch.tensor(1.0)]
+    with pytest.raises(NonFiniteLoss, match="non-finite loss \\(the optimiser's update overflowed"):
+        list(optimisation_steps(batches, lambda s: {"ce": (weight * s).sum()}, optimizer))
+    assert torch.equal(weight.detach(), torch.ones(2))
+
+
 def test_optimiser_groups_schedule_and_seeds():
     a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     cfg = TrainConfig(lr=0.1, schedule="cosine", warmup_epochs=1, warmup_lr=1e-3, epochs=3)

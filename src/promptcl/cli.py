@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 from promptcl.config import B2NConfig, RunConfig, resolve_config, shipped_configs
 from promptcl.errors import UsageError
-from promptcl.files import check_output, dumps, read_text, write_output
+from promptcl.files import check_output, check_path, dumps, read_text, write_output
 
 
 def config_keys(cls: type = RunConfig, prefix: str = "", instance: Any = None) -> list[str]:
@@ -219,7 +220,7 @@ def command_b2n(args: argparse.Namespace) -> None:
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}, {m['shots']} "
         f"shots): base {pct(m['base_acc'])}  novel {pct(m['novel_acc'])}  HM {pct(m['hm'])}"
         f"{transfer}  trained params {m['trainable_params']}  train "
-        f"{m['train_seconds']:.1f}s\nrun directory: {out}"
+        f"{m['train_seconds']:.1f}s\nrun directory: {printable(str(out))}"
     )
 
 
@@ -227,6 +228,9 @@ def run_config(args: argparse.Namespace, protocol, load) -> tuple[Any, Path]:
     """The config and run directory of a new run (--config, --set; --out, or by default
     runs/[b2n-]METHOD-BENCHMARK-sSEED-TIME), or of the run --resume names (its config.json,
     checked to be of ``protocol``'s kind, with --set applied)."""
+    for option, path in (("--out", args.out), ("--resume", args.resume)):
+        if path is not None:
+            check_path(path, option)
     if args.resume is None:
         config = load(args.config, args.set)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -315,7 +319,7 @@ def format_summary(m: dict, out: Path) -> str:
         f"{m['method']} on {m['benchmark']} ({m['backbone']}, seed {m['seed']}): "
         f"FAA {pct(m['faa'])}  CAA {pct(m['caa'])}  FM {pct(m['fm'])}  "
         f"task-id {pct(m['task_id_acc'])}  trained params {m['trainable_params']}  "
-        f"train {m['train_seconds']:.1f}s\nrun directory: {out}"
+        f"train {m['train_seconds']:.1f}s\nrun directory: {printable(str(out))}"
     )
 
 
@@ -374,16 +378,32 @@ def class_name_list(value: str) -> list[str]:
     return [name.strip() for name in text.splitlines() if name.strip()]
 
 
+SHOWN_ESCAPED = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format, surrogate, line breaks
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters (newlines, the ESC of terminal sequences,
+    bidirectional overrides, ...) as Python escapes, so it shows on one line as it is."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in SHOWN_ESCAPED
+        else c
+        for c in text
+    )
+
+
 def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 60) -> str:
-    """Predictions as aligned columns: input (shortened to ``width``), label, score, task."""
+    """Predictions as aligned columns: input (shortened to ``width``), label, score, task;
+    control characters escaped (``printable``)."""
+    inputs = [printable(row["input"]) for row in rows]
     cells = [
         [
-            row["input"] if len(row["input"]) <= width else row["input"][: width - 3] + "...",
-            row["label"],
+            text if len(text) <= width else text[: width - 3] + "...",
+            printable(row["label"]),
             f"{row['score']:.4f}",
             *(["-" if row["task"] is None else str(row["task"])] if with_task else []),
         ]
-        for row in rows
+        for text, row in zip(inputs, rows, strict=True)
     ]
     header = ["input", "label", "score", *(["task"] if with_task else [])]
     widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
@@ -440,7 +460,7 @@ def dispatch(argv: list[str] | None) -> None:
             command_run(args)
     except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it
         if main_rank():
-            print(f"promptcl: error: {err}", file=sys.stderr)
+            print(f"promptcl: error: {printable(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

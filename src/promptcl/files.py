@@ -80,12 +80,24 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2) + "\n")
 
 
+def check_path(path: Path, option: str) -> None:
+    """Refuse a path the system cannot even look up (a name too long, a folder that cannot be
+    searched)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # a new path, or one under a file
+        pass
+    except OSError as err:
+        raise UsageError(f"cannot use {option} {path} ({err.strerror}); pass another") from None
+
+
 def check_output(path: Path | None) -> None:
     """Refuse, before any work, an --output that cannot be written. Outputs go to a new path or
     over a regular file (never over a device, pipe or socket), in a folder where a file can be
     created: tried, since permissions alone do not say it (root, read-only mounts)."""
     if path is None:
         return
+    check_path(path, "--output")
     why = None
     if path.is_dir():
         why = f"{path} is a folder"

@@ -90,11 +90,11 @@ def optimisation_steps(
     total: int | None = None,
 ) -> Iterator[dict[str, float]]:
     """One optimisation step per batch: loss = sum of ``loss_terms(batch)``, a finite check,
-    zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step. Yields
-    each step's loss terms as floats (summed over ranks on an ``engine`` with several: each
-    rank's terms are weighted by its share of the global batch). ``where`` names the stage in
-    the progress bar and in the error raised at the first non-finite loss (on every rank),
-    ``fix`` the likely fix."""
+    zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step (an
+    update that overflows counts as a non-finite loss). Yields each step's loss terms as
+    floats (summed over ranks on an ``engine`` with several: each rank's terms are weighted by
+    its share of the global batch). ``where`` names the stage in the progress bar and in the
+    error raised at the first non-finite loss (on every rank), ``fix`` the likely fix."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = progress_bar(batches, total, where, progress)
     for step, batch in enumerate(bar, start=1):
@@ -116,6 +116,14 @@ def optimisation_steps(
             engine.backward(loss)
             if grad_clip is not None:
                 engine.clip(optimizer, grad_clip)
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # an update beyond float range, e.g. Adam's lr / (1 - beta1)
+            if "overflow" not in str(err):
+                raise
+            raise NonFiniteLoss(
+                f"non-finite loss (the optimiser's update overflowed at loss {value:.4g}) in "
+                f"{where}, step {step}; {fix}"
+            ) from None
         bar.set_postfix(loss=f"{value:.3f}")
         yield dict(zip(terms, parts, strict=True))

@@ -148,18 +148,32 @@ class ClipImage(ClipTower):
 
 
 def load_clip(source: str) -> ClipImage:
-    """A CLIP checkpoint with its tokenizer from a local directory or the hub."""
-    from transformers import AutoTokenizer, CLIPModel
+    """A CLIP checkpoint with its tokenizer from a local directory or the hub (never the
+    model's own code, safetensors weights only: ``hf.check_model_folder``)."""
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
+    from promptcl.backbones.hf import LOAD_ERRORS, check_model_folder, first_line, pretrained
+
+    check_model_folder(source, "CLIP")
     try:
-        model = CLIPModel.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as err:
-        raise UsageError(
-            f"could not load CLIP {source!r} ({str(err).splitlines()[0]}); pass a local "
-            "directory holding a transformers CLIP checkpoint as backbone=clip:DIR"
-        ) from None
+        config = pretrained(AutoConfig, source)
+    except Exception as err:  # a config's own checks raise any type (TypeError, hub's errors)
+        raise clip_failure(source, f"config.json: {first_line(err)}") from None
+    if config.model_type != "clip":
+        raise clip_failure(source, f"config.json says model_type {config.model_type!r}")
+    try:
+        model = pretrained(CLIPModel, source, config=config, use_safetensors=True)
+        tokenizer = pretrained(AutoTokenizer, source)
+    except LOAD_ERRORS as err:
+        raise clip_failure(source, first_line(err)) from None
     return ClipImage(model.eval(), tokenizer)
+
+
+def clip_failure(source: str, reason: str) -> UsageError:
+    return UsageError(
+        f"could not load CLIP {source!r} ({reason}); pass a local directory holding a "
+        "transformers CLIP checkpoint as backbone=clip:DIR"
+    )
 
 
 def tiny_clip_model(seed: int = 0, text_dim: int = 32, vision_dim: int = 32):
@@ -167,9 +181,9 @@ def tiny_clip_model(seed: int = 0, text_dim: int = 32, vision_dim: int = 32):
     tokenizer files exist offline): the vocabulary size and end token follow that tokenizer."""
     from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
-    from promptcl.backbones.hf import packaged_model_dir
+    from promptcl.backbones.hf import packaged_model_dir, pretrained
 
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_dir("minilm-l6")))
+    tokenizer = pretrained(AutoTokenizer, str(packaged_model_dir("minilm-l6")))
     layers = {"intermediate_size": 64, "num_hidden_layers": 2}
     config = CLIPConfig(
         text_config={

@@ -17,9 +17,11 @@ so dropout is the identity and is not called. Each type is tested equal to the m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -295,6 +297,65 @@ def model_path(source: str) -> str:
 LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, ImportError, SafetensorError)
 
 
+def check_model_folder(source: str, what: str) -> None:
+    """Refuse, before transformers reads anything, a local model folder (``what``: the
+    backbone kind, for the messages) that names custom code (``auto_map`` in its config.json
+    or tokenizer_config.json: promptcl never runs a model's own code) or holds its weights only
+    pickled (``*.bin``: promptcl reads safetensors weights only). A hub id is left to
+    transformers, which refuses custom code and pickles with the options of ``pretrained``."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            settings = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent or unreadable: transformers says which
+            continue
+        if isinstance(settings, dict) and "auto_map" in settings:
+            raise UsageError(
+                f"{what} {source!r}: {name} names custom code (auto_map) and promptcl never "
+                "runs a model's own code; remove auto_map if the model is of a type "
+                "transformers knows, or pass another model"
+            )
+    if any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors")):
+        raise UsageError(
+            f"{what} {source!r} holds its weights only as .bin (pickle) files and promptcl "
+            "loads safetensors weights only; convert them once, where you trust the file: "
+            "load the model with transformers, then model.save_pretrained(DIR, "
+            "safe_serialization=True) writes model.safetensors"
+        )
+
+
+@contextlib.contextmanager
+def no_loading_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while a model loads (promptcl's one progress
+    bar is runtime.progress_bar, under train.progress)."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
+def pretrained(loader: Any, path: str, **options: Any) -> Any:
+    """``loader.from_pretrained(path)`` as promptcl loads every transformers file: never with
+    the model's own code, and without a progress bar. Models pass ``use_safetensors=True``."""
+    with no_loading_bar():
+        return loader.from_pretrained(path, trust_remote_code=False, **options)
+
+
+def first_line(err: BaseException, width: int = 200) -> str:
+    """An exception's message on one line of at most ``width`` characters: its first line, and
+    the next when the first only introduces it (ends with a colon)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    line = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def load_hf_encoder(source: str) -> HFEncoder:
     """From a packaged model name, a local directory, or a hub id (needs internet or a cache).
 
@@ -307,16 +368,24 @@ def load_hf_encoder(source: str) -> HFEncoder:
     path, model_type = model_path(source), None
     if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
         raise load_failure(source, None, "no such directory")
+    check_model_folder(path, "Hugging Face model")
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = pretrained(AutoConfig, path)
+    except Exception as err:  # a config's own checks raise any type (TypeError, hub's errors)
+        raise load_failure(source, None, f"config.json: {first_line(err)}") from None
+    try:
         model_type = config.model_type
         layout = encoder_layout(config)
-        model = AutoModel.from_pretrained(
-            path, config=config, attn_implementation=layout.attn_implementation
+        model = pretrained(
+            AutoModel,
+            path,
+            config=config,
+            attn_implementation=layout.attn_implementation,
+            use_safetensors=True,
         )
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = pretrained(AutoTokenizer, path)
     except LOAD_ERRORS as err:
-        raise load_failure(source, model_type, str(err) or type(err).__name__) from None
+        raise load_failure(source, model_type, first_line(err)) from None
     if not tokenizer.vocab_size:  # transformers builds an empty one when its files are missing
         raise load_failure(source, model_type, "no tokenizer files: the vocabulary is empty")
     return HFEncoder(model, tokenizer)
@@ -324,7 +393,6 @@ def load_hf_encoder(source: str) -> HFEncoder:
 
 def load_failure(source: str, model_type: str | None, reason: str) -> UsageError:
     kind = f"{model_type} model" if model_type else "model"
-    reason = (reason.strip().splitlines() or ["unknown error"])[0]
     return UsageError(
         f"could not load Hugging Face {kind} {source!r} ({reason}); supported model types: "
         f"{SUPPORTED}; pass a local model directory as backbone=hf:DIR"
@@ -335,7 +403,7 @@ def tiny_bert(seed: int = 0) -> HFEncoder:
     """A random 2-layer BERT (d=32) with MiniLM's tokenizer, for tests and smoke runs."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_model_dir("minilm-l6")))
+    tokenizer = pretrained(AutoTokenizer, str(packaged_model_dir("minilm-l6")))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

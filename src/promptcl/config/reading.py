@@ -75,7 +75,14 @@ def load_structured(
         for item in overrides:
             if "=" not in item:
                 raise UsageError(f"--set {item!r} is not key=value; write e.g. --set train.lr=0.01")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except yaml.YAMLError as err:  # a tag or an alias: --set values are plain YAML
+            problem = getattr(err, "problem", None) or _one_line(err)
+            raise UsageError(
+                f"bad --set value ({problem}); write plain values (numbers, words, [lists]) "
+                "without YAML tags (!!) or anchors (& and *), quoted if need be"
+            ) from None
         config = OmegaConf.to_object(cfg)
     except (OmegaConfBaseException, TypeError) as err:  # TypeError: a list merged into a dict
         raise UsageError(

@@ -20,6 +20,13 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+SEED_LIMIT = 2**32  # numpy's seeds; torch's generators take task_seed(seed, t) of these too
+
+
+def _check_seed(seed: int) -> None:
+    _check(0 <= seed < SEED_LIMIT, f"seed={seed} must be from 0 to {SEED_LIMIT - 1}")
+
+
 def _positive_or_null(value: int | None, key: str) -> None:
     _check(value is None or value >= 1, f"{key}={value} must be >= 1, or null for no limit")
 
@@ -212,6 +219,9 @@ class RunConfig:
         default_factory=dict, metadata={"help": "Options of the chosen method (see its config)."}
     )
 
+    def __post_init__(self) -> None:
+        _check_seed(self.seed)
+
 
 @dataclass
 class B2NDataConfig(DataConfig):
@@ -269,6 +279,7 @@ class B2NConfig:
     )
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         if self.shots is not None and self.shots < 1:
             raise ValueError(f"shots={self.shots} must be >= 1 (or null for all)")
         if self.logit_scale is not None and not self.logit_scale > 0:

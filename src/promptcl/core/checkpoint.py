@@ -85,7 +85,7 @@ def checksum(tensors: dict[str, torch.Tensor], state: str) -> str:
     digest = hashlib.sha256(state.encode())
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -10,12 +10,19 @@ from torch.utils.data import DataLoader
 
 from promptcl.data.text import TextProcessor
 from promptcl.data.vision import ImageProcessor
+from promptcl.errors import UsageError
 
 
 def make_processors(backbone: Any, cfg: Any) -> dict[str, Any]:
-    """Per split: tokenisation (text backbones: ``tokenizer``), or decoding and transforms
-    (image backbones: ``data_config``; training augments unless ``data.augment`` is off)."""
+    """Per split: tokenisation (text backbones: ``tokenizer``, at most ``max_length`` tokens), or
+    decoding and transforms (image backbones: ``data_config``; training augments unless
+    ``data.augment`` is off)."""
     if backbone.modality == "text":
+        if cfg.max_length > backbone.max_length:
+            raise UsageError(
+                f"data.max_length={cfg.max_length} is more than the {backbone.max_length} "
+                f"token positions of the backbone; set data.max_length <= {backbone.max_length}"
+            )
         text = TextProcessor(backbone.tokenizer, cfg.max_length)
         return {"train": text, "test": text}
     options = {"scale": tuple(cfg.crop_scale), "hflip": cfg.hflip}

@@ -51,15 +51,19 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
-def read_csv(path: Path, columns: Sequence[str], hint: str) -> list[tuple[str, ...]]:
+def read_csv(
+    path: Path, columns: Sequence[str], hint: str, jsonl_hint: str | None = None
+) -> list[tuple[str, ...]]:
     """The ``columns`` of each row of a UTF-8 CSV file with a header; ``hint`` says how to name
-    other columns."""
+    other columns, ``jsonl_hint`` (when given) what to do with a file of JSON lines."""
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     try:
-        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+        header = reader.fieldnames
+        if jsonl_hint and header and header[0].lstrip().startswith("{"):
+            raise UsageError(f"{path} holds JSON lines, not CSV; {jsonl_hint}")
+        if header is None or not set(columns) <= set(header):
             raise UsageError(
-                f"{path} has no columns {', '.join(map(repr, columns))} (found "
-                f"{reader.fieldnames}); {hint}"
+                f"{path} has no columns {', '.join(map(repr, columns))} (found {header}); {hint}"
             )
         rows = [tuple(row[c] for c in columns) for row in reader]
     except csv.Error as err:

@@ -177,7 +177,8 @@ def _resolve(cfg: StreamDataConfig, file: str | None, key: str, benchmark: str) 
 
 
 def _read_csv(path: Path, text: str, label: str) -> list[tuple[str, ...]]:
-    return read_csv(path, (text, label), "set data.text_column and data.label_column")
+    hint = "set data.text_column and data.label_column"
+    return read_csv(path, (text, label), hint, "pass it with --set benchmark=text-jsonl")
 
 
 def _read_jsonl(path: Path, text: str, label: str) -> list[tuple[str, str]]:
@@ -224,6 +225,14 @@ class TextProcessor:
     def prepare(self, texts: list[str]) -> list[list[int]]:
         if not texts:  # a loaded run's splits hold no samples (the tokenizer fails on none)
             return []
+        for n, text in enumerate(texts, 1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate: bytes or JSON "\ud800" escapes
+                raise UsageError(
+                    f"text {n} ({text[:40]!r}) is not valid Unicode: character {err.start} is a "
+                    "lone surrogate; pass UTF-8 text"
+                ) from None
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def collate(self, items: list[list[int]]) -> dict[str, torch.Tensor]:
