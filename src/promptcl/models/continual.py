@@ -23,6 +23,7 @@ import torch
 from promptcl.backbones import build_backbone
 from promptcl.config import RunConfig
 from promptcl.core.checkpoint import RunState, load_checkpoint
+from promptcl.core.loop import method_tensors
 from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
 from promptcl.data.batching import chunks_of, load_batches
@@ -127,7 +128,7 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
             f"{path}: config.json or class_order.json changed after the checkpoint was written; "
             "restore them from a copy of the run"
         )
-    return SavedRun(path, config, tensors, state, names, tasks)
+    return SavedRun(path, config, method_tensors(tensors), state, names, tasks)
 
 
 class ContinualModel(TrainedModel):
