@@ -84,22 +84,30 @@ def test_a_run_killed_within_a_task_resumes_to_the_unbroken_run(tmp_path, prompt
     assert not saved(out)[1].within_unit()  # the last checkpoint is a boundary's
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize(
+    "backbone, optimizer, workers",
+    [("tiny-bert", "sgd", 0), ("tiny-bert", "adam", 0), ("tiny-clip", "sgd", 0),
+     ("tiny-clip", "adam", 1)],
+)  # fmt: skip
 def test_a_b2n_run_crashed_within_an_epoch_resumes_to_the_unbroken_run(
-    tmp_path, monkeypatch, optimizer
+    tmp_path, monkeypatch, backbone, optimizer, workers
 ):
-    """coop, 3 epochs of 3 steps, a checkpoint every 2 steps of an epoch: a crash after the
-    second (epoch 2, step 2), resumed, gives the unbroken run's figures, log and tensors
-    exactly."""
-    root = write_clinc(tmp_path / "data")
-    sets = ["method=coop", "train.epochs=3", "train.batch_size=2", f"train.optimizer={optimizer}",
-            "train.checkpoint_every=2", f"data.root={root}"]  # fmt: skip
+    """coop, 3 epochs of 3 or more steps, a checkpoint every 2 steps of an epoch: a crash after
+    the first in epoch 2 (at its step 2), resumed, gives the unbroken run's figures, log and
+    tensors exactly; on images too, whose training batches are augmented at random (in the main
+    process, or in a loader worker seeded from torch's random state)."""
+    if backbone == "tiny-bert":
+        data = f"data.root={write_clinc(tmp_path / 'data')}"
+    else:
+        data = "benchmark=random-images"
+    sets = [f"backbone={backbone}", "method=coop", "train.epochs=3", "train.batch_size=2",
+            f"train.optimizer={optimizer}", "train.checkpoint_every=2", f"data.workers={workers}",
+            data]  # fmt: skip
     config = load_b2n_config(None, [*B2N_TINY, *sets])
     unbroken = run_b2n(config, tmp_path / "unbroken")
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        mid = iter(range(2))
-        crash_after_checkpoint(patch, lambda state: state.within_unit() and next(mid) == 1)
+        crash_after_checkpoint(patch, lambda state: state.within_unit() and state.units_done)
         with pytest.raises(Crash):
             run_b2n(config, out)
     state = saved(out)[1]

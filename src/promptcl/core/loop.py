@@ -13,9 +13,10 @@ holds the optimiser's state and torch's random state, and a loop given them back
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from promptcl.runtime import (
 
 OPTIMIZER = "optimizer."  # checkpoint tensors of the optimiser's state, not of the method
 RNG = "torch_rng_state"  # checkpoint tensor of torch's random state within a unit
+EPOCH_RNG = "torch_rng_state.epoch"  # and of it at the start of the epoch in progress
 
 Batches = Callable[[Sequence[Sequence[int]]], Iterator[Any]]  # chunks of positions -> batches
 
@@ -98,7 +100,11 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
 
 def method_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors without the loop's (optimiser and random state)."""
-    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER) and k != RNG}
+    return {
+        k: v
+        for k, v in tensors.items()
+        if not k.startswith(OPTIMIZER) and k not in (RNG, EPOCH_RNG)
+    }
 
 
 def mean_terms(steps: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -123,20 +129,23 @@ class Loop:
         self.checkpoint: Callable[[], None] | None = None  # a mid-unit checkpoint (core.run)
         # of a resumed checkpoint, for the next setup and train
         self.saved_optimizer: dict[str, torch.Tensor] = {}
-        self.saved_rng: torch.Tensor | None = None
+        self.saved_rng: tuple[torch.Tensor, torch.Tensor] | None = None  # epoch start, step
+        self.epoch_rng = torch.get_rng_state()  # at the start of the epoch in progress
 
     def resume(self, position: Position | None, tensors: dict[str, torch.Tensor]) -> None:
         """Continue from a checkpoint: its optimiser state goes to the next ``setup``, and
         within a unit (``position``) its random state to the next ``train``."""
         self.position = position
         self.saved_optimizer = {k: v for k, v in tensors.items() if k.startswith(OPTIMIZER)}
-        self.saved_rng = tensors.get(RNG) if position is not None else None
+        within = position is not None and RNG in tensors and EPOCH_RNG in tensors
+        self.saved_rng = (tensors[EPOCH_RNG], tensors[RNG]) if within else None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The optimiser's state, and within a unit torch's random state."""
         tensors = {} if self.training is None else optimizer_tensors(self.training.optimizer)
         if self.position is not None:
             tensors[RNG] = torch.get_rng_state()
+            tensors[EPOCH_RNG] = self.epoch_rng
         return tensors
 
     def setup(
@@ -162,27 +171,39 @@ class Loop:
         start = time.perf_counter()
         if self.position is None:
             self.position = Position(epochs.start)
-        elif self.saved_rng is not None:
-            torch.set_rng_state(self.saved_rng)
-            self.saved_rng = None
-        at, lr = self.position, 0.0
+        at, lr, resumed = self.position, 0.0, self.saved_rng
+        self.saved_rng = None
         for epoch in range(at.epoch, epochs.stop):
             if epoch > at.epoch:
-                at.epoch, at.step = epoch, 0
-            lr = self.epoch(stage, at, training)
+                at.epoch, at.step, resumed = epoch, 0, None
+            lr = self.epoch(stage, at, training, resumed)
         return Trained(lr, at.terms, time.perf_counter() - start)
 
-    def epoch(self, stage: Stage, at: Position, training: Training) -> float:
+    def epoch(
+        self,
+        stage: Stage,
+        at: Position,
+        training: Training,
+        resumed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> float:
         """Epoch ``at.epoch`` from step ``at.step``: the stage's samples in global batches of
         train.batch_size, this rank taking its share of each (loss terms weighted by that
-        share). Returns its learning rate."""
+        share). Returns its learning rate. ``resumed`` (torch's random state at the epoch's
+        start and at the step) repeats the unbroken epoch's random draws: the batches before
+        the step are loaded (augmentation, loader workers) but not trained on."""
         cfg, engine, epoch = self.cfg, self.engine, at.epoch
+        if resumed is not None:
+            torch.set_rng_state(resumed[0])
+        self.epoch_rng = torch.get_rng_state()
         lr = set_epoch_lr(training.optimizer, cfg, epoch)
         order = epoch_order(len(stage.samples), self.seed, stage.index, epoch)
         shuffled = [stage.samples[i] for i in order]
-        shares = engine.global_batches(chunks_of(shuffled, cfg.batch_size))[at.step :]
+        shares = engine.global_batches(chunks_of(shuffled, cfg.batch_size))
         batches = stage.batches([chunk for chunk, _ in shares])
         items = ((b, len(chunk) / n) for b, (chunk, n) in zip(batches, shares, strict=True))
+        deque(islice(items, at.step), maxlen=0)  # done before the checkpoint
+        if resumed is not None:
+            torch.set_rng_state(resumed[1])
         where = f"epoch {epoch + 1}/{cfg.epochs}"
         every = cfg.checkpoint_every
         for terms in optimisation_steps(
@@ -193,7 +214,8 @@ class Loop:
             grad_clip=cfg.grad_clip,
             where=f"{stage.name} {where}" if stage.name else where,
             progress=cfg.progress,
-            total=len(shares),
+            total=len(shares) - at.step,
+            first=at.step + 1,
         ):
             at.terms.append(terms)
             at.step += 1

@@ -20,7 +20,7 @@ import torch
 
 from promptcl.config import config_differences, to_dict
 from promptcl.core.checkpoint import CHECKPOINT, RunState, load_checkpoint, save_checkpoint
-from promptcl.core.loop import RNG, Loop, Position, method_tensors
+from promptcl.core.loop import EPOCH_RNG, RNG, Loop, Position, method_tensors
 from promptcl.core.rundir import RunDir
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -141,7 +141,7 @@ def within_unit(
     is left at the unit's start."""
     if not state.within_unit():
         return None
-    if RNG not in tensors:
+    if RNG not in tensors or EPOCH_RNG not in tensors:
         raise UsageError(
             f"{run_dir.checkpoint / CHECKPOINT} is damaged (a checkpoint within a unit without "
             "its random state); start a new --out, or resume from a copy"
