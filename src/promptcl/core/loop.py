@@ -119,7 +119,7 @@ def mean_terms(steps: Sequence[dict[str, float]]) -> dict[str, float]:
 class Loop:
     """Training and evaluation on an engine, for every protocol. ``steps`` counts optimisation
     steps over the whole run (the loggers' x axis); ``position`` where the unit in progress
-    stands (None between units)."""
+    stands (None outside its training)."""
 
     def __init__(self, engine: Engine, cfg: Any, seed: int) -> None:
         self.engine, self.cfg, self.seed = engine, cfg, seed
@@ -177,6 +177,7 @@ class Loop:
             if epoch > at.epoch:
                 at.epoch, at.step, resumed = epoch, 0, None
             lr = self.epoch(stage, at, training, resumed)
+        self.position = None  # the unit's training is done
         return Trained(lr, at.terms, time.perf_counter() - start)
 
     def epoch(

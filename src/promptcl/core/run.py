@@ -228,7 +228,6 @@ def run(
             if stop_after is not None and unit >= stop_after:
                 return None
             row = exp.run_unit(unit, state)
-            exp.loop.position = None
             state.log.append(row)
             state.units_done = unit + 1
             write_or_stop(save, exp, out, unit)
