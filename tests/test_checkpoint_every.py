@@ -21,7 +21,7 @@ from test_faults import (
 )
 
 import promptcl.core.run as core
-from promptcl import load_config, run
+from promptcl import load, load_config, run
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.core.loop import RNG
 from promptcl.errors import UsageError
@@ -78,6 +78,8 @@ def test_a_run_killed_within_a_task_resumes_to_the_unbroken_run(tmp_path, prompt
             run(config, out, resume=True)
     state = saved(out)[1]
     assert (state.units_done, state.unit_epoch, state.epoch_steps) == (1, 0, 2)
+    with pytest.raises(UsageError, match="in the middle of task 2"):
+        load(out)  # a model half-way into a task is not loaded as one after the task before
     run(config, out, resume=True)
     assert outcome(out) == outcome(tmp_path / "unbroken")
     assert_strict_json(out)

@@ -122,6 +122,12 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
             f"continue it with promptcl run --resume {path}"
         )
     tensors, state = saved
+    if state.within_unit():
+        raise UsageError(
+            f"{path} is in the middle of task {state.units_done + 1} (a train.checkpoint_every "
+            f"checkpoint); wait for the task's end, or continue it with promptcl run --resume "
+            f"{path}"
+        )
     trained_tasks = 1 if config.train.joint else len(tasks)
     if not run_dir.matches(state, order) or state.units_done > trained_tasks:
         raise UsageError(
