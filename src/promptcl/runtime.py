@@ -88,16 +88,18 @@ def optimisation_steps(
     fix: str = "lower train.lr or set train.grad_clip, in a new --out",
     progress: bool = False,
     total: int | None = None,
+    first: int = 1,
 ) -> Iterator[dict[str, float]]:
     """One optimisation step per batch: loss = sum of ``loss_terms(batch)``, a finite check,
     zero_grad, backward, gradient-norm clipping over the optimiser's parameters, step (an
     update that overflows counts as a non-finite loss). Yields each step's loss terms as
     floats (summed over ranks on an ``engine`` with several: each rank's terms are weighted by
     its share of the global batch). ``where`` names the stage in the progress bar and in the
-    error raised at the first non-finite loss (on every rank), ``fix`` the likely fix."""
+    error raised at the first non-finite loss (on every rank), with the step's number counted
+    from ``first`` (a resumed epoch's), ``fix`` the likely fix."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = progress_bar(batches, total, where, progress)
-    for step, batch in enumerate(bar, start=1):
+    for step, batch in enumerate(bar, start=first):
         terms = loss_terms(batch)
         loss = sum(terms.values())
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])

@@ -33,6 +33,7 @@ RESUME_FREE_KEYS = (
     "train.compile",
     "train.logger",
     "train.progress",
+    "train.checkpoint_every",
 )
 
 

@@ -137,9 +137,21 @@ class TrainConfig:
         default="none", metadata={"help": "none, csv or tensorboard: curves under OUT/logs."}
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars on a terminal."})
+    checkpoint_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Also checkpoint every N optimisation steps within a task (b2n: an epoch), "
+            "so --resume continues mid-task; null: at task ends only."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 0, f"train.epochs={self.epochs} must be >= 0")
+        _check(
+            self.checkpoint_every is None or self.checkpoint_every >= 1,
+            f"train.checkpoint_every={self.checkpoint_every} must be >= 1, or null for "
+            "checkpoints at task ends only",
+        )
         for key in ("batch_size", "eval_batch_size"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}={value} must be >= 1")

@@ -1,6 +1,7 @@
-"""Checkpoints at unit boundaries (a continual task; a base-to-novel epoch): one safetensors file
-holding the trained tensors and, in its metadata, the JSON run state and a checksum over both.
-Nothing is pickled and the frozen backbone is never stored.
+"""Checkpoints at unit boundaries (a continual task; a base-to-novel epoch), and with
+train.checkpoint_every within units: one safetensors file holding the trained tensors and, in
+its metadata, the JSON run state and a checksum over both. Nothing is pickled and the frozen
+backbone is never stored.
 
 The file is written next to its final name and renamed over it, so a boundary is one atomic
 step: a crash leaves the previous checkpoint or the new one, never a mix. Loading verifies the
@@ -29,6 +30,7 @@ from promptcl.files import parse_json, strict
 from promptcl.version import __version__
 
 CHECKPOINT = "tuner.safetensors"
+WITHIN_UNIT = ("unit_epoch", "epoch_steps", "unit_steps")  # RunState's position in a unit
 
 
 @dataclass
@@ -44,9 +46,22 @@ class RunState:
     samples_seen: int = 0  # training samples processed, counted once per epoch
     fingerprint: str | None = None  # of config.json and the class file (RunDir.fingerprint)
     promptcl_version: str | None = __version__  # of the code that wrote it (None: older)
+    # within a unit (a train.checkpoint_every checkpoint; a boundary leaves the defaults): the
+    # epoch in progress, the steps done in it and the loss terms of each step of the unit
+    unit_epoch: int = 0
+    epoch_steps: int = 0
+    unit_steps: list[dict[str, float]] = field(default_factory=list)
+
+    def within_unit(self) -> bool:
+        """Whether the checkpoint was written within a unit (after at least one step)."""
+        return bool(self.unit_steps)
 
     def to_json(self) -> str:
-        return json.dumps(strict(dataclasses.asdict(self)), allow_nan=False)
+        data = dataclasses.asdict(self)
+        if not self.within_unit():  # a boundary's state as before these fields
+            for name in WITHIN_UNIT:
+                del data[name]
+        return json.dumps(strict(data), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> RunState | None:
@@ -68,11 +83,18 @@ class RunState:
     def valid(self) -> bool:
         """Whether every field has its type (JSON gives any), the counts are not negative and
         the log holds a row (an object) per finished unit."""
-        counts = (self.units_done, self.steps, self.samples_seen)
+        counts = (self.units_done, self.steps, self.samples_seen, self.unit_epoch, self.epoch_steps)
         seconds = (self.train_seconds, self.eval_seconds)
         names = (self.fingerprint, self.promptcl_version)
         return (
             all(type(n) is int and n >= 0 for n in counts)
+            and isinstance(self.unit_steps, list)
+            and all(
+                isinstance(terms, dict)
+                and all(isinstance(k, str) and type(v) in (int, float) for k, v in terms.items())
+                for terms in self.unit_steps
+            )
+            and self.epoch_steps <= len(self.unit_steps)
             and all(type(s) in (int, float) and s >= 0 for s in seconds)
             and all(v is None or isinstance(v, str) for v in names)
             and isinstance(self.log, list)

@@ -1,12 +1,14 @@
 """A run from start to end, for every protocol: the run directory checked before any work, the
 lock, resume from the last checkpoint, one unit after another (a continual task; a
-base-to-novel epoch) with a checkpoint and a log line at each boundary, then the protocol's
-final figures and plots. A protocol is a ``Protocol``: what differs is passed in, as a method
-passes its loss terms.
+base-to-novel epoch) with a checkpoint and a log line at each boundary (with
+train.checkpoint_every also a checkpoint every that many steps within a unit, resumed at that
+step), then the protocol's final figures and plots. A protocol is a ``Protocol``: what differs
+is passed in, as a method passes its loss terms.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ import torch
 
 from promptcl.config import config_differences, to_dict
 from promptcl.core.checkpoint import CHECKPOINT, RunState, load_checkpoint, save_checkpoint
+from promptcl.core.loop import EPOCH_RNG, RNG, Loop, Position, method_tensors
 from promptcl.core.rundir import RunDir
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
@@ -35,6 +38,7 @@ class Protocol(ABC):
 
     config: Any
     engine: Engine
+    loop: Loop  # trains every unit; within one it calls back for checkpoints
 
     @abstractmethod
     def classes(self) -> Any:
@@ -58,7 +62,8 @@ class Protocol(ABC):
 
     @abstractmethod
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
-        """Back to where the checkpoint of ``tensors`` and ``state`` was written."""
+        """Back to where the checkpoint of ``tensors`` (the method's) and ``state`` was
+        written; within a unit (``loop.position`` set), to that unit's start."""
 
     @abstractmethod
     def valid_log(self, log: list[dict[str, Any]]) -> bool:
@@ -129,6 +134,23 @@ def write_or_stop(write: Callable[[], Any], exp: Protocol, out: Path, kept: int)
     exp.engine.on_main(attempt)
 
 
+def within_unit(
+    state: RunState, tensors: dict[str, torch.Tensor], run_dir: RunDir
+) -> Position | None:
+    """The position a checkpoint written within a unit holds (None at a boundary); ``state``
+    is left at the unit's start."""
+    if not state.within_unit():
+        return None
+    if RNG not in tensors or EPOCH_RNG not in tensors:
+        raise UsageError(
+            f"{run_dir.checkpoint / CHECKPOINT} is damaged (a checkpoint within a unit without "
+            "its random state); start a new --out, or resume from a copy"
+        )
+    position = Position(state.unit_epoch, state.epoch_steps, state.unit_steps)
+    state.unit_epoch, state.epoch_steps, state.unit_steps = 0, 0, []
+    return position
+
+
 def run(
     protocol: type[Protocol],
     config: Any,
@@ -172,12 +194,14 @@ def run(
                     f"{exp.kind} run's); start a new --out, or resume from a copy"
                 )
             changed = not run_dir.matches(state, exp.classes())
-            if changed or state.units_done > exp.num_units():
+            units = exp.num_units() - (1 if state.within_unit() else 0)  # one in progress
+            if changed or state.units_done > units:
                 raise UsageError(
                     f"{out}: config.json or the data changed after the checkpoint was written; "
                     "restore them, or start a new --out"
                 )
-            exp.restore(tensors, state)
+            exp.loop.resume(within_unit(state, tensors, run_dir), tensors)
+            exp.restore(method_tensors(tensors), state)
             # a run stopped before writing it
             write_or_stop(lambda: run_dir.write_log(state.log), exp, out, state.units_done)
         state.fingerprint = fingerprint
@@ -186,6 +210,20 @@ def run(
         def save() -> None:
             save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
 
+        def save_within() -> None:
+            at = exp.loop.position
+            assert at is not None  # the loop calls back within a unit only
+            within = dataclasses.replace(
+                state,
+                steps=exp.loop.steps,
+                unit_epoch=at.epoch,
+                epoch_steps=at.step,
+                unit_steps=at.terms,
+            )
+            tensors = {**exp.trained_state(), **exp.loop.tensors()}
+            save_checkpoint(run_dir.checkpoint, tensors, within)
+
+        exp.loop.checkpoint = lambda: write_or_stop(save_within, exp, out, state.units_done)
         for unit in range(state.units_done, exp.num_units()):
             if stop_after is not None and unit >= stop_after:
                 return None

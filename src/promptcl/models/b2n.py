@@ -19,6 +19,7 @@ import torch
 from promptcl.backbones import build_dual_encoder
 from promptcl.config import migrate
 from promptcl.core.checkpoint import load_checkpoint
+from promptcl.core.loop import method_tensors
 from promptcl.core.rundir import RunDir
 from promptcl.data.batching import chunks_of, load_batches
 from promptcl.data.labelled import INTENT_TEMPLATE
@@ -26,7 +27,7 @@ from promptcl.dual.prompted import PromptedDualEncoder
 from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.models.base import Prediction, TrainedModel, inference_train_config, read_json_file
-from promptcl.protocols.b2n import load_b2n_run_config, method_tensors, read_prompts
+from promptcl.protocols.b2n import load_b2n_run_config, read_prompts
 
 
 class DualModel(TrainedModel):

@@ -23,6 +23,7 @@ import torch
 from promptcl.backbones import build_backbone
 from promptcl.config import RunConfig
 from promptcl.core.checkpoint import RunState, load_checkpoint
+from promptcl.core.loop import method_tensors
 from promptcl.core.rundir import RunDir
 from promptcl.data import Split, TaskStream, build_benchmark
 from promptcl.data.batching import chunks_of, load_batches
@@ -121,13 +122,19 @@ def read_run(path: Path, overrides: Sequence[str] = ()) -> SavedRun:
             f"continue it with promptcl run --resume {path}"
         )
     tensors, state = saved
+    if state.within_unit():
+        raise UsageError(
+            f"{path} is in the middle of task {state.units_done + 1} (a train.checkpoint_every "
+            f"checkpoint); wait for the task's end, or continue it with promptcl run --resume "
+            f"{path}"
+        )
     trained_tasks = 1 if config.train.joint else len(tasks)
     if not run_dir.matches(state, order) or state.units_done > trained_tasks:
         raise UsageError(
             f"{path}: config.json or class_order.json changed after the checkpoint was written; "
             "restore them from a copy of the run"
         )
-    return SavedRun(path, config, tensors, state, names, tasks)
+    return SavedRun(path, config, method_tensors(tensors), state, names, tasks)
 
 
 class ContinualModel(TrainedModel):

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from promptcl.config import B2NConfig, load_structured, migrate
 from promptcl.core import run as core
 from promptcl.core.checkpoint import RunState, load_checkpoint, read_checkpoint, read_tensors
-from promptcl.core.loop import Loop, Stage, Training, mean_terms
+from promptcl.core.loop import (
+    Loop,
+    Stage,
+    Training,
+    mean_terms,
+    method_tensors,
+    optimizer_tensors,
+)
 from promptcl.core.rundir import RunDir
 from promptcl.data import load_labelled
 from promptcl.data.batching import chunks_of, load_batches
@@ -43,8 +50,6 @@ from promptcl.engine import Engine
 from promptcl.errors import UsageError
 from promptcl.metrics import harmonic_mean
 from promptcl.report.plots import plot_bars
-
-OPTIMIZER = "optimizer."  # checkpoint tensors of the optimiser's state, not of the method
 
 
 def relabel(samples: Sequence[Sample], classes: Sequence[int]) -> list[Sample]:
@@ -141,7 +146,7 @@ class B2NExperiment(core.Protocol):
         training = self.setup_training()
         stage = Stage(0, range(len(self.train)), lambda chunks: self.batches("train", chunks))
         self.method.train()
-        done = self.loop.epoch(stage, epoch, training)
+        done = self.loop.train(stage, range(epoch, epoch + 1), training)
         self.method.end_epoch(epoch, self.config.train.epochs)
         self.method.eval()
         state.train_seconds += done.seconds
@@ -162,21 +167,13 @@ class B2NExperiment(core.Protocol):
         then continues the momentum of the unbroken run)."""
         tensors = dict(self.method.state_dict())
         if self.training is not None:
-            for index, slots in self.training.optimizer.state_dict()["state"].items():
-                for key, value in slots.items():
-                    tensors[f"{OPTIMIZER}{index}.{key}"] = torch.as_tensor(value)
+            tensors.update(optimizer_tensors(self.training.optimizer))
         return tensors
 
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
-        self.model.load_prompts(method_tensors(tensors), "the checkpoint")
-        training = self.setup_training()
-        slots: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in tensors.items():
-            if name.startswith(OPTIMIZER):
-                index, key = name.removeprefix(OPTIMIZER).split(".", 1)
-                slots.setdefault(int(index), {})[key] = value
-        saved = training.optimizer.state_dict()
-        training.optimizer.load_state_dict({"state": slots, "param_groups": saved["param_groups"]})
+        """The prompts, and the optimiser (set up here: the loop gives it the saved state)."""
+        self.model.load_prompts(tensors, "the checkpoint")
+        self.setup_training()
         self.loop.steps = state.steps
 
     def valid_log(self, log: list[dict[str, Any]]) -> bool:
@@ -282,10 +279,6 @@ class B2NExperiment(core.Protocol):
         return (
             100.0 * self.loop.evaluate(chunks, batches, correct, zero, desc).item() / len(samples)
         )
-
-
-def method_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER)}
 
 
 def read_prompts(path: Path) -> dict[str, torch.Tensor]:

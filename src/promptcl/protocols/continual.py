@@ -5,7 +5,8 @@ over the task's training data (core.loop; logits of classes outside the task mas
 train.mask_logits); the tuner's end-of-task step; then evaluation on the test samples of all
 seen tasks, in batches mixed across tasks (shuffled with the run's seed), the tuner inferring
 task identity per sample. Task t starts from torch.manual_seed(f(seed, t)), so a run resumed at
-a task boundary repeats the unbroken run exactly.
+a task boundary repeats the unbroken run exactly (within a task, train.checkpoint_every: the
+loop continues from the checkpoint's step, optimiser and random state).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class Experiment(core.Protocol):
         """Train task ``task``, then evaluate on every task seen so far."""
         torch.manual_seed(task_seed(self.config.seed, task))
         start = time.perf_counter()
-        self.tuner.begin_task(task, self.training_tasks[task])
+        if self.loop.position is None:  # else resumed within the task: restore began it
+            self.tuner.begin_task(task, self.training_tasks[task])
         trained = self.train_task(task)
         state.train_seconds += time.perf_counter() - start
         state.samples_seen += trained["samples_seen"]
@@ -140,8 +142,10 @@ class Experiment(core.Protocol):
         return self.tuner.trained_state()
 
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
-        """The tuner as it was after ``state.units_done`` tasks, from its checkpointed tensors."""
-        for task in range(state.units_done):
+        """The tuner as it was after ``state.units_done`` tasks (and within the next one when
+        the loop resumes there), from its checkpointed tensors."""
+        begun = state.units_done + (0 if self.loop.position is None else 1)
+        for task in range(begun):
             torch.manual_seed(task_seed(self.config.seed, task))
             self.tuner.begin_task(task, self.training_tasks[task])
         self.tuner.load_trained_state(migrate.added_tensors(tensors, self.tuner.trained_state()))
@@ -244,7 +248,7 @@ class Experiment(core.Protocol):
         if "train" in self.caches:  # every rank fills for the whole task (sharded inside)
             self.caches["train"].fill(indices)
         training = self.setup_training(task)
-        epochs = []
+        epochs, steps = 0, []
         if training is not None:
             stage = Stage(
                 task,
@@ -254,16 +258,16 @@ class Experiment(core.Protocol):
                 {"task": task},
             )
             tuner.train()
-            epochs = [self.loop.epoch(stage, epoch, training) for epoch in range(cfg.epochs)]
+            epochs, steps = cfg.epochs, self.loop.train(stage, range(cfg.epochs), training).steps
         tuner.eval()
         self.engine.same_random_state()
         batches = self.batches("train", indices, cfg.eval_batch_size)
         tuner.end_task(task, self.training_tasks[task], self.task_data(batches))
         return {
             "train_samples": len(indices),
-            "epochs": len(epochs),
-            "samples_seen": len(indices) * len(epochs),
-            "losses": mean_terms([terms for e in epochs for terms in e.steps]),
+            "epochs": epochs,
+            "samples_seen": len(indices) * epochs,
+            "losses": mean_terms(steps),
         }
 
     def loss_terms(self, task: int, outside: torch.Tensor):
