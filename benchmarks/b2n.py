@@ -1,10 +1,11 @@
-"""CLINC150 base-to-novel with the packaged MiniLM on both sides (16 shots per base intent):
-zeroshot, coop, ivlp, maple and mpl from the shipped configs b2n/clinc150/ (in
-src/promptcl/configs/), then a markdown table of base, novel and HM accuracy (mean ± std over
-seeds), trained parameters and training time (also written into the README between the
-clinc150-b2n markers).
+"""Base-to-novel on CLINC150 or DBpedia with the packaged MiniLM on both sides (16 shots per
+base class): every method with a shipped config b2n/clinc150/ (in src/promptcl/configs/; for
+DBpedia with --set benchmark=dbpedia), then a markdown table of base, novel and HM accuracy
+(mean ± std over seeds), trained parameters and training time (also written into the README
+between the BENCHMARK-b2n markers).
 
-    python benchmarks/b2n.py --data-root ../shared/data [--seeds 0 1 2] [--jobs 2]
+    python benchmarks/b2n.py --data-root ../shared/data [--benchmark dbpedia] [--seeds 0 1 2]
+        [--test-per-class N] [--jobs 2]
 
 Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped
 (an unfinished run directory is started again).
@@ -24,9 +25,47 @@ from common import REPO, machine, markdown_table, mean_std, update_readme_sectio
 from promptcl.config import SHIPPED_CONFIGS
 
 CONFIGS = SHIPPED_CONFIGS / "b2n" / "clinc150"
-METHODS = ["zeroshot", "coop", "ivlp", "maple", "mpl"]
+METHODS = ["zeroshot", "coop", "ivlp", "maple", "mpl", "kgcoop", "cocoop", "promptsrc"]
 # the shipped b2n/clinc150/<name>.yaml beyond the papers' settings (chosen on the validation split)
 EXTRA = ["mpl-ctx2"]
+
+
+# per benchmark: the overrides of the shipped configs, and the table's opening sentence
+SETTINGS: dict[str, dict[str, list[str]]] = {
+    "clinc150": {},
+    "dbpedia": {
+        "all": ["benchmark=dbpedia"],
+        # PromptSRC's textual diversity: the topic templates compared on the validation split
+        "promptsrc": [
+            "tuner.templates=['an article about {}.', 'a wikipedia article about {}.', "
+            "'this text is about {}.']"
+        ],
+    },
+}
+DATA = {
+    "clinc150": "CLINC150 base-to-novel (75 base + 75 novel intents in a seeded order), packaged "
+    "MiniLM-L6 encoding utterances and class texts ('a request about {}'), 16 shots per base "
+    "intent",
+    "dbpedia": "DBpedia base-to-novel (7 base + 7 novel topics in a seeded order; half of "
+    "text4's DBpedia test file trains and the other half tests, cut per class as the text4 "
+    "stream cuts it), packaged MiniLM-L6 encoding the articles (first 64 tokens) and class "
+    "texts ('an article about {}.'), 16 shots per base topic",
+}
+
+
+def overrides(method: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """The --set overrides of one run of the shipped config of ``method``."""
+    settings = SETTINGS[args.benchmark]
+    extra = [f"data.test_per_class={args.test_per_class}"] if args.test_per_class else []
+    return [
+        f"data.root={args.data_root}",
+        f"seed={seed}",
+        f"data.eval_split={args.split}",
+        "train.progress=false",
+        *settings.get("all", []),
+        *settings.get(method, []),
+        *extra,
+    ]
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -39,13 +78,8 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     done = out / "metrics.json"
     if not done.is_file():
         shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts again
-        overrides = [
-            f"data.root={args.data_root}",
-            f"seed={seed}",
-            f"data.eval_split={args.split}",
-            "train.progress=false",
-        ]
-        run_b2n(load_b2n_config(CONFIGS / f"{method}.yaml", overrides), out)
+        config = load_b2n_config(CONFIGS / f"{method}.yaml", overrides(method, seed, args))
+        run_b2n(config, out)
     metrics = json.loads(done.read_text())
     print(f"{method} seed {seed}: HM {metrics['hm']:.2f}", file=sys.stderr, flush=True)
     return metrics
@@ -98,34 +132,46 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--benchmark", default="clinc150", choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS + EXTRA)
     parser.add_argument("--split", default="test", choices=["test", "val"])
+    parser.add_argument(
+        "--test-per-class", type=int, help="evaluate at most N samples per class (default all)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-b2n")
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-b2n.md")
+    parser.add_argument("--runs", type=Path, help="default: runs/bench-b2n[-BENCHMARK][-val]")
+    parser.add_argument(
+        "--out", type=Path, help="default: benchmarks/results/BENCHMARK-b2n-SPLIT.md"
+    )
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     parser.add_argument(
         "--table-only", action="store_true", help="tabulate the finished runs; start none"
     )
     args = parser.parse_args()
-    if args.split == "val":
-        args.runs = args.runs.with_name(f"{args.runs.name}-val")
-    args.out = args.out or REPO / "benchmarks" / "results" / f"clinc150-b2n-{args.split}.md"
+    if args.runs is None:
+        name = "bench-b2n" + ("" if args.benchmark == "clinc150" else f"-{args.benchmark}")
+        args.runs = REPO / "runs" / (name + ("-val" if args.split == "val" else ""))
+    results_name = f"{args.benchmark}-b2n-{args.split}.md"
+    args.out = args.out or REPO / "benchmarks" / "results" / results_name
 
     results = finished(args) if args.table_only else run_all(args)
     seeds = " ".join(map(str, args.seeds))
+    cap = f" ({args.test_per_class} test samples per class at most)" if args.test_per_class else ""
+    promptsrc = (
+        "; promptsrc its authors' 20 epochs at 0.0025 with Gaussian prompt aggregation"
+        if "promptsrc" in results
+        else ""
+    )
     lines = [
-        f"CLINC150 base-to-novel (75 base + 75 novel intents in a seeded order), packaged "
-        f"MiniLM-L6 encoding utterances and class texts ('a request about {{}}'), 16 shots per "
-        f"base intent, {args.split} split. Base accuracy over the base intents, "
+        f"{DATA[args.benchmark]}, {args.split} split{cap}. Base accuracy over the base classes, "
         "novel over the novel ones, HM their harmonic mean (%, mean ± std over the seeds listed). "
         "Training "
         "as in MaPLe's and MPL's base-to-novel recipe for every method (SGD 0.0035, cosine, 5 "
-        "epochs, batch 4), prompt sizes from each paper (depth capped at MiniLM's 6 blocks), "
-        "not tuned; the template was chosen by zero-shot HM on the validation split. Train "
-        "times are with other jobs sharing the 2 cores.",
+        f"epochs, batch 4{promptsrc}), prompt sizes from each paper (depth capped at MiniLM's 6 "
+        "blocks), not tuned; the template was chosen by zero-shot HM on the validation split. "
+        "Train times are with other jobs sharing the 2 cores.",
         "",
         table(results),
         "",
@@ -152,15 +198,18 @@ def main() -> None:
         lines += [note, ""]
     lines += [
         f"Machine: {machine()}.",
-        f"Command: `python benchmarks/b2n.py --data-root DATA --seeds {seeds} --methods "
+        "Command: `python benchmarks/b2n.py --data-root DATA"
+        + (f" --benchmark {args.benchmark}" if args.benchmark != "clinc150" else "")
+        + f" --seeds {seeds} --methods "
         + " ".join(results)
+        + (f" --test-per-class {args.test_per_class}" if args.test_per_class else "")
         + (f" --split {args.split}`" if args.split != "test" else "`"),
     ]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
     if not args.no_readme and args.split == "test":
-        update_readme_section("clinc150-b2n", text)
+        update_readme_section(f"{args.benchmark}-b2n", text)
     print(text)
 
 

@@ -136,7 +136,13 @@ register_benchmark(
     "your images: data.root holds train/<class>/ and test/<class>/ folders",
     image_folder,
 )
-# base-to-novel only: intents without a task split, and images for tests
+# base-to-novel only: DBpedia's topics, intents without a task split, and images for tests
+register_benchmark(
+    "dbpedia",
+    "DBpedia's 14 topics from text4/dbpedia (7 base + 7 novel), cut as the text4 stream cuts "
+    "them: half of the test file trains",
+    labelled=labelled.dbpedia,
+)
 register_benchmark(
     "banking77",
     "your Banking77 CSVs: data.root/banking77/{train,test}.csv",

@@ -1,12 +1,14 @@
 """Labelled data for base-to-novel runs: queries (utterances or images) with readable class
 names, and the class splits and few-shot draws of the protocol.
 
-Text: CLINC150 (150 intents, out-of-scope left out), Banking77 (CSV files with columns text and
+Text: CLINC150 (150 intents, out-of-scope left out), DBpedia's 14 topics (cut as the text4
+stream cuts them), Banking77 (CSV files with columns text and
 category) and HWU64 as distributed for few-shot intent detection (per split a folder with a
 ``seq.in`` file of utterances and a ``label`` file, one per line). Images: the 11 data sets of
 the CoOp protocol through ``promptcl.data.coop.load_coop``, and random images for tests. Class
 names are made readable ("pto_request" -> "pto request") and slotted into a template, by default
-``INTENT_TEMPLATE`` for intents and the data set's own for images. The loaders are registered
+``INTENT_TEMPLATE`` for intents, ``TOPIC_TEMPLATE`` for DBpedia and the data set's own for
+images. The loaders are registered
 in ``promptcl.data.BENCHMARKS`` and called through ``promptcl.data.load_labelled``.
 """
 
@@ -24,11 +26,12 @@ import numpy as np
 
 from promptcl.data.coop import COOP_DATASETS, load_coop
 from promptcl.data.files import data_folder, read_csv
-from promptcl.data.text import read_clinc150
+from promptcl.data.text import read_clinc150, text4_splits
 from promptcl.errors import UsageError
 from promptcl.files import read_text
 
 INTENT_TEMPLATE = "a request about {}"  # see docs/METHODS.md: chosen on the validation split
+TOPIC_TEMPLATE = "an article about {}."  # DBpedia: see docs/METHODS.md, chosen as INTENT_TEMPLATE
 Sample = tuple[Any, int]  # (utterance, image path or uint8 array; class index)
 
 
@@ -112,6 +115,14 @@ def clinc150(root: str | None, split: str, template: str | None) -> LabelledData
     files = read_clinc150(root, "clinc150", split, domains=False)
     train, test = ([(t, i) for t, i in pairs if i != "oos"] for pairs in (files.train, files.test))
     return _text_data("clinc150", train, test, template)
+
+
+def dbpedia(root: str | None, split: str, template: str | None) -> LabelledData:
+    """DBpedia's 14 topics from text4/dbpedia, with the text4 stream's cut (``text4_splits``)."""
+    holds = "test.json and labels.json of text4's DBpedia"
+    folder = data_folder(root, "dbpedia", "text4/dbpedia", holds, ("test.json",))
+    train, test = text4_splits(folder, split)
+    return _text_data("dbpedia", train, test, template or TOPIC_TEMPLATE)
 
 
 def _split_file(folder: Path, split: str, names: dict[str, tuple[str, ...]]) -> Path:

@@ -129,18 +129,22 @@ def text4(cfg: StreamDataConfig, seed: int) -> TaskStream:
         raise UsageError(f"data.order must be one of {sorted(TEXT4_ORDERS)}, not {cfg.order}")
     if cfg.eval_split not in ("test", "val"):
         raise UsageError("data.eval_split must be test or val")
-    tasks = []
-    for name in TEXT4_ORDERS[cfg.order]:
-        train, test = _text4_splits(root / name, name)
-        if cfg.eval_split == "val":
-            train, test = hold_out(train, 0.1)
-        tasks.append((train, test))
+    tasks = [text4_splits(root / name, cfg.eval_split) for name in TEXT4_ORDERS[cfg.order]]
     return build_stream_from_tasks(
         "text4", tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
     )
 
 
-def _text4_splits(folder: Path, name: str) -> tuple[list, list]:
+def text4_splits(folder: Path, eval_split: str) -> tuple[list, list]:
+    """One text4 data set's (sentence, label) pairs: (training, evaluation). A missing test
+    file is a fifth of the training file, a missing training file half of the test file (per
+    class, fixed seed); ``eval_split`` val holds out 10% of the training pairs and evaluates
+    on them. Shared by the text4 stream and the dbpedia base-to-novel benchmark."""
+    train, test = _text4_files(folder)
+    return hold_out(train, 0.1) if eval_split == "val" else (train, test)
+
+
+def _text4_files(folder: Path) -> tuple[list, list]:
     files = {split: folder / f"{split}.json" for split in ("train", "test")}
     found = {split: _text4_rows(path) for split, path in files.items() if path.is_file()}
     if not found:
