@@ -167,6 +167,7 @@ def run(
     engine = Engine(config.train, log_root=out)
     engine.launch()
     exp = protocol(config, engine, **options)
+    classes = exp.classes()
     with ExitStack() as held:
         hint = None if resume else new_run_hint(out)
         engine.on_main(lambda: held.enter_context(run_lock(out, hint)))
@@ -181,10 +182,10 @@ def run(
         if saved is None:  # a new run, or one stopped before its first unit boundary
 
             def create() -> None:
-                run_dir.create(exp.kind, exp.config_dict(), exp.classes_file, exp.classes())
+                run_dir.create(exp.kind, exp.config_dict(), exp.classes_file, classes)
 
             write_or_stop(create, exp, out, 0)
-        fingerprint = run_dir.fingerprint(exp.classes())
+        fingerprint = run_dir.fingerprint(classes)
         state = RunState()
         if saved is not None:
             tensors, state = saved
@@ -193,7 +194,7 @@ def run(
                     f"{run_dir.checkpoint / CHECKPOINT} is damaged (its log is not a "
                     f"{exp.kind} run's); start a new --out, or resume from a copy"
                 )
-            changed = not run_dir.matches(state, exp.classes())
+            changed = not run_dir.matches(state, classes)
             units = exp.num_units() - (1 if state.within_unit() else 0)  # one in progress
             if changed or state.units_done > units:
                 raise UsageError(
