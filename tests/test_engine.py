@@ -207,7 +207,7 @@ def test_csv_logger_writes_steps_and_tasks(tmp_path):
         (["train.precision=fp8"], "train.precision='fp8'"),
         (["train.devices=0"], "train.devices=0"),
         (["train.strategy=fsdp"], "train.strategy='fsdp'"),
-        (["train.logger=wandb"], "train.logger='wandb'"),
+        (["train.logger=comet"], "train.logger='comet'"),
     ],
 )
 def test_engine_settings_that_cannot_work_are_one_line_errors(overrides, message, tmp_path,

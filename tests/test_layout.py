@@ -14,7 +14,7 @@ FLOORS = [
     ["metrics", "errors", "version"],
     ["registry", "files", "report"],
     ["backbones"],
-    ["engine"],
+    ["engine", "loggers"],
     ["config", "runtime"],
     ["data", "taskid"],
     ["core", "tuners", "dual"],

@@ -31,16 +31,17 @@ from typing import Any, TypeVar
 
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.loggers import CSVLogger
 from lightning_fabric.strategies import DDPStrategy
 from torch import nn
 
 from promptcl.backbones.precision import FrozenBF16Precision
 from promptcl.errors import UsageError
+from promptcl.loggers import build_loggers, final_figures
 
 T = TypeVar("T")
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
-LOGGERS = ("none", "csv", "tensorboard")
 STRATEGIES = ("auto", "ddp")
 
 
@@ -98,29 +99,12 @@ def _fabric(cfg: Any, loggers: list) -> Fabric:
     return fabric
 
 
-def _loggers(kind: str, root: Path | None) -> list:
-    if kind == "none" or root is None:
-        return []
-    if kind == "csv":
-        from lightning_fabric.loggers import CSVLogger
-
-        return [CSVLogger(root, name="logs")]
-    try:
-        from lightning_fabric.loggers import TensorBoardLogger
-
-        return [TensorBoardLogger(root, name="logs")]
-    except ModuleNotFoundError:  # pragma: no cover - depends on the environment
-        raise UsageError(
-            "train.logger=tensorboard needs TensorBoard: pip install 'promptcl[tensorboard]'"
-        ) from None
-
-
 class Engine:
     """Devices, precision, processes and loggers of one command, from its ``train`` keys."""
 
     def __init__(self, cfg: Any, log_root: Path | None = None) -> None:
         self.cfg = cfg
-        self.fabric = _fabric(cfg, _loggers(cfg.logger, log_root))
+        self.fabric = _fabric(cfg, build_loggers(cfg.logger, log_root))
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -221,6 +205,16 @@ class Engine:
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.fabric.loggers:
             self.fabric.log_dict(metrics, step=step)
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """The run's config, to the loggers that keep one (CSV: config.json holds it)."""
+        for logger in self.fabric.loggers:
+            if not isinstance(logger, CSVLogger):
+                logger.log_hyperparams(config)
+
+    def log_final(self, metrics: dict[str, Any], step: int) -> None:
+        """The run's final figures (metrics.json's numbers) as ``final/NAME`` at ``step``."""
+        self.log(final_figures(metrics), step)
 
     def finish_logging(self) -> None:
         for logger in self.fabric.loggers:

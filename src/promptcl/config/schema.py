@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptcl.engine import LOGGERS, PRECISIONS, STRATEGIES
+from promptcl.engine import PRECISIONS, STRATEGIES
+from promptcl.loggers import LOGGERS
 
 
 def _check(ok: bool, message: str) -> None:
@@ -134,7 +135,11 @@ class TrainConfig:
     num_nodes: int = field(default=1, metadata={"help": "Machines (torchrun / SLURM)."})
     compile: bool = field(default=False, metadata={"help": "torch.compile the backbone's blocks."})
     logger: str = field(
-        default="none", metadata={"help": "none, csv or tensorboard: curves under OUT/logs."}
+        default="none",
+        metadata={
+            "help": "none, csv, tensorboard, wandb or mlflow: curves, config and final figures "
+            "(csv, tensorboard, wandb: under OUT/logs; mlflow: $MLFLOW_TRACKING_URI, else there)."
+        },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars on a terminal."})
     checkpoint_every: int | None = field(

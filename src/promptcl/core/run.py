@@ -207,6 +207,7 @@ def run(
             write_or_stop(lambda: run_dir.write_log(state.log), exp, out, state.units_done)
         state.fingerprint = fingerprint
         state.promptcl_version = __version__  # of the code that writes the checkpoint
+        engine.log_config(exp.config_dict())
 
         def save() -> None:
             save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
@@ -245,6 +246,7 @@ def run(
             exp.plot(out, metrics)
 
         write_or_stop(write_results, exp, out, state.units_done)
+        engine.log_final(metrics, state.steps)
         engine.finish_logging()
         engine.barrier()
         return metrics
