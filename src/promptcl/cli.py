@@ -1,4 +1,4 @@
-"""The ``promptcl`` command: run, resume, b2n, predict, eval and list."""
+"""The ``promptcl`` command: run, resume, b2n, predict, eval, list and push."""
 
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="classify texts or images with a finished run (promptcl.load)"
     )
-    predict.add_argument("run", type=Path, metavar="RUN", help="a run directory")
+    predict.add_argument(
+        "run", metavar="RUN", help="a run directory, or hf:OWNER/NAME[@REVISION] on the Hub"
+    )
     predict.add_argument("--text", action="append", default=[], help="a text to classify")
     predict.add_argument(
         "--input",
@@ -150,6 +152,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, metavar="FILE.json", help="write the figures")
     use_arguments(evaluate)
     commands.add_parser("list", help="methods, backbones, benchmarks and shipped configs")
+    push = commands.add_parser(
+        "push",
+        help="upload a finished run (the files promptcl.load reads) and a model card to the "
+        "Hugging Face Hub",
+    )
+    push.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run directory")
+    push.add_argument("repo", metavar="OWNER/NAME", help="the Hub repository (made if missing)")
+    push.add_argument("--private", action="store_true", help="make a new repository private")
     return parser
 
 
@@ -413,6 +423,13 @@ def prediction_table(rows: list[dict[str, Any]], with_task: bool, width: int = 6
     )
 
 
+def command_push(args: argparse.Namespace) -> None:
+    from promptcl.models import push
+
+    url, files = push(args.run, args.repo, args.private)
+    print(f'pushed {", ".join(files)} to {url}\nload it with: promptcl.load("hf:{args.repo}")')
+
+
 def command_eval(args: argparse.Namespace) -> None:
     from promptcl.models.continual import evaluate_run
 
@@ -456,6 +473,8 @@ def dispatch(argv: list[str] | None) -> None:
             command_predict(args)
         elif args.command == "eval":
             command_eval(args)
+        elif args.command == "push":
+            command_push(args)
         else:
             command_run(args)
     except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it

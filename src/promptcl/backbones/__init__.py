@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
 from promptcl.backbones.base import Backbone, PrefixFn, Prompts, PromptStep
@@ -21,6 +22,13 @@ BACKBONES: Registry[Callable[[str | None], Backbone]] = Registry(
         "text tower in b2n",
     },
 )
+
+
+# the Hub models the packaged backbones are copies of (model cards name them as base_model)
+HUB_MODELS = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet-base": "sentence-transformers/all-mpnet-base-v2",
+}
 
 
 @BACKBONES.register(
@@ -92,6 +100,16 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     return BACKBONES.get(name)(weights)
 
 
+def hub_model(name: str) -> str | None:
+    """The Hub id of backbone ``name``'s weights: a packaged backbone's original, or the hub
+    id of ``hf:ID`` / ``clip:ID`` (None for local folders, timm names and random backbones)."""
+    kind, _, source = name.partition(":")
+    if name in HUB_MODELS:
+        return HUB_MODELS[name]
+    hub_id = kind in ("hf", "clip") and source.count("/") == 1 and not Path(source).exists()
+    return source if hub_id else None
+
+
 def build_dual_encoder(name: str, logit_scale: float | None = None) -> DualEncoder:
     """The dual encoder of a backbone name (backbones/dual.py); logit_scale None: the
     encoder's own (CLIP's learned scale, TEXT_LOGIT_SCALE for text pairs)."""
@@ -110,4 +128,5 @@ __all__ = [
     "Prompts",
     "build_backbone",
     "build_dual_encoder",
+    "hub_model",
 ]

@@ -121,6 +121,10 @@ def added_tensors(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any
     return {**saved, **added}
 
 
+# files of older layouts that loading reads: a 0.1.0 b2n run's tensors, the first 0.1 states
+LEGACY_FILES = ("prompts.safetensors", "checkpoint/state.json")
+
+
 def legacy_prompts(folder: Path) -> Path | None:
     """The trained tensors of a 0.1.0 base-to-novel run (prompts.safetensors, unverified)."""
     path = folder / "prompts.safetensors"

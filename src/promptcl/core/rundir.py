@@ -24,6 +24,15 @@ from promptcl.errors import UsageError
 from promptcl.files import dumps, write_json, write_text
 from promptcl.version import __version__
 
+# what ``promptcl.load`` reads of a run directory (the class file is one of the two)
+LOADED_FILES = (
+    "config.json",
+    "class_order.json",
+    "class_split.json",
+    "metrics.json",
+    f"checkpoint/{CHECKPOINT}",
+)
+
 
 class RunDir:
     def __init__(self, path: str | Path) -> None:
@@ -51,6 +60,12 @@ class RunDir:
         if state.fingerprint is None:
             return migrate.unfingerprinted(self.read_config())
         return state.fingerprint == self.fingerprint(classes)
+
+    def files_to_load(self) -> list[Path]:
+        """The files ``promptcl.load`` reads that this run directory holds: config.json, the
+        class file, metrics.json, the checkpoint (and the trained tensors of older layouts)."""
+        names = [*LOADED_FILES, *migrate.LEGACY_FILES]
+        return [self.path / name for name in names if (self.path / name).is_file()]
 
     def is_run(self) -> bool:
         return self.config.is_file()

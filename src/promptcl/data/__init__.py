@@ -44,6 +44,7 @@ class Benchmark:
     stream: StreamBuilder | None = None  # promptcl run: the task stream
     labelled: LabelledLoader | None = None  # promptcl b2n: the labelled classes
     reads: tuple[str, ...] = ()  # the keys of OWN_KEYS that ``stream`` reads
+    license: str | None = None  # the data's licence (a Hub licence id), when known
 
     @property
     def protocols(self) -> list[str]:
@@ -64,18 +65,21 @@ def register_benchmark(
     stream: StreamBuilder | None = None,
     labelled: LabelledLoader | None = None,
     reads: Sequence[str] = ("num_tasks",),
+    license: str | None = None,
 ) -> None:
     """``reads``: the keys of OWN_KEYS that ``stream`` reads; give ``stream``, ``labelled`` or
-    both."""
+    both; ``license``: the data's licence, when known (model cards name it)."""
     if stream is None and labelled is None:
         raise ValueError(f"benchmark {name!r} needs a stream builder or a labelled loader")
-    BENCHMARKS.add(name, Benchmark(stream, labelled, tuple(reads) if stream else ()), description)
+    entry = Benchmark(stream, labelled, tuple(reads) if stream else (), license)
+    BENCHMARKS.add(name, entry, description)
 
 
 register_benchmark(
     "builtin-intents",
     "24 everyday intents shipped with promptcl, 4 tasks (no data root)",
     builtin_intents,
+    license="apache-2.0",
 )
 register_benchmark(
     "clinc150",
@@ -84,12 +88,14 @@ register_benchmark(
     partial(clinc150, per_domain=True),
     labelled.clinc150,
     (),
+    license="cc-by-3.0",
 )
 register_benchmark(
     "clinc150-15",
     "CLINC150: 15 tasks of 10 intents in a seeded order",
     partial(clinc150, per_domain=False),
     reads=(),
+    license="cc-by-3.0",
 )
 register_benchmark(
     "text4",
@@ -130,6 +136,7 @@ register_benchmark(
     "fashion-mnist",
     "Fashion-MNIST IDX files (data.root or the Debian package), 5 tasks of 2",
     fashion_mnist,
+    license="mit",
 )
 register_benchmark(
     "imagefolder",
@@ -142,6 +149,7 @@ register_benchmark(
     "DBpedia's 14 topics from text4/dbpedia (7 base + 7 novel), cut as the text4 stream cuts "
     "them: half of the test file trains",
     labelled=labelled.dbpedia,
+    license="cc-by-sa-3.0",
 )
 register_benchmark(
     "banking77",
@@ -154,6 +162,11 @@ register_benchmark(
 register_benchmark(
     "random-images", "8 classes of random 32 px images: tests", labelled=labelled.random_images
 )
+
+
+def data_license(name: str) -> str | None:
+    """The licence of benchmark ``name``'s data, when known."""
+    return BENCHMARKS.get(name).license if name in BENCHMARKS else None
 
 
 def protocols(name: str) -> list[str]:
@@ -219,6 +232,7 @@ __all__ = [
     "TextProcessor",
     "build_benchmark",
     "build_stream",
+    "data_license",
     "get_benchmark",
     "load_labelled",
     "protocols",
