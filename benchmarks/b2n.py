@@ -1,8 +1,8 @@
 """Base-to-novel on CLINC150 or DBpedia with the packaged MiniLM on both sides (16 shots per
 base class): every method with a shipped config b2n/clinc150/ (in src/promptcl/configs/; for
 DBpedia with --set benchmark=dbpedia), then a markdown table of base, novel and HM accuracy
-(mean ± std over seeds), trained parameters and training time (also written into the README
-between the BENCHMARK-b2n markers).
+(mean ± std over seeds), trained parameters and training time (also written into
+docs/results.md between the BENCHMARK-b2n markers).
 
     python benchmarks/b2n.py --data-root ../shared/data [--benchmark dbpedia] [--seeds 0 1 2]
         [--test-per-class N] [--jobs 2]
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, help="default: benchmarks/results/BENCHMARK-b2n-SPLIT.md"
     )
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the docs pages")
     parser.add_argument(
         "--table-only", action="store_true", help="tabulate the finished runs; start none"
     )

@@ -1,6 +1,6 @@
 """CLINC150 (clinc150-15: 15 tasks of 10 intents) with the packaged MiniLM: a suite of the
 shipped configs clinc150/ (src/promptcl/configs/clinc150/), then a markdown table (also written
-into the README).
+into docs/results.md).
 
     python benchmarks/clinc150.py --data-root ../shared/data [--suite core|hash] [--seeds 0 1 2]
         [--train-per-class N] [--test-per-class N] [--backbone mpnet-base] [--eval-split test|val]
@@ -12,11 +12,11 @@ and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide
 --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
 
 The main table uses all training data (100 per intent) and goes into
-benchmarks/results/clinc150-SUITE.md and the README section clinc150-SUITE. A capped run
-(--train-per-class N) is a second, labelled table: clinc150-SUITE-capN.md, and the README section
-clinc150-SUITE-capN only where the README has one. --backbone and --test-per-class name the
+benchmarks/results/clinc150-SUITE.md and the docs section clinc150-SUITE. A capped run
+(--train-per-class N) is a second, labelled table: clinc150-SUITE-capN.md, and the docs section
+clinc150-SUITE-capN only where a docs page has one. --backbone and --test-per-class name the
 table too (clinc150-SUITE-BACKBONE-capN-testN). --eval-split val (for choosing
-hyper-parameters) writes clinc150-SUITE[-capN]-val.md and never touches the README.
+hyper-parameters) writes clinc150-SUITE[-capN]-val.md and never touches the docs pages.
 On 2 CPU cores one full-data Hash run of clinc150-15 takes about 35 minutes.
 
 Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped.
@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import REPO, machine, markdown_table, mean_std, update_readme_section
+from common import REPO, machine, markdown_table, mean_std, section_files, update_readme_section
 from throughput import measure
 
 from promptcl import load_config, run
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=["test", "val"])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the docs pages")
     parser.add_argument(
         "--finished-only",
         action="store_true",
@@ -194,12 +194,11 @@ def main() -> None:
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
     if not args.no_readme and args.eval_split == "test":
-        if f"<!-- {name}:start -->" in readme or not variant(args):
+        if section_files(name) or not variant(args):
             update_readme_section(name, text)
         else:
-            print(f"README.md has no {name} section; the table is in {args.out}", file=sys.stderr)
+            print(f"no docs page has a {name} section; the table is in {args.out}", file=sys.stderr)
     print(text)
 
 

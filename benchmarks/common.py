@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description, tables, README sections."""
+"""Helpers shared by the benchmark scripts: machine description, tables, the marked sections of
+README.md and docs/*.md."""
 
 from __future__ import annotations
 
@@ -47,12 +48,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme_section(name: str, text: str, readme: Path = REPO / "README.md") -> None:
-    """Replace the text between <!-- name:start --> and <!-- name:end --> in the README."""
+def section_files(name: str) -> list[Path]:
+    """The pages (README.md, docs/*.md) holding <!-- name:start --> ... <!-- name:end -->."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    content = readme.read_text(encoding="utf-8")
-    if start not in content or end not in content:
-        raise SystemExit(f"README.md has no {start} ... {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return [page for page in pages if {start, end} <= set(page.read_text("utf-8").splitlines())]
+
+
+def update_readme_section(name: str, text: str) -> None:
+    """Replace the text between <!-- name:start --> and <!-- name:end --> in each page that
+    holds those markers: the docs page of the table (docs/results.md), and the README for the
+    table it shows."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    pages = section_files(name)
+    if not pages:
+        raise SystemExit(f"no page (README.md, docs/*.md) has {start} ... {end} markers")
+    for page in pages:
+        head, rest = page.read_text(encoding="utf-8").split(start, 1)
+        _, tail = rest.split(end, 1)
+        page.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")

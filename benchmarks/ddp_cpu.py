@@ -4,7 +4,7 @@
 
 One process uses every core; two processes use half each (OMP_NUM_THREADS). On a 2-core
 machine little gain is possible: the point is that the same command scales out unchanged
-(README, "Several GPUs and clusters"). Figures are metrics.json's train_samples_per_s (all
+(docs/engine.md, "Several GPUs and clusters"). Figures are metrics.json's train_samples_per_s (all
 samples of the stream over the training time, end-of-task stages included).
 """
 

@@ -6,8 +6,8 @@ train.precision = each of --precisions, everything else equal.
 
 The speed of the training step by precision is benchmarks/throughput.py's, measured on a quiet
 machine; this script checks what a precision does to the results (FAA within 0.5 of fp32 is the
-bar, README "Speed"). Its runs may share the machine with other jobs, so their times are not
-compared. Runs go to runs/bench-precision-capN/METHOD-PRECISION-sSEED and are reused.
+bar, docs/results.md "Speed"). Its runs may share the machine with other jobs, so their times
+are not compared. Runs go to runs/bench-precision-capN/METHOD-PRECISION-sSEED and are reused.
 """
 
 from __future__ import annotations

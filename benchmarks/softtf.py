@@ -1,7 +1,7 @@
 """Soft-TransFormers and its baselines with the packaged MiniLM, on `clinc150-15` or `text4`:
 dualprompt, softtf (Prompt ID), softtf with per-sample Gradient ID, softtf with the flagged
 batch mode, wsn, lora, adapter (budgets matched to softtf's masks), ncm. Writes a markdown
-table (also into the README).
+table (also into docs/results.md).
 
     python benchmarks/softtf.py --data-root ../shared/data [--benchmark clinc150-15|text4]
         [--seeds 0 1 2] [--train-per-class N] [--test-per-class N]
@@ -179,10 +179,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--train-per-class", type=int, default=None)
     parser.add_argument("--test-per-class", type=int, default=None)
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not update the docs pages")
     parser.add_argument(
         "--section",
-        help="a table of --methods alone (no time column) for the README section "
+        help="a table of --methods alone (no time column) for the docs section "
         "softtf-BENCHMARK-SECTION, beside the main one",
     )
     parser.add_argument(

@@ -8,7 +8,7 @@ over all seen classes (union, after the last task): for lda and ncm that is the 
     python benchmarks/tii.py --data-root ../shared/data [--seeds 0 1 2] [--train-per-class N]
         [--eval-split val|test] [--classifiers mlp lda ncm]
 
-Writes benchmarks/results/tii-BENCHMARK[-capN][-testN][-val].md, and the README section of that name
+Writes benchmarks/results/tii-BENCHMARK[-capN][-testN][-val].md, and the docs section of that name
 for the test split.
 """
 
@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import REPO, machine, markdown_table, mean_std, update_readme_section
+from common import REPO, machine, markdown_table, mean_std, section_files, update_readme_section
 
 from promptcl import load_config
 from promptcl.protocols.continual import Experiment
@@ -107,7 +107,7 @@ def main() -> None:
     name += "-val" if args.eval_split == "val" else ""
     out = REPO / "benchmarks" / "results" / f"{name}.md"
     out.write_text(text + "\n", encoding="utf-8")
-    if args.eval_split == "test" and f"<!-- {name}:start -->" in (REPO / "README.md").read_text():
+    if args.eval_split == "test" and section_files(name):
         update_readme_section(name, text)
     print(text)
 
