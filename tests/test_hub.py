@@ -191,3 +191,14 @@ def test_a_b2n_image_run_round_trips_with_its_card(tmp_path, hub):
     images = [(out / "b2n.png")]  # any image PIL reads
     local = promptcl.load(out, "cpu").predict(images)
     assert promptcl.load("hf:someone/coop", "cpu").predict(images) == local
+
+
+def test_base_model_is_the_backbones_hub_original_when_known(tmp_path):
+    from promptcl.backbones import hub_model
+
+    assert hub_model("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_model("clip:openai/clip-vit-base-patch16") == "openai/clip-vit-base-patch16"
+    (tmp_path / "my" / "bert").mkdir(parents=True)
+    local = tmp_path / "my" / "bert"
+    assert hub_model(f"hf:{local}") is None  # a local folder has no Hub original
+    assert hub_model("tiny-bert") is None and hub_model("timm:vit_base_patch16_224") is None

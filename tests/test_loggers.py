@@ -117,3 +117,20 @@ def test_a_missing_logger_package_names_its_extra(kind, tmp_path, monkeypatch, c
         f"promptcl: error: train.logger={kind} needs its package: pip install 'promptcl[{kind}]'"
     ]
     assert not out.exists()
+
+
+def test_final_figures_are_the_numbers_of_metrics_json_by_path():
+    from promptcl.loggers import final_figures, flat
+
+    metrics = {"faa": 91.5, "fm": None, "trainable_params": 12, "leaks_task_identity": False,
+               "acc_matrix": [[90.0]], "method": "hash", "transfer": {"hwu64": 70.25}}  # fmt: skip
+    assert final_figures(metrics) == {
+        "final/faa": 91.5,
+        "final/trainable_params": 12.0,
+        "final/transfer/hwu64": 70.25,
+    }
+    assert flat({"train": {"lr": 0.1, "tii": {"epochs": 2}}, "seed": 0}, ".") == {
+        "train.lr": 0.1,
+        "train.tii.epochs": 2,
+        "seed": 0,
+    }
