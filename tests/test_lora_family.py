@@ -10,7 +10,7 @@ from promptcl.backbones.vit import tiny_vit
 from promptcl.tuners import Batch, TaskData
 from promptcl.tuners.inflora.subspace import design_down_projection, grow_basis
 from promptcl.tuners.lowrank import projection_edits
-from promptcl.tuners.sdlora.model import direction
+from promptcl.tuners.sdlora.model import inverse_norm
 
 TASKS = [[0, 1, 2], [3, 4, 5], [0, 1, 2]]
 
@@ -137,6 +137,10 @@ def test_inflora_threshold_grows_with_the_classes_seen(backbone):
     sizes = tuner.basis_size.clone()
     run_inflora_task(tuner, backbone, 1)  # its threshold: 0.5 + 0.5 * 3/6
     assert (tuner.basis_size >= sizes).all() and tuner.seen.all()
+
+
+def direction(pair, part):
+    return pair.product(part) * inverse_norm(pair, part)
 
 
 # -- SD-LoRA ------------------------------------------------------------------------------------

@@ -34,10 +34,11 @@ from promptcl.tuners.lowrank import LowRankPair, SummedBranches
 from promptcl.tuners.sdlora.config import SDLoRAConfig
 
 
-def direction(pair: LowRankPair, part: str) -> torch.Tensor:
-    """B A / (||B||_F ||A||_F); zero for a branch whose B never left zero."""
+def inverse_norm(pair: LowRankPair, part: str) -> torch.Tensor:
+    """1 / (||B||_F ||A||_F), the normalisation of an old direction B A (finite when B is still
+    zero: such a branch adds zero)."""
     norm = pair.B[part].norm() * pair.A[part].norm()
-    return pair.product(part) / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+    return 1 / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
 class SDLoRA(SummedBranches):
@@ -59,18 +60,19 @@ class SDLoRA(SummedBranches):
         )
 
     def updates(self) -> list[dict[str, torch.Tensor]]:
-        *old, new = self.branches
+        """Per block and part: one product of the concatenated, scaled B's (d, sum of ranks)
+        and the concatenated A's."""
         alpha = self.magnitude
-        return [
-            {
-                p: sum(
-                    (alpha[i] * direction(b[k], p) for i, b in enumerate(old)),
-                    alpha[-1] * new[k].product(p),
-                )
-                for p in self.parts
-            }
-            for k in range(len(self.blocks))
-        ]
+        updates = []
+        for k in range(len(self.blocks)):
+            pairs = [branch[k] for branch in self.branches]
+            updates.append({})
+            for p in self.parts:
+                scales = [alpha[i] * inverse_norm(pair, p) for i, pair in enumerate(pairs[:-1])]
+                scales.append(alpha[-1])  # the new branch: not normalised
+                B = torch.cat([s * pair.B[p] for s, pair in zip(scales, pairs, strict=True)], 1)
+                updates[-1][p] = B @ torch.cat([pair.A[p] for pair in pairs])
+        return updates
 
     def report(self) -> dict[str, Any]:
         return {
@@ -80,4 +82,4 @@ class SDLoRA(SummedBranches):
         }
 
 
-__all__ = ["SDLoRA", "direction"]
+__all__ = ["SDLoRA", "inverse_norm"]
