@@ -3,10 +3,13 @@ shared query/key/value updates on a fused (timm) and a separate (BERT) projectio
 
 import pytest
 import torch
+from test_learner import tiny
 from test_tuners import NUM_CLASSES, make
 
+from promptcl import run
 from promptcl.backbones.hf import tiny_bert
 from promptcl.backbones.vit import tiny_vit
+from promptcl.core.checkpoint import load_checkpoint
 from promptcl.tuners import Batch, TaskData
 from promptcl.tuners.inflora.subspace import design_down_projection, grow_basis
 from promptcl.tuners.lowrank import projection_edits
@@ -204,3 +207,14 @@ def test_key_update_fills_its_rows_of_a_fused_qkv_and_a_separate_key():
     assert torch.equal(projection_edits(bert, [0], [{"key": D}])[0]["key"].delta, D)
     both = projection_edits(vit, [0], [{"query": D, "value": 2 * D}])[0]["qkv"].delta
     assert torch.equal(both[:32], D) and torch.equal(both[64:], 2 * D) and not both[32:64].any()
+
+
+def test_a_run_designs_every_task_s_down_projection_before_training_it(tmp_path):
+    """The protocol calls prepare_task: each stored A has orthogonal rows of norm 1/sqrt(3),
+    which a Kaiming-uniform start has not."""
+    run(tiny("method=inflora", "tuner.rank=2"), tmp_path / "run")
+    tensors = load_checkpoint(tmp_path / "run" / "checkpoint")[0]
+    designed = [v for k, v in tensors.items() if ".A." in k]
+    assert len(designed) > 2
+    for A in designed:
+        torch.testing.assert_close(A @ A.T, torch.eye(2) / 3, atol=1e-5, rtol=0)
