@@ -142,6 +142,20 @@ class Backbone(nn.Module):
         names = {**self.attention_linears, **(self.mlp_linears if mlp else {})}
         return {name: f"{self.blocks_path}.{index}.{path}" for name, path in names.items()}
 
+    def projection(self, part: str) -> tuple[str, int, int]:
+        """The linear computing attention's ``part`` (query, key or value) in a block: its short
+        name (``linear_paths``), and which of how many equal row groups of its output is the
+        part's (timm's fused qkv: ("qkv", 1, 3) for the keys; a separate key linear: ("key",
+        0, 1))."""
+        parts = ("query", "key", "value")
+        if part not in parts:
+            raise ValueError(f"no attention projection {part!r}; choose one of {parts}")
+        if part in self.attention_linears:
+            return part, 0, 1
+        if "qkv" in self.attention_linears:
+            return "qkv", parts.index(part), 3
+        raise UsageError(f"attention projections are not wired for {type(self).__name__} backbones")
+
     def train(self, mode: bool = True) -> Backbone:
         """The frozen backbone stays in eval mode: no dropout, deterministic features."""
         return super().train(False)

@@ -82,6 +82,12 @@ def masked_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return weight.to(dtype) * mask.to(dtype)
 
 
+def added_weight(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """W + delta, in the wider of the two dtypes (a bf16 weight plus an fp32 update: fp32)."""
+    dtype = torch.promote_types(weight.dtype, delta.dtype)
+    return weight.to(dtype) + delta.to(dtype)
+
+
 def edited_weight(weight: torch.Tensor, edit: torch.Tensor | WeightEdit) -> torch.Tensor:
     return masked_weight(weight, edit) if isinstance(edit, torch.Tensor) else edit.weight(weight)
 
@@ -99,6 +105,7 @@ __all__ = [
     "MaskSpec",
     "OutputEdit",
     "WeightEdit",
+    "added_weight",
     "edited_linear",
     "masked_weight",
 ]

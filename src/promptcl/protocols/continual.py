@@ -108,6 +108,8 @@ class Experiment(core.Protocol):
         start = time.perf_counter()
         if self.loop.position is None:  # else resumed within the task: restore began it
             self.tuner.begin_task(task, self.training_tasks[task])
+            if self.tuner.prepares:
+                self.prepare_task(task)
         trained = self.train_task(task)
         state.train_seconds += time.perf_counter() - start
         state.samples_seen += trained["samples_seen"]
@@ -239,6 +241,14 @@ class Experiment(core.Protocol):
         else:  # every class seen so far competes
             outside[[c for seen in self.training_tasks[: task + 1] for c in seen]] = False
         return self.loop.setup(tuner, self.loss_terms(task, outside), groups)
+
+    def prepare_task(self, task: int) -> None:
+        """The tuner's look at task ``task``'s training data before training it (batches as
+        end_task's: un-shuffled, of train.eval_batch_size)."""
+        self.engine.same_random_state()
+        indices = self.indices_of("train", [task])
+        batches = self.batches("train", indices, self.config.train.eval_batch_size)
+        self.tuner.prepare_task(task, self.training_tasks[task], self.task_data(batches))
 
     def train_task(self, task: int) -> dict[str, Any]:
         """Train task ``task`` (after begin_task), then the tuner's end of task. Returns the

@@ -99,6 +99,7 @@ class Tuner(nn.Module):
     config_class: ClassVar[type]
     needs_query: ClassVar[bool] = False  # wants Batch.query (the un-prompted pooled feature)
     trains: ClassVar[bool] = True  # False: no gradient steps (e.g. class means)
+    prepares: ClassVar[bool] = False  # True: prepare_task sees the task's data before training
     # how the task of a test sample is named (``promptcl list``); a config field ``task_id``
     # (the per-task edit methods) lists choices instead
     task_inference: ClassVar[str] = "none needed (one classifier over all seen classes)"
@@ -111,6 +112,11 @@ class Tuner(nn.Module):
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         """Create the task's parameters and freeze those that must not move any more."""
+
+    @torch.no_grad()
+    def prepare_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
+        """With ``prepares``: called after begin_task and before training task ``task``, with its
+        training data (un-shuffled, as end_task's), e.g. to set parameters from its statistics."""
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         """task: (B,) true task ids in training; None at evaluation (the tuner infers it)."""

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from promptcl.backbones.masked import WeightEdit
+from promptcl.backbones.masked import WeightEdit, added_weight
 from promptcl.tuners.edits import EditTuner
 from promptcl.tuners.lora.config import LoRAConfig
 
@@ -27,9 +27,7 @@ class LowRank(WeightEdit):
         self.scale = scale
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
-        update = self.scale * (self.B @ self.A)
-        dtype = torch.promote_types(weight.dtype, update.dtype)  # bf16 W: the sum in fp32
-        return weight.to(dtype) + update.to(dtype)
+        return added_weight(weight, self.scale * (self.B @ self.A))  # bf16 W: the sum in fp32
 
 
 class LoRA(EditTuner):
