@@ -38,6 +38,14 @@ from promptcl.tuners.mos.config import MOSConfig
 from promptcl.tuners.prompts import check_blocks
 
 
+def subset(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The samples ``rows`` of ``batch`` (every input is batch-first)."""
+    if len(rows) == len(batch.labels):
+        return batch
+    inputs = {name: value[rows] for name, value in batch.inputs.items()}
+    return Batch(inputs, batch.labels[rows], batch.index[rows])
+
+
 class MOS(Tuner):
     name = "mos"
     description = "per-task adapters merged with the older ones, self-refined retrieval (MOS)"
@@ -104,21 +112,23 @@ class MOS(Tuner):
         return self.retrieve(batch)
 
     def retrieve(self, batch: Batch) -> TunerOutput:
-        """The self-refined adapter retrieval (MOS's ``_eval_cnn``), per sample."""
+        """The self-refined adapter retrieval (MOS's ``_eval_cnn``), per sample; each round
+        runs the backbone on the samples whose task has not settled yet."""
         unseen = self.class_task < 0
         cosine = F.normalize(self.features(batch, 0).float(), dim=-1)
         cosine = (cosine @ F.normalize(self.prototypes, dim=-1).T).masked_fill(unseen, -torch.inf)
         task = self.class_task[cosine.argmax(dim=1)]
-        done = torch.zeros_like(task, dtype=torch.bool)
-        logits = cosine
+        logits = torch.empty_like(cosine)
+        active = torch.arange(len(task), device=task.device)  # samples still refining
         for round in range(self.config.refine_rounds):
-            current = self.head(self.features(batch, task)).float().masked_fill(unseen, -torch.inf)
-            logits = torch.where(done[:, None], logits, current)  # settled samples keep theirs
-            named = self.class_task[current.argmax(dim=1)]
-            done = done | (named == task)
-            if bool(done.all()) or round == self.config.refine_rounds - 1:
+            current = self.head(self.features(subset(batch, active), task[active]))
+            logits[active] = current.float().masked_fill(unseen, -torch.inf)
+            named = self.class_task[logits[active].argmax(dim=1)]
+            moving = named != task[active]
+            if round == self.config.refine_rounds - 1 or not bool(moving.any()):
                 break
-            task = torch.where(done, task, named)
+            active = active[moving]
+            task[active] = named[moving]
         if self.config.ensemble:
             num_tasks = self.adapters.num_tasks
             logits = logits.softmax(dim=1) + (num_tasks * cosine).softmax(dim=1)
