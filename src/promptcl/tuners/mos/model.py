@@ -61,6 +61,8 @@ class MOS(Tuner):
         blocks = check_blocks(blocks, backbone, "blocks")
         self.adapters = TaskEditBank(edited_layers(backbone, blocks, mlp=True, names=("fc2",)))
         self.head = nn.Linear(backbone.dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)  # the code's head: timm's init
+        nn.init.zeros_(self.head.bias)
         covariance = "full" if config.covariance == "full" else "diagonal"
         self.stats = ClassGaussians(num_classes, backbone.dim, covariance)
         self.register_buffer("prototypes", torch.zeros(num_classes, backbone.dim))
