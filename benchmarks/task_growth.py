@@ -35,6 +35,7 @@ METHODS = {
     "softtf (Gradient ID)": {"task_id": "gradient"},
     "inflora": {},
     "sdlora": {},
+    "mos": {"align": {"epochs": 1}},
 }
 
 

@@ -27,10 +27,12 @@ TINY = ["backbone=tiny-bert", "data.num_tasks=2", "data.train_per_class=2",
         "train.progress=false"]  # fmt: skip
 GAUSSIANS = ["tuner.tii.epochs=1", "tuner.tii.align_epochs=1", "tuner.tii.samples_per_class=4",
              "tuner.tap.epochs=1", "tuner.tap.samples_per_class=4"]  # fmt: skip
+MOS_ALIGN = ["tuner.align.epochs=1", "tuner.align.samples_per_class=4"]
 
 
 def tiny(method, *overrides):
     options = GAUSSIANS if method in ("hash", "hide", "norga") else []
+    options = MOS_ALIGN if method == "mos" else options
     return load_config(None, [*TINY, f"method={method}", *options, *overrides])
 
 

@@ -13,8 +13,9 @@ from promptcl.tuners.dualprompt import DualPromptConfig
 
 NUM_CLASSES = 6
 TASKS = [[0, 1, 2], [3, 4, 5]]
-# speed only: RanPAC's 10000-wide projection makes each end of task a 10000 x 10000 solve
-FAST = {"ranpac": {"dim": 256}}
+# speed only: RanPAC's 10000-wide projection makes each end of task a 10000 x 10000 solve;
+# MOS's head alignment runs 30 epochs
+FAST = {"ranpac": {"dim": 256}, "mos": {"align": {"epochs": 1}}}
 
 
 @pytest.fixture(scope="module")

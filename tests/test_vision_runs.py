@@ -18,6 +18,7 @@ def overrides(method, backbone="tiny-vit"):
     """Every method with its default options (block defaults follow the backbone's depth)."""
     fast = FAST_STAGES if method in ("hide", "norga", "hash") else []
     fast += ["tuner.dim=256"] if method == "ranpac" else []  # a 10000-wide projection is slow
+    fast += ["tuner.align.epochs=1"] if method == "mos" else []  # MOS's head alignment (30)
     return [f"backbone={backbone}", f"method={method}", "train.epochs=1", "train.batch_size=16",
             "train.progress=false", "data.train_per_class=6", *fast]  # fmt: skip
 

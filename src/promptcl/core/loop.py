@@ -48,6 +48,7 @@ class Stage:
     batches: Batches  # one batch per chunk of positions, in order
     name: str = ""  # shown before the epoch in progress bars and errors, e.g. "task 2/15"
     tags: dict[str, Any] = field(default_factory=dict)  # logged with each step, e.g. task
+    after_step: Callable[[], None] = lambda: None  # after each optimisation step (MOS's merge)
 
 
 @dataclass
@@ -218,6 +219,7 @@ class Loop:
             total=len(shares) - at.step,
             first=at.step + 1,
         ):
+            stage.after_step()
             at.terms.append(terms)
             at.step += 1
             self.steps += 1

@@ -266,6 +266,7 @@ class Experiment(core.Protocol):
                 lambda chunks: self.chunk_batches("train", chunks),
                 f"task {task + 1}/{len(self.training_tasks)}",
                 {"task": task},
+                tuner.after_step,
             )
             tuner.train()
             epochs, steps = cfg.epochs, self.loop.train(stage, range(cfg.epochs), training).steps

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians, train_on_gaussians
@@ -77,3 +78,15 @@ def align_head(
         samples_per_class=samples_per_class,
         weight_decay=weight_decay,
     )
+
+
+def contrast_to_means(
+    means: torch.Tensor, features: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The contrastive term of HiDe-Prompt's and MOS's public code (``orth_loss``): with
+    M = [old classes' feature means (k, d); the batch's features (B, d)],
+    CE(M M^T / temperature, I), which pushes the batch's features away from the old classes'
+    means (and from each other)."""
+    M = torch.cat([means, features])
+    similarity = M @ M.T / temperature
+    return F.cross_entropy(similarity, torch.arange(len(M), device=M.device))

@@ -126,6 +126,10 @@ class Tuner(nn.Module):
         """Extra training losses added to the cross-entropy, by name."""
         return {}
 
+    def after_step(self) -> None:
+        """Called after every optimisation step of a task's training (MOS merges its adapter
+        with the older ones here); changes made here are in the next step's checkpoint."""
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups; an optional "lr_scale" key multiplies the run's learning rate."""
         params = [p for p in self.own_parameters() if p.requires_grad]

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians
 from promptcl.taskid.tii import TaskInference, TIIOptions
-from promptcl.tuners.align import TAPOptions, align_head
+from promptcl.tuners.align import TAPOptions, align_head, contrast_to_means
 from promptcl.tuners.base import TaskData
 
 
@@ -27,14 +26,10 @@ class HiDeStages(TaskInference):
         self.feature_stats = ClassGaussians(num_classes, dim, tii.covariance)
 
     def contrast(self, features: torch.Tensor, task: int, temperature: float) -> torch.Tensor:
-        """HiDe-Prompt's contrastive term (its public code's ``orth_loss``): with M = [the stored
-        means of the prompted features of earlier tasks' classes; the batch's prompted features
-        (B, d)], CE(M M^T / temperature, I), which pushes the batch's features away from the old
-        classes' means (and from each other)."""
+        """HiDe-Prompt's contrastive term (``contrast_to_means``) against the stored means of
+        the prompted features of earlier tasks' classes."""
         old = (self.class_task < task) & (self.class_task >= 0)
-        M = torch.cat([self.feature_stats.mean[old], features])
-        similarity = M @ M.T / temperature
-        return F.cross_entropy(similarity, torch.arange(len(M), device=M.device))
+        return contrast_to_means(self.feature_stats.mean[old], features, temperature)
 
     @torch.no_grad()
     def end_task(
