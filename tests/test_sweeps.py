@@ -21,8 +21,8 @@ FIXED = ["backbone=tiny-bert", "data.train_per_class=2", "data.test_per_class=1"
          "train.epochs=1", "train.progress=false"]  # fmt: skip
 SETS = [arg for item in FIXED for arg in ("--set", item)]
 GRID = ["--set", "method=ncm,linear", "--set", "seed=0,1", *SETS]
-NAMES = ["0-method=ncm-seed=0", "1-method=ncm-seed=1", "2-method=linear-seed=0",
-         "3-method=linear-seed=1"]  # fmt: skip
+NAMES = ["method=ncm-seed=0", "method=ncm-seed=1", "method=linear-seed=0",
+         "method=linear-seed=1"]  # fmt: skip
 
 
 def metrics(folder):
@@ -55,19 +55,24 @@ def test_values_split_on_commas_outside_brackets_and_quotes(text, values):
 
 def test_points_are_the_product_in_order_named_by_their_swept_values():
     points = grid([], [("method", ["hash", "hide"]), ("seed", ["0", "1", "2"]), ("x", ["a/b"])])
-    names = ["0-method=hash-seed=0", "1-method=hash-seed=1", "2-method=hash-seed=2",
-             "3-method=hide-seed=0"]  # fmt: skip
-    assert [p.name for p in points[:4]] == names
+    names = ["method=hash-seed=0", "method=hash-seed=1", "method=hash-seed=2",
+             "method=hide-seed=0"]  # fmt: skip
+    assert [p.name for p in points[:4]] == names and [p.index for p in points] == list(range(6))
     assert points[5].sets == ("method=hide", "seed=2", "x=a/b")
     files = grid(["a.yaml", "dir/b.yaml"], [("seed", ["0"])])
-    assert [p.name for p in files] == ["0-config=a", "1-config=b"]
+    assert [p.name for p in files] == ["config=a", "config=b"]
     assert files[1].config == "dir/b.yaml"
+    assert grid([], [("seed", ["0"])])[0].name == "run"
+    # a value that is not a plain name keeps a readable part and a digest of the whole
+    (a, b) = grid([], [("tuner.blocks", ["[0,1]", "_0_1_"])])
+    assert a.name.startswith("tuner.blocks=_0_1_~") and b.name == "tuner.blocks=_0_1_"
 
 
 def test_a_sweep_writes_one_run_per_point_and_its_grid(swept):
     record = json.loads((swept / "sweep.json").read_text())
     assert [p["name"] for p in record["points"]] == NAMES
-    assert record["command"].startswith("promptcl sweep run --set method=ncm,linear")
+    assert len(record["commands"]) == 1
+    assert record["commands"][0].startswith("promptcl sweep run --set method=ncm,linear")
     for name in NAMES:
         m = metrics(swept / name)
         method, seed = name.split("-")[1:]
@@ -120,9 +125,17 @@ def test_an_unfinished_point_resumes_to_the_same_figures(swept, tmp_path, capsys
     main(["sweep", "run", "--set", "method=linear", "--set", "seed=0", *SETS, "--out", str(out)])
     assert f"point {point.name}: resumed and finished" in capsys.readouterr().out
     assert metrics(out / point.name)["acc_matrix"] == metrics(swept / NAMES[2])["acc_matrix"]
-    # the table reads both folders: one group, two runs of seed 0 (std 0)
-    found = collect([swept, out])
-    assert len(found.runs) == 5
+    found = collect([swept, out])  # a sweep folder and a run directory
+    assert [run.path for run in found.runs] == [*(swept / n for n in NAMES), out / point.name]
+
+
+def test_a_grid_grows_in_its_folder(tmp_path):
+    out = tmp_path / "grow"
+    Sweep.from_args("run", None, ["method=ncm", "seed=0,1", *FIXED], out).open("here")
+    Sweep.from_args("run", None, ["method=ncm", "seed=1,2", *FIXED], out).open("there")
+    record = json.loads((out / "sweep.json").read_text())
+    assert [p["name"] for p in record["points"]] == ["seed=0", "seed=1", "seed=2"]
+    assert len(record["commands"]) == 2 and record["machine"] == "here"
 
 
 def test_point_k_runs_that_point_only(tmp_path, capsys):
@@ -131,7 +144,7 @@ def test_point_k_runs_that_point_only(tmp_path, capsys):
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in listed] == NAMES and not out.exists()
     main(["sweep", "run", *GRID, "--out", str(out), "--point", "1"])
-    assert sorted(p.name for p in out.iterdir()) == ["1-method=ncm-seed=1", "sweep.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["method=ncm-seed=1", "sweep.json"]
     assert metrics(out / NAMES[1])["seed"] == 1
 
 
@@ -141,7 +154,7 @@ def test_jobs_run_points_in_subprocesses(tmp_path):
     result = subprocess.run([sys.executable, "-m", "promptcl", *map(str, args), "--jobs", "2"],
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for name in ["0-seed=0", "1-seed=1"]:
+    for name in ["seed=0", "seed=1"]:
         assert metrics(out / name)["method"] == "ncm"
         assert (
             f"point {name}: finished" in result.stdout and (out / "logs" / f"{name}.log").is_file()
@@ -155,7 +168,8 @@ def test_jobs_run_points_in_subprocesses(tmp_path):
         (["sweep", "run", "--set", "method=ncm,,l2p"], "has an empty value"),
         (["sweep", "run", "--set", "seed=0", "--set", "seed=1"], "gives seed twice"),
         (["sweep", "run", "--set", "seed=0"], "pass --out SWEEP_DIR"),
-        (["sweep", "run", "--set", "train.lr=0.1,-1"], "point 1-train.lr=-1: bad config: "),
+        (["sweep", "run", "--set", "train.lr=0.1,-1"], "point train.lr=-1: bad config: "),
+        (["sweep", "run", "--set", "seed=0,1,0"], "two points make the folder seed=0"),
         (["sweep", "run", "--set", "seed=0,1", "--point", "2"], "--point 2: the sweep has 2"),
         (["sweep", "run", "--set", "seed=0", "--jobs", "0"], "--jobs 0 must be >= 1"),
         (["table", "."], "is neither a run directory"),
@@ -182,10 +196,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, m
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_sweep_folder_of_another_grid_is_refused(swept, capsys):
+def test_a_point_of_other_settings_in_a_sweep_folder_is_refused(swept, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["sweep", "run", "--set", "method=ncm", *SETS, "--out", str(swept)])
-    assert stop.value.code == 2 and "holds another sweep" in capsys.readouterr().err
+        main(["sweep", "run", *GRID, "--set", "data.max_length=32", "--out", str(swept)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "method=ncm-seed=0 was made with other settings" in err
 
 
 @pytest.mark.slow

@@ -156,8 +156,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 GRID_HELP = """values: KEY=A,B,C sweeps KEY over A, B and C; a comma inside [ ], { }, ( ) or quotes
 does not split ('tuner.blocks=[0,1],[2,3]' is two lists) and \\, is a comma within a value.
-Each point is a run directory SWEEP_DIR/K-KEY=VALUE-...; running the command again skips the
-finished points and resumes the unfinished ones."""
+Each point is a run directory SWEEP_DIR/KEY=VALUE-... (of the swept keys); running the command
+again skips the finished points and resumes the unfinished ones; another grid in the same folder
+adds its points. --point K runs the K-th point of --list (a SLURM array's index)."""
 
 
 def work_arguments(commands: Any) -> None:
@@ -176,6 +177,13 @@ def work_arguments(commands: Any) -> None:
         "--set", action="append", default=[], metavar="KEY=A[,B...]", help="a key's values"
     )
     sweep.add_argument("--out", type=Path, metavar="SWEEP_DIR", help="the sweep folder")
+    sweep.add_argument(
+        "--name-keys",
+        default="",
+        metavar="KEY,...",
+        help="keys in every point's folder name even when not swept (e.g. seed: a grid that "
+        "grows by seeds keeps its names)",
+    )
     how = sweep.add_mutually_exclusive_group()
     how.add_argument("--jobs", type=int, default=1, help="points at a time (subprocesses)")
     how.add_argument(
@@ -488,7 +496,8 @@ def command_eval(args: argparse.Namespace) -> None:
 def command_sweep(args: argparse.Namespace) -> None:
     from promptcl.sweeps import Sweep, machine
 
-    sweep = Sweep.from_args(args.protocol, args.config, args.set, args.out)
+    named = [key for key in args.name_keys.split(",") if key]
+    sweep = Sweep.from_args(args.protocol, args.config, args.set, args.out, named)
     if args.list:
         for point in sweep.points:
             config = [] if point.config is None else ["--config", point.config]
@@ -500,7 +509,7 @@ def command_sweep(args: argparse.Namespace) -> None:
     sweep.open(machine())
     todo = [p for p in points if sweep.status(p) != "finished"]
     print(f"sweep {args.out}: {len(points) - len(todo)} of {len(points)} points finished before")
-    hint = f"; continue with: {sweep.record()['command']}"
+    hint = f"; continue with: {sweep.command_line()}"
     try:
         if args.jobs > 1:
             failed = sweep.run_parallel(todo, args.jobs, print)

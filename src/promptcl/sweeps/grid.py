@@ -1,8 +1,10 @@
 """A sweep: the grid of ``--set`` values (and ``--config`` files) of one command, one run
-directory per point under one sweep folder, and ``sweep.json`` there recording the grid and the
-command. A finished point (metrics.json) is skipped, an unfinished one resumed from its last
-checkpoint; points run one after another, ``jobs`` at a time in subprocesses, or one by index
-(``--point K``: a SLURM array or torchrun job per point).
+directory per point under one sweep folder (named by the point's swept values), and
+``sweep.json`` there recording the points and the commands that made them (a grid may grow in
+its folder: more seeds, another method). A finished point (metrics.json) is skipped, an
+unfinished one resumed from its last checkpoint; points run one after another, ``jobs`` at a
+time in subprocesses, or one by index (``--point K``: a SLURM array or torchrun job per
+point).
 
 Values: ``--set KEY=A,B,C`` sweeps KEY over A, B and C. A comma inside brackets, braces,
 parentheses or quotes does not split (``--set 'tuner.blocks=[0,1],[2,3]'`` is two lists), and
@@ -12,6 +14,7 @@ parentheses or quotes does not split (``--set 'tuner.blocks=[0,1],[2,3]'`` is tw
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -112,8 +115,13 @@ def parse_axes(items: Sequence[str], option: str = "--set") -> list[tuple[str, l
 
 
 def slug(value: str) -> str:
-    """A value as part of a folder name: letters, digits and ._+- kept, the rest as _."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", value).strip("_")[:40] or "_"
+    """A value as part of a folder name: letters, digits and ._+- kept, at most 40 of them;
+    when anything was replaced or cut, a digest of the whole value follows, so that two values
+    never share a folder."""
+    kept = re.sub(r"[^A-Za-z0-9._+-]+", "_", value)[:40]
+    if kept == value:
+        return kept
+    return f"{kept}~{hashlib.sha256(value.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True)
@@ -129,17 +137,22 @@ class Point:
         return {"name": self.name, "config": self.config, "set": list(self.sets)}
 
 
-def grid(configs: Sequence[str], axes: Sequence[tuple[str, list[str]]]) -> list[Point]:
+def grid(
+    configs: Sequence[str], axes: Sequence[tuple[str, list[str]]], named: Sequence[str] = ()
+) -> list[Point]:
     """The points of the product of ``configs`` (one file, or none: ``[]``) and ``axes``, the
-    first axis outermost. A point's name is its index, then KEY=VALUE of each swept axis."""
+    first axis outermost. A point's name is KEY=VALUE of each swept axis and of each key in
+    ``named`` ("config" for the file), or ``run``: the same values name the same folder in any
+    grid, so a grid can grow in its folder."""
     keys = [key for key, _ in axes]
-    combos = list(itertools.product(configs or [None], *(values for _, values in axes)))
-    width = len(str(len(combos) - 1))
+    combos = itertools.product(configs or [None], *(values for _, values in axes))
     points = []
     for index, (config, *values) in enumerate(combos):
-        swept = [("config", Path(config).stem)] if len(configs) > 1 else []
-        swept += [(k, v) for (k, vs), v in zip(axes, values, strict=True) if len(vs) > 1]
-        name = "-".join([f"{index:0{width}d}", *(f"{k}={slug(v)}" for k, v in swept)])
+        swept = [("config", Path(config).stem)] if len(configs) > 1 or "config" in named else []
+        swept += [
+            (k, v) for (k, vs), v in zip(axes, values, strict=True) if len(vs) > 1 or k in named
+        ]
+        name = "-".join(f"{k}={slug(v)}" for k, v in swept) or "run"
         sets = tuple(f"{k}={v}" for k, v in zip(keys, values, strict=True))
         points.append(Point(index, name, config, sets))
     return points
@@ -156,9 +169,15 @@ class Sweep:
 
     @classmethod
     def from_args(
-        cls, command: str, config: str | None, sets: Sequence[str], folder: Path | None
+        cls,
+        command: str,
+        config: str | None,
+        sets: Sequence[str],
+        folder: Path | None,
+        named: Sequence[str] = (),
     ) -> Sweep:
-        """The sweep of a command line, every point's config checked (one-line errors)."""
+        """The sweep of a command line, every point's config checked (one-line errors);
+        ``named``: keys in every point's name, swept or not."""
         if folder is None:
             raise UsageError("pass --out SWEEP_DIR: the folder of the sweep's run directories")
         check_path(folder, "--out")
@@ -167,7 +186,19 @@ class Sweep:
             raise UsageError(f"--config {config!r} has an empty file name; remove the comma")
         argv = [command, *(["--config", config] if config else [])]
         argv += [arg for item in sets for arg in ("--set", item)] + ["--out", str(folder)]
-        sweep = cls(COMMANDS[command], folder, grid(configs, parse_axes(sets)), argv)
+        argv += ["--name-keys", ",".join(named)] if named else []
+        axes = parse_axes(sets)
+        unknown = set(named) - {"config", *(key for key, _ in axes)}
+        if unknown:
+            raise UsageError(
+                f"--name-keys {','.join(sorted(unknown))}: not a --set key (or config); "
+                "name only keys the grid sets"
+            )
+        sweep = cls(COMMANDS[command], folder, grid(configs, axes, named), argv)
+        names = [p.name for p in sweep.points]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise UsageError(f"two points make the folder {twice}; list each value once")
         for point in sweep.points:
             try:
                 sweep.config(point)
@@ -178,29 +209,43 @@ class Sweep:
     def config(self, point: Point) -> Any:
         return self.command.load(point.config, list(point.sets))
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "command": shlex.join(["promptcl", "sweep", *self.argv]),
-            "protocol": self.command.name,
-            "points": [p.to_dict() for p in self.points],
-            "promptcl_version": __version__,
-        }
+    def command_line(self) -> str:
+        return shlex.join(["promptcl", "sweep", *self.argv])
 
     def open(self, machine: str) -> None:
-        """Write sweep.json, or check that the one there records this grid."""
+        """Write sweep.json, or add this grid to the one there: its points, and its command
+        when new. A point named as one there must have been made with the same settings."""
         path = self.folder / SWEEP
+        record = {"protocol": self.command.name, "commands": [], "points": []}
         if path.is_file():
-            saved = read_sweep(self.folder)
-            if saved.get("points") != self.record()["points"]:
-                raise UsageError(
-                    f"{self.folder} holds another sweep (its {SWEEP} records another grid); "
-                    "pass a new --out, or the same --config/--set"
-                )
-            return
-        if self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
+            record = read_sweep(self.folder)
+        elif self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
             raise UsageError(f"{self.folder} exists and holds no {SWEEP}; pass a new --out")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(path, {**self.record(), "machine": machine})
+        if record.get("protocol") != self.command.name:
+            raise UsageError(
+                f"{self.folder} is a sweep of promptcl {record.get('protocol')}; pass a new --out"
+            )
+        saved = {p["name"]: p for p in record["points"]}
+        for point in self.points:
+            if saved.get(point.name, point.to_dict()) != point.to_dict():
+                raise UsageError(
+                    f"{self.folder / point.name} was made with other settings ({SWEEP} records "
+                    "them); pass a new --out, or the same --config/--set"
+                )
+        added = [p.to_dict() for p in self.points if p.name not in saved]
+        if added or self.command_line() not in record["commands"]:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            commands = list(dict.fromkeys([*record["commands"], self.command_line()]))
+            write_json(
+                path,
+                {
+                    **record,
+                    "commands": commands,
+                    "points": [*record["points"], *added],
+                    "machine": record.get("machine", machine),
+                    "promptcl_version": __version__,
+                },
+            )
 
     def point(self, index: int) -> Point:
         if not 0 <= index < len(self.points):
@@ -275,8 +320,10 @@ def read_sweep(folder: Path) -> dict[str, Any]:
         data = parse_json(read_text(path))
     except ValueError as err:
         raise UsageError(f"{path} is not valid JSON ({err}); restore it") from None
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise UsageError(f"{path} lacks its list of points; restore it")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("points", "commands")
+    ):
+        raise UsageError(f"{path} lacks its list of points or commands; restore it")
     return data
 
 

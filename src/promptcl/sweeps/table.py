@@ -271,7 +271,8 @@ def render(found: Runs, fmt: str, command: str) -> str:
         names = ", ".join(str(p) for p in found.unfinished)
         footer.append(f"Left out, not finished: {names}.")
     footer.append(f"Machine: {'; '.join(machines) or machine()}.")
-    footer += [f"Command: `{s['command']}`" for s in found.sweeps] + [f"Command: `{command}`"]
+    commands = dict.fromkeys(c for s in found.sweeps for c in s["commands"])
+    footer += [f"Command: `{c}`" for c in [*commands, command]]
     if fmt == "markdown":
         return "\n".join([body, "", *footer])
     mark = "#" if fmt == "csv" else "%"
