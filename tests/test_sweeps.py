@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import pytest
 from promptcl.cli import main
 from promptcl.sweeps.grid import COMMANDS, Sweep, grid, split_values
 from promptcl.sweeps.table import collect, mean_std
+from promptcl.sweeps.tune import STUDY, STUDY_NAME, Tuning
 
 FIXED = ["backbone=tiny-bert", "data.train_per_class=2", "data.test_per_class=1",
          "train.epochs=1", "train.progress=false"]  # fmt: skip
@@ -242,3 +244,45 @@ def test_tune_chooses_on_val_and_reports_one_test_run(data_root, tmp_path, capsy
     again = capsys.readouterr().out
     assert "trial " not in again and f"best setting: {final['faa']:.2f}" in again
     assert sorted(os.listdir(out / "trials")) == ["000", "001", "002"]
+
+
+@pytest.mark.slow
+def test_tune_runs_a_trial_stopped_half_way_again_from_its_run(data_root, tmp_path, monkeypatch):
+    """A trial left running (its process killed after the first task) is told failed and asked
+    again with its values, in its run directory, which resumes."""
+    import optuna
+
+    monkeypatch.setenv("PROMPTCL_DATA", str(data_root))
+    sets = ["method=linear", "backbone=tiny-bert", "benchmark=clinc150", "train.epochs=1",
+            "data.train_per_class=1", "data.test_per_class=1", "train.progress=false"]  # fmt: skip
+    out = tmp_path / "tune"
+    tuning = Tuning.from_args("run", None, sets, ["train.lr=0.01:0.1:log"], out, 1, 0)
+    tuning.open()
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / STUDY))
+    )
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize")
+    trial = study.ask({"train.lr": tuning.ranges[0].distribution()})
+    trial.set_user_attr("run_dir", "trials/000")
+    COMMANDS["run"].run(tuning.load(trial.params, "val"), out / "trials/000", stop_after=1)
+    record = tuning.run(lambda line: None)
+    (again,) = record["trials"]
+    assert (again["number"], again["params"], again["run"]) == (1, trial.params, "trials/000")
+    assert again["val"] == metrics(out / "trials/000")["faa"]
+    assert len(metrics(out / "trials/000")["acc_matrix"]) == 10  # every task of clinc150
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "COMPLETE"]
+
+
+def test_a_b2n_sweep_and_its_table(tmp_path, capsys):
+    out = tmp_path / "b2n"
+    sets = ["method=coop", "seed=0,1", "backbone=tiny-clip", "benchmark=random-images",
+            "shots=2", "train.epochs=1", "train.progress=false"]  # fmt: skip
+    main(["sweep", "b2n", *(a for item in sets for a in ("--set", item)), "--out", str(out)])
+    main(["table", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    header = "| method | benchmark | seeds | base | novel | HM | trained params | train s |"
+    row = next(line for line in lines if line.startswith("| coop"))
+    hm = [metrics(out / f"seed={seed}")["hm"] for seed in (0, 1)]
+    assert header in lines
+    assert f"| {statistics.mean(hm):.2f} ± {statistics.stdev(hm):.2f} |" in row

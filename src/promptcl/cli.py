@@ -520,7 +520,10 @@ def command_sweep(args: argparse.Namespace) -> None:
                 raise SystemExit(1)
             return
         for point in todo:
-            before = sweep.run_point(point)
+            try:
+                before = sweep.run_point(point)
+            except UsageError as err:
+                raise UsageError(f"point {point.name}: {err}") from None
             if main_rank():
                 print(f"point {point.name}: {'resumed and ' * (before == 'unfinished')}finished")
     except KeyboardInterrupt as stop:

@@ -219,8 +219,8 @@ class Sweep:
         record = {"protocol": self.command.name, "commands": [], "points": []}
         if path.is_file():
             record = read_sweep(self.folder)
-        elif self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
-            raise UsageError(f"{self.folder} exists and holds no {SWEEP}; pass a new --out")
+        else:
+            check_new(self.folder, SWEEP)
         if record.get("protocol") != self.command.name:
             raise UsageError(
                 f"{self.folder} is a sweep of promptcl {record.get('protocol')}; pass a new --out"
@@ -311,6 +311,12 @@ class Sweep:
             for process in running.values():
                 process.wait()
         return failed
+
+
+def check_new(folder: Path, record: str) -> None:
+    """Refuse a folder of other files (no ``record`` file there) for a sweep or a tuning."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{folder} exists and holds no {record}; pass a new --out")
 
 
 def read_sweep(folder: Path) -> dict[str, Any]:

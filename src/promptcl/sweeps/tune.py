@@ -27,11 +27,11 @@ from typing import Any
 from promptcl.core.rundir import RunDir
 from promptcl.errors import UsageError
 from promptcl.files import check_path, parse_json, read_text, write_json
-from promptcl.sweeps.grid import COMMANDS, Command, parse_axes
+from promptcl.sweeps.grid import COMMANDS, Command, check_new, parse_axes
 from promptcl.version import __version__
 
 INT = re.compile(r"[+-]?\d+")
-STUDY, RECORD = "study.log", "tune.json"
+STUDY, STUDY_NAME, RECORD = "study.log", "promptcl", "tune.json"
 
 
 @dataclass(frozen=True)
@@ -166,14 +166,14 @@ class Tuning:
             optuna.storages.journal.JournalFileBackend(str(self.folder / STUDY))
         )
         study = optuna.create_study(
-            study_name="promptcl", storage=storage, direction="maximize", load_if_exists=True
+            study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True
         )
         # seeded afresh by the trials so far: a continued study does not repeat its proposals
         study.sampler = optuna.samplers.TPESampler(seed=self.seed + len(study.trials))
         state = optuna.trial.TrialState
         for stale in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
             study.tell(stale.number, state=state.FAIL)  # stopped half-way: run it again
-            study.enqueue_trial(stale.params, {"run_dir": stale.user_attrs["run_dir"]})
+            study.enqueue_trial(stale.params, stale.user_attrs or None)
         distributions = {r.key: r.distribution() for r in self.ranges}
         while len(study.get_trials(deepcopy=False, states=(state.COMPLETE,))) < self.trials:
             trial = study.ask(distributions)
@@ -232,8 +232,7 @@ class Tuning:
                     "--set or --range); pass a new --out, or the same options"
                 )
             return
-        if self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
-            raise UsageError(f"{self.folder} exists and holds no {RECORD}; pass a new --out")
+        check_new(self.folder, RECORD)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json(path, {**self.spec(), "command": self.command_line()})
 
