@@ -77,7 +77,7 @@ def test_a_sweep_writes_one_run_per_point_and_its_grid(swept):
     assert record["commands"][0].startswith("promptcl sweep run --set method=ncm,linear")
     for name in NAMES:
         m = metrics(swept / name)
-        method, seed = name.split("-")[1:]
+        method, seed = name.split("-")
         assert (m["method"], m["seed"]) == (method[7:], int(seed[5:]))
 
 

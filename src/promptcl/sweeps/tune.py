@@ -212,6 +212,11 @@ class Tuning:
 
     def objective(self, params: dict[str, Any], name: str) -> float:
         metrics = self.finished(self.load(params, "val"), self.folder / name)
+        if metrics[self.command.objective] is None:
+            raise UsageError(
+                f"{self.folder / name} reports no {self.figure} to maximise (b2n: no novel "
+                "classes with data.all_classes); tune a setting that has one"
+            )
         return metrics[self.command.objective]
 
     def finished(self, config: Any, out: Path) -> dict[str, Any]:
