@@ -7,22 +7,23 @@ docs/results.md between the BENCHMARK-b2n markers).
     python benchmarks/b2n.py --data-root ../shared/data [--benchmark dbpedia] [--seeds 0 1 2]
         [--test-per-class N] [--jobs 2]
 
-Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped
-(an unfinished run directory is started again).
+The runs are a sweep under --runs (`promptcl sweep b2n`, a point per config and seed): finished
+runs are reused and an unfinished one resumes, so an interrupted benchmark continues where it
+stopped; `promptcl table RUNS` shows them grouped by method and setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import REPO, machine, markdown_table, mean_std, update_readme_section
+from common import REPO, machine, update_readme_section
 
 from promptcl.config import SHIPPED_CONFIGS
+from promptcl.sweeps import Sweep, collect
+from promptcl.sweeps.table import Run, Table
 
 CONFIGS = SHIPPED_CONFIGS / "b2n" / "clinc150"
 METHODS = ["zeroshot", "coop", "ivlp", "maple", "mpl", "kgcoop", "cocoop", "promptsrc"]
@@ -53,13 +54,12 @@ DATA = {
 }
 
 
-def overrides(method: str, seed: int, args: argparse.Namespace) -> list[str]:
-    """The --set overrides of one run of the shipped config of ``method``."""
+def overrides(method: str, args: argparse.Namespace) -> list[str]:
+    """The --set overrides of the runs of the shipped config of ``method``."""
     settings = SETTINGS[args.benchmark]
     extra = [f"data.test_per_class={args.test_per_class}"] if args.test_per_class else []
     return [
         f"data.root={args.data_root}",
-        f"seed={seed}",
         f"data.eval_split={args.split}",
         "train.progress=false",
         *settings.get("all", []),
@@ -68,65 +68,50 @@ def overrides(method: str, seed: int, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
+def method_sweep(method: str, args: argparse.Namespace) -> Sweep:
+    """The seeds of the shipped config of ``method`` as a sweep in --runs (``promptcl sweep
+    b2n``); every method's points share the folder, named config=METHOD-seed=SEED."""
+    sets = [f"seed={','.join(map(str, args.seeds))}", *overrides(method, args)]
+    config = str(CONFIGS / f"{method}.yaml")
+    return Sweep.from_args("b2n", config, sets, args.runs, named=("config", "seed"))
+
+
+def run_one(method: str, index: int, args: argparse.Namespace) -> None:
+    """Point ``index`` (a seed) of ``method``'s sweep: reused when finished, else run or
+    resumed (in a worker process)."""
     import torch
 
-    from promptcl.protocols.b2n import load_b2n_config, run_b2n
-
     torch.set_num_threads(args.threads)
-    out = args.runs / f"{method}-s{seed}"
-    done = out / "metrics.json"
-    if not done.is_file():
-        shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts again
-        config = load_b2n_config(CONFIGS / f"{method}.yaml", overrides(method, seed, args))
-        run_b2n(config, out)
-    metrics = json.loads(done.read_text())
-    print(f"{method} seed {seed}: HM {metrics['hm']:.2f}", file=sys.stderr, flush=True)
-    return metrics
+    sweep = method_sweep(method, args)
+    sweep.run_point(sweep.points[index])
+    print(f"{sweep.points[index].name}: done", file=sys.stderr, flush=True)
 
 
-def finished(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Metrics of the finished runs among the requested ones (--table-only)."""
+def finished(args: argparse.Namespace) -> dict[str, list[Run]]:
+    """The finished runs among the requested ones, per method."""
     results = {}
     for method in args.methods:
-        done = [args.runs / f"{method}-s{seed}" / "metrics.json" for seed in args.seeds]
-        runs = [json.loads(path.read_text()) for path in done if path.is_file()]
-        if runs:
-            results[method] = runs
+        sweep = method_sweep(method, args)
+        done = [args.runs / p.name for p in sweep.points if sweep.status(p) == "finished"]
+        if done:
+            results[method] = collect(done).runs
     return results
 
 
-def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
-    jobs = [(m, s) for s in args.seeds for m in args.methods]
+def run_all(args: argparse.Namespace) -> dict[str, list[Run]]:
+    for method in args.methods:
+        method_sweep(method, args).open(machine())
+    jobs = [(m, i) for i in range(len(args.seeds)) for m in args.methods]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {job: pool.submit(run_one, *job, args) for job in jobs}
-        finished = {job: future.result() for job, future in futures.items()}
-    return {m: [finished[(m, s)] for s in args.seeds] for m in args.methods}
+        for future in [pool.submit(run_one, *job, args) for job in jobs]:
+            future.result()
+    return finished(args)
 
 
-def train_seconds(metrics: dict) -> float:
-    """A run that evaluated an earlier run's prompts (--prompts) reports that run's training."""
-    if metrics.get("prompts_from"):
-        source = Path(metrics["prompts_from"]).parent / "metrics.json"
-        return json.loads(source.read_text())["train_seconds"]
-    return metrics["train_seconds"]
-
-
-def table(results: dict[str, list[dict]]) -> str:
-    rows = [
-        [
-            method,
-            " ".join(str(m["seed"]) for m in runs),
-            mean_std([m["base_acc"] for m in runs]),
-            mean_std([m["novel_acc"] for m in runs]),
-            mean_std([m["hm"] for m in runs]),
-            f"{runs[0]['trainable_params']:,}",
-            mean_std([train_seconds(m) for m in runs], 0),
-        ]
-        for method, runs in results.items()
-    ]
-    header = ["method", "seeds", "base", "novel", "HM", "trained params", "train s"]
-    return markdown_table(header, rows)
+def table(results: dict[str, list[Run]]) -> str:
+    """One row per method (``promptcl table``'s rows, keyed by the config)."""
+    rows = [((method,), runs) for method, runs in results.items()]
+    return Table("base-to-novel", ["method"], rows).markdown()
 
 
 def main() -> None:
@@ -182,7 +167,9 @@ def main() -> None:
             "(src/promptcl/configs/b2n/clinc150/mpl-ctx2.yaml: 2 context tokens from the "
             "template as MaPLe, n_add 1, n_rm 1)."
         )
-        reused = [str(m["seed"]) for m in results["mpl-ctx2"] if m.get("prompts_from")]
+        reused = [
+            str(r.metrics["seed"]) for r in results["mpl-ctx2"] if r.metrics.get("prompts_from")
+        ]
         if reused:
             rows = (
                 f"row for seed {reused[0]} evaluates"

@@ -19,23 +19,26 @@ table too (clinc150-SUITE-BACKBONE-capN-testN). --eval-split val (for choosing
 hyper-parameters) writes clinc150-SUITE[-capN]-val.md and never touches the docs pages.
 On 2 CPU cores one full-data Hash run of clinc150-15 takes about 35 minutes.
 
-Finished runs under --runs are reused, so an interrupted benchmark continues where it stopped.
+The runs are one sweep under --runs (`promptcl sweep run`, a point per config and seed):
+finished runs are reused and an unfinished one resumes, so an interrupted benchmark continues
+where it stopped; `promptcl table RUNS` shows its runs grouped by method and setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import REPO, machine, markdown_table, mean_std, section_files, update_readme_section
+from common import REPO, machine, section_files, update_readme_section
 from throughput import measure
 
-from promptcl import load_config, run
+from promptcl import load_config
 from promptcl.config import SHIPPED_CONFIGS
 from promptcl.protocols.continual import Experiment
+from promptcl.sweeps import Sweep, collect
+from promptcl.sweeps.table import Run, Table
 
 CONFIGS = SHIPPED_CONFIGS / "clinc150"
 SUITES = {
@@ -61,28 +64,31 @@ SUITES = {
 BACKBONES = {"minilm-l6": "packaged MiniLM-L6", "mpnet-base": "all-mpnet-base-v2 (mpnet-base)"}
 
 
-def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[dict]]:
-    """Run (or reuse) the shipped clinc150/METHOD.yaml for each method and seed, with ``extra``
-    overrides; METHOD -> metrics.json of each seed."""
-    results: dict[str, list[dict]] = {}
-    for method in args.methods:
-        for seed in args.seeds:
-            out = args.runs / f"{method}-s{seed}"
-            done = out / "metrics.json"
-            if not done.is_file() and getattr(args, "finished_only", False):
-                continue
-            if not done.is_file():
-                items = [*overrides(args, seed), *extra]
-                config = load_config(CONFIGS / f"{method}.yaml", items)
-                run(config, out, resume=(out / "config.json").is_file())
-            metrics = json.loads(done.read_text())
-            results.setdefault(method, []).append(metrics)
-            print(f"{method} seed {seed}: FAA {metrics['faa']:.2f}", file=sys.stderr, flush=True)
+def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[Run]]:
+    """The shipped clinc150/METHOD.yaml of each method and seed as one sweep under --runs
+    (``promptcl sweep run``: finished points reused, unfinished ones resumed), with ``extra``
+    overrides; METHOD -> its finished runs. --finished-only runs nothing."""
+    configs = ",".join(str(CONFIGS / f"{method}.yaml") for method in args.methods)
+    seeds = ",".join(map(str, args.seeds))
+    sets = [f"seed={seeds}", *overrides(args), *extra]
+    sweep = Sweep.from_args("run", configs, sets, args.runs, named=("config", "seed"))
+    finished_only = getattr(args, "finished_only", False)
+    if not finished_only:
+        sweep.open(machine())
+    results: dict[str, list[Run]] = {}
+    for point in sweep.points:
+        if not finished_only:
+            sweep.run_point(point)
+        folder = args.runs / point.name
+        if (folder / "metrics.json").is_file():
+            (run,) = collect([folder]).runs
+            results.setdefault(Path(point.config).stem, []).append(run)
+            print(f"{point.name}: FAA {run.metrics['faa']:.2f}", file=sys.stderr, flush=True)
     return results
 
 
-def overrides(args: argparse.Namespace, seed: int) -> list[str]:
-    items = [f"data.root={args.data_root}", f"seed={seed}", "train.progress=false"]
+def overrides(args: argparse.Namespace) -> list[str]:
+    items = [f"data.root={args.data_root}", "train.progress=false"]
     if args.train_per_class is not None:
         items.append(f"data.train_per_class={args.train_per_class}")
     if args.test_per_class is not None:
@@ -103,24 +109,11 @@ def variant(args: argparse.Namespace) -> str:
     return backbone + cap + test + ("-val" if args.eval_split != "test" else "")
 
 
-def table(results: dict[str, list[dict]], seeds: bool = False) -> str:
-    """One row per method; ``seeds``: a column of the seeds each row averages."""
-    rows = []
-    for method, runs in results.items():
-        rows.append(
-            [
-                method,
-                *([" ".join(str(m["seed"]) for m in runs)] if seeds else []),
-                mean_std([m["faa"] for m in runs]),
-                mean_std([m["caa"] for m in runs]),
-                mean_std([m["fm"] for m in runs]),
-                mean_std([m["task_id_acc"] for m in runs]),
-                f"{runs[0]['trainable_params']:,}",
-                mean_std([m["train_seconds"] for m in runs], 0),
-            ]
-        )
-    header = ["method", "FAA", "CAA", "FM", "task-id acc", "trained params", "train s"]
-    return markdown_table(header[:1] + ["seeds"] * seeds + header[1:], rows)
+def table(results: dict[str, list[Run]], seeds: bool = False) -> str:
+    """One row per method (its config's name); ``seeds``: a column of the seeds each row
+    averages (``promptcl table``'s rows, keyed by the config)."""
+    rows = [((method,), runs) for method, runs in results.items()]
+    return Table("continual", ["method"], rows).markdown(seeds)
 
 
 def main() -> None:
@@ -169,7 +162,7 @@ def main() -> None:
         "",
     ]
     if args.suite == "core" and not args.finished_only:
-        config = load_config(CONFIGS / "dualprompt.yaml", overrides(args, 0))
+        config = load_config(CONFIGS / "dualprompt.yaml", [*overrides(args), "seed=0"])
         speed = measure(Experiment(config), config.train.batch_size)
         lines += [
             f"Training throughput (batch {config.train.batch_size}, samples/s): dualprompt "

@@ -29,6 +29,7 @@ from common import REPO, machine, markdown_table, mean_std, update_readme_sectio
 
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.protocols.continual import Experiment, load_run_config
+from promptcl.sweeps.table import Run
 from promptcl.tuners.edits import EditTuner
 
 METHODS = [
@@ -129,20 +130,26 @@ def accuracy_by_task_inference(run_dir: Path) -> dict[str, float | None]:
     return accuracy
 
 
-def task_inference_table(runs: Path, methods: list[str], seed: int) -> str:
+def run_of(results: dict[str, list[Run]], method: str, seed: int) -> Path:
+    """The run directory of ``method`` and ``seed`` in clinc150.run_all's results."""
+    return next(run.path for run in results[method] if run.metrics["seed"] == seed)
+
+
+def task_inference_table(results: dict[str, list[Run]], methods: list[str], seed: int) -> str:
     rows = []
     for method in methods:
-        accuracy = accuracy_by_task_inference(runs / f"{method}-s{seed}")
+        accuracy = accuracy_by_task_inference(run_of(results, method, seed))
         rows.append([method, *(f"{v:.2f}" if v is not None else "-" for v in accuracy.values())])
     header = [f"method (seed {seed})", *TASK_INFERENCE.values(), "task given (not CIL)"]
     return markdown_table(header, rows)
 
 
-def table(results: dict[str, list[dict]], seconds: dict[str, float]) -> str:
+def table(results: dict[str, list[Run]], seconds: dict[str, float]) -> str:
     # on new inputs Prompt ID also pays its query pass; Gradient ID needs none
     fresh = {**seconds, "softtf": seconds["softtf-query"]}
     rows = []
-    for method, runs in results.items():
+    for method, found in results.items():
+        runs = [run.metrics for run in found]
         leaks = runs[0]["leaks_task_identity"]
         per_task = runs[0].get("params_per_task")
         spent = seconds.get(method)
@@ -222,7 +229,7 @@ def main() -> None:
     if args.section:
         lines = [about, "", clinc150_table(results, seeds=args.finished_only), ""]
     else:
-        seconds = time_inference(args.runs / f"softtf-s{args.seeds[0]}")
+        seconds = time_inference(run_of(results, "softtf", args.seeds[0]))
         (args.runs / "inference_seconds.json").write_text(json.dumps(seconds, indent=1))
         lines = [
             f"{about} Params per task: what one task adds "
@@ -241,7 +248,7 @@ def main() -> None:
             "Prompt ID, by per-sample Gradient ID, by the TII classifier on the frozen query, or "
             "given (training always uses the true task, so only evaluation differs):",
             "",
-            task_inference_table(args.runs, per_task, args.seeds[0]),
+            task_inference_table(results, per_task, args.seeds[0]),
             "",
         ]
     command = (

@@ -19,7 +19,7 @@ FLOORS = [
     ["data", "taskid"],
     ["core", "tuners", "dual"],
     ["protocols"],
-    ["models"],
+    ["models", "sweeps"],
     ["cli", "__init__", "__main__"],
 ]
 FLOOR = {unit: n for n, units in enumerate(FLOORS) for unit in units}

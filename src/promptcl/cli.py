@@ -1,4 +1,4 @@
-"""The ``promptcl`` command: run, resume, b2n, predict, eval, list and push."""
+"""The ``promptcl`` command: run, resume, b2n, predict, eval, list, push, sweep, table and tune."""
 
 from __future__ import annotations
 
@@ -160,7 +160,70 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     push.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run directory")
     push.add_argument("repo", metavar="OWNER/NAME", help="the Hub repository (made if missing)")
     push.add_argument("--private", action="store_true", help="make a new repository private")
+    work_arguments(commands)
     return parser
+
+
+GRID_HELP = """values: KEY=A,B,C sweeps KEY over A, B and C; a comma inside [ ], { }, ( ) or quotes
+does not split ('tuner.blocks=[0,1],[2,3]' is two lists) and \\, is a comma within a value.
+Each point is a run directory SWEEP_DIR/KEY=VALUE-... (of the swept keys); running the command
+again skips the finished points and resumes the unfinished ones; another grid in the same folder
+adds its points. --point K runs the K-th point of --list (a SLURM array's index)."""
+
+
+def work_arguments(commands: Any) -> None:
+    """sweep, table and tune: work across runs (promptcl.sweeps)."""
+    from promptcl.sweeps.table import FORMATS
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="a grid of runs (--set KEY=A,B ...), one run directory per point",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=GRID_HELP,
+    )
+    sweep.add_argument("protocol", choices=["run", "b2n"], help="the command of every point")
+    sweep.add_argument("--config", help="YAML file of config keys; A.yaml,B.yaml sweeps them")
+    sweep.add_argument(
+        "--set", action="append", default=[], metavar="KEY=A[,B...]", help="a key's values"
+    )
+    sweep.add_argument("--out", type=Path, metavar="SWEEP_DIR", help="the sweep folder")
+    sweep.add_argument(
+        "--name-keys",
+        default="",
+        metavar="KEY,...",
+        help="keys in every point's folder name even when not swept (e.g. seed: a grid that "
+        "grows by seeds keeps its names)",
+    )
+    how = sweep.add_mutually_exclusive_group()
+    how.add_argument("--jobs", type=int, default=1, help="points at a time (subprocesses)")
+    how.add_argument(
+        "--point", type=int, metavar="K", help="run only point K (0-based: a job array's index)"
+    )
+    how.add_argument("--list", action="store_true", help="print the points; run nothing")
+    table = commands.add_parser(
+        "table", help="mean ± std over seeds of finished runs, per method, benchmark and setting"
+    )
+    table.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_OR_RUN_DIR")
+    table.add_argument("--format", choices=FORMATS, default="markdown")
+    table.add_argument("--output", type=Path, metavar="FILE", help="write the table there")
+    tune = commands.add_parser(
+        "tune",
+        help="choose settings on the validation split (Optuna TPE), then one test run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="ranges: KEY=LOW:HIGH (uniform; integers when both are), KEY=LOW:HIGH:log, or "
+        "KEY=A,B,C (a choice).\nRunning the command again continues the study in TUNE_DIR.",
+    )
+    tune.add_argument("protocol", choices=["run", "b2n"], help="the command of every trial")
+    tune.add_argument("--config", help="YAML file of config keys")
+    tune.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed config key"
+    )
+    tune.add_argument(
+        "--range", action="append", default=[], metavar="KEY=RANGE", help="a key to tune"
+    )
+    tune.add_argument("--trials", type=int, default=20, help="finished trials wanted")
+    tune.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    tune.add_argument("--out", type=Path, metavar="TUNE_DIR", help="the tuning folder")
 
 
 def use_arguments(parser: argparse.ArgumentParser) -> None:
@@ -447,6 +510,81 @@ def command_eval(args: argparse.Namespace) -> None:
     )
 
 
+def command_sweep(args: argparse.Namespace) -> None:
+    from promptcl.sweeps import Sweep, machine
+
+    named = [key for key in args.name_keys.split(",") if key]
+    sweep = Sweep.from_args(args.protocol, args.config, args.set, args.out, named)
+    if args.list:
+        for point in sweep.points:
+            config = [] if point.config is None else ["--config", point.config]
+            print(f"{point.index}  {point.name}  {' '.join([*config, *point.sets])}")
+        return
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs} must be >= 1")
+    points = sweep.points if args.point is None else [sweep.point(args.point)]
+    sweep.open(machine())
+    todo = [p for p in points if sweep.status(p) != "finished"]
+    print(f"sweep {args.out}: {len(points) - len(todo)} of {len(points)} points finished before")
+    hint = f"; continue with: {sweep.command_line()}"
+    try:
+        if args.jobs > 1:
+            failed = sweep.run_parallel(todo, args.jobs, print)
+            if failed:
+                print(
+                    f"promptcl: {len(failed)} point(s) failed: see {failed[0][1]}", file=sys.stderr
+                )
+                raise SystemExit(1)
+            return
+        for point in todo:
+            try:
+                before = sweep.run_point(point)
+            except UsageError as err:
+                raise UsageError(f"point {point.name}: {err}") from None
+            if main_rank():
+                print(f"point {point.name}: {'resumed and ' * (before == 'unfinished')}finished")
+    except KeyboardInterrupt as stop:
+        raise stopped(stop, hint) from None
+
+
+def command_table(args: argparse.Namespace) -> None:
+    from promptcl.sweeps import collect, render
+
+    check_output(args.output)
+    for path in args.dirs:
+        check_path(path, "a table's folder")
+    command = " ".join(["promptcl table", *map(str, args.dirs), "--format", args.format])
+    text = render(collect(args.dirs), args.format, command)
+    if args.output is None:
+        print(text)
+        return
+    write_output(args.output, text + "\n")
+    print(f"wrote {args.output}")
+
+
+def command_tune(args: argparse.Namespace) -> None:
+    from promptcl.sweeps import Tuning
+
+    tuning = Tuning.from_args(
+        args.protocol,
+        args.config,
+        args.set,
+        args.range,
+        args.out,
+        args.trials,
+        args.sampler_seed,
+    )
+    try:
+        record = tuning.run(print)
+    except KeyboardInterrupt as stop:
+        raise stopped(stop, f"; continue with: {tuning.command_line()}") from None
+    final = record["final"]
+    print(
+        f"test {tuning.figure} of the best setting: {pct(final['test'])} (the only test figure; "
+        f"run directory: {printable(str(args.out / final['run']))})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     before = signal.getsignal(signal.SIGTERM)
     try:
@@ -475,6 +613,10 @@ def dispatch(argv: list[str] | None) -> None:
             command_eval(args)
         elif args.command == "push":
             command_push(args)
+        elif args.command in ("sweep", "table", "tune"):
+            {"sweep": command_sweep, "table": command_table, "tune": command_tune}[args.command](
+                args
+            )
         else:
             command_run(args)
     except UsageError as err:  # every rank raises it (engine.on_main broadcasts); rank 0 says it
