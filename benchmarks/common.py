@@ -31,4 +31,11 @@ def update_readme_section(name: str, text: str) -> None:
         page.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
 
 
-__all__ = ["REPO", "machine", "markdown_table", "mean_std", "section_files", "update_readme_section"]
+__all__ = [
+    "REPO",
+    "machine",
+    "markdown_table",
+    "mean_std",
+    "section_files",
+    "update_readme_section",
+]
