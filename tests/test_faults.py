@@ -21,7 +21,7 @@ from promptcl.cli import main
 from promptcl.core.checkpoint import load_checkpoint
 from promptcl.tuners import TUNERS
 
-TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
+TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s", "checkpoint_bytes")
 TINY = ["backbone=tiny-bert", "data.num_tasks=2", "data.train_per_class=2",
         "data.test_per_class=2", "train.epochs=1", "train.batch_size=8",
         "train.progress=false"]  # fmt: skip
