@@ -115,7 +115,7 @@ def test_a_b2n_run_crashed_within_an_epoch_resumes_to_the_unbroken_run(
     state = saved(out)[1]
     assert (state.units_done, state.unit_epoch, state.epoch_steps) == (1, 1, 2)
     resumed = run_b2n(config, out, resume=True)
-    timing = ("train_seconds", "eval_seconds")
+    timing = ("train_seconds", "eval_seconds", "checkpoint_bytes")
     assert {k: v for k, v in resumed.items() if k not in timing} == {
         k: v for k, v in unbroken.items() if k not in timing
     }

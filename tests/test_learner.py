@@ -8,7 +8,7 @@ from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
 from promptcl.errors import UsageError
 from promptcl.protocols.continual import Experiment
 
-TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s")
+TIMING = ("train_seconds", "eval_seconds", "train_samples_per_s", "checkpoint_bytes")
 
 
 def tiny(*overrides):

@@ -238,6 +238,7 @@ def command_list() -> None:
 
     methods = {
         name: f"{cls.description}; task identity: {task_inference(cls)}"
+        + (f"; checkpoint {cls.checkpoint_size}" if cls.checkpoint_size else "")
         for name, cls in TUNERS.items()
     }
     sections = {

@@ -60,6 +60,11 @@ class Protocol(ABC):
     def trained_state(self) -> dict[str, torch.Tensor]:
         """Every tensor a resume or a loaded model needs (never the frozen backbone)."""
 
+    def finished_state(self) -> dict[str, torch.Tensor]:
+        """What the checkpoint of a finished run keeps: what a loaded model needs, as nothing
+        resumes it (by default all of ``trained_state``)."""
+        return self.trained_state()
+
     @abstractmethod
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
         """Back to where the checkpoint of ``tensors`` (the method's) and ``state`` was
@@ -210,7 +215,9 @@ def run(
         engine.log_config(exp.config_dict())
 
         def save() -> None:
-            save_checkpoint(run_dir.checkpoint, exp.trained_state(), state)
+            finished = state.units_done == exp.num_units()
+            tensors = exp.finished_state() if finished else exp.trained_state()
+            save_checkpoint(run_dir.checkpoint, tensors, state)
 
         def save_within() -> None:
             at = exp.loop.position
@@ -239,9 +246,10 @@ def run(
         metrics = exp.finish(state)
 
         def write_results() -> None:
-            trained = exp.trained_state()
+            trained = exp.finished_state()
             if trained and not run_dir.has_checkpoint():  # trained elsewhere (b2n --prompts)
                 save_checkpoint(run_dir.checkpoint, trained, state)
+            metrics["checkpoint_bytes"] = run_dir.checkpoint_bytes()
             run_dir.write_metrics(metrics)
             exp.plot(out, metrics)
 

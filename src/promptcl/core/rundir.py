@@ -5,9 +5,10 @@ config.json      the resolved configuration, with the run's ``kind`` (continual 
 CLASSES          the protocol's classes: class_order.json (continual: class order and task
                  split) or class_split.json (base-to-novel: base and novel classes, template)
 log.jsonl        one line per finished unit (a continual task; a base-to-novel epoch)
-metrics.json     final figures;  *.png  the protocol's plots
+metrics.json     final figures (and the checkpoint's size);  *.png  the protocol's plots
 checkpoint/      trained tensors + JSON state (one checksummed safetensors file) at the last
-                 unit boundary;  .lock  while a run writes here
+                 unit boundary (after the last unit, without what only resuming needs:
+                 Protocol.finished_state);  .lock  while a run writes here
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class RunDir:
 
     def has_checkpoint(self) -> bool:
         return (self.checkpoint / CHECKPOINT).is_file()
+
+    def checkpoint_bytes(self) -> int:
+        """The checkpoint's size on disk (0 without one: nothing trained)."""
+        path = self.checkpoint / CHECKPOINT
+        return path.stat().st_size if path.is_file() else 0
 
     def read_config(self) -> dict[str, Any]:
         """config.json as a dict, run keys included; one-line errors."""

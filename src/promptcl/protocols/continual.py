@@ -143,6 +143,9 @@ class Experiment(core.Protocol):
     def trained_state(self) -> dict[str, torch.Tensor]:
         return self.tuner.trained_state()
 
+    def finished_state(self) -> dict[str, torch.Tensor]:
+        return self.tuner.trained_state(finished=True)
+
     def restore(self, tensors: dict[str, torch.Tensor], state: RunState) -> None:
         """The tuner as it was after ``state.units_done`` tasks (and within the next one when
         the loop resumes there), from its checkpointed tensors."""

@@ -103,6 +103,12 @@ class Tuner(nn.Module):
     # how the task of a test sample is named (``promptcl list``); a config field ``task_id``
     # (the per-task edit methods) lists choices instead
     task_inference: ClassVar[str] = "none needed (one classifier over all seen classes)"
+    # what the checkpoint holds where it grows with an option or the number of tasks T
+    # (``promptcl list``); None: a size fixed by the backbone and the classes
+    checkpoint_size: ClassVar[str | None] = None
+    # tensors only a further task reads (sums it adds to): a finished run's checkpoint
+    # drops them, as nothing can resume it; load, predict and eval do without them
+    resume_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
@@ -157,18 +163,21 @@ class Tuner(nn.Module):
     def own_parameters(self) -> Iterable[nn.Parameter]:
         return (p for n, p in self.named_parameters() if not in_backbone(n))
 
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor the method learned or accumulated, without the frozen backbone."""
+    def trained_state(self, finished: bool = False) -> dict[str, torch.Tensor]:
+        """Every tensor the method learned or accumulated, without the frozen backbone; with
+        ``finished`` (after the last task) without ``resume_only`` either."""
+        dropped = self.resume_only if finished else ()
         return {
             k: v.detach().cpu().contiguous()
             for k, v in self.state_dict().items()
-            if not in_backbone(k)
+            if not in_backbone(k) and k not in dropped
         }
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
-            wrong = [k for k in missing if not in_backbone(k)] + list(unexpected)
+            needed = [k for k in missing if not in_backbone(k) and k not in self.resume_only]
+            wrong = needed + list(unexpected)
         except RuntimeError as err:  # tensors of other shapes
             wrong = [str(err).splitlines()[-1].strip()]
         if wrong:

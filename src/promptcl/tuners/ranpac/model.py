@@ -9,6 +9,8 @@ down). Finalised after each task: W_o = (G + lambda I)^{-1} Q (logits = h W_o). 
 chosen per task as RanPAC's ``optimise_ridge_parameter``: ridge regression fitted on 80 % of
 the task's training features, the grid value of least mean squared error on the other 20 %
 (per class here; one eigendecomposition serves the whole grid, which is exact).
+A finished run's checkpoint keeps W_rand and W_o only (``resume_only``): G and Q serve a
+further task, and at M = 10000 G alone is 800 MB.
 Phase 1 (``adapt``, off by default): a shared prefix and a head train on the first task with the
 loop's cross-entropy, then freeze; the projection then reads the prefixed pooled features.
 """
@@ -46,8 +48,13 @@ def ridge_predictions(
 class RanPAC(Tuner):
     name = "ranpac"
     description = "random projection + ReLU of frozen features, incremental ridge classifier"
+    checkpoint_size = (
+        "grows with M (tuner.dim): 8 M^2 bytes (the float64 Gram matrix, 800 MB at M = 10000) "
+        "until the last task; a finished run keeps 4 M (d + C) bytes (projection, W_o)"
+    )
     config_class = RanPACConfig
     needs_query = True
+    resume_only = ("gram", "target_sum")  # a further task adds to these sums; W_o predicts
     trains = False  # phase 1 (adapt) trains on the first task: set per instance
 
     def __init__(self, config: RanPACConfig, backbone, num_classes: int) -> None:

@@ -34,6 +34,7 @@ class SoftMask(WeightEdit):
 class SoftTF(EditTuner):
     name = "softtf"
     description = "per-task soft masks on frozen attention weights over DualPrompt or L2P"
+    checkpoint_size = "grows with T: a mask per masked weight per task (7 MB a task on MiniLM-L6)"
     config_class = SoftTFConfig
 
     def make_edit(self, layer: nn.Linear) -> SoftMask:

@@ -1,0 +1,60 @@
+"""What a finished run keeps on disk: RanPAC's Gram sums stay in the checkpoint while a task is
+left to add to them, and leave it with the last task; load, predict and eval do without them,
+and metrics.json says the checkpoint's size."""
+
+import json
+
+import pytest
+
+import promptcl
+from promptcl import load_config, run
+from promptcl.core.checkpoint import CHECKPOINT, load_checkpoint
+from promptcl.models.continual import evaluate_run
+
+TINY = ["backbone=tiny-bert", "method=ranpac", "tuner.dim=64", "data.num_tasks=2",
+        "data.train_per_class=4", "data.test_per_class=3", "train.progress=false"]  # fmt: skip
+SUMS = {"gram", "target_sum"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A RanPAC run stopped after its first task and resumed, beside an unbroken one."""
+    root = tmp_path_factory.mktemp("ranpac")
+    config = load_config(None, TINY)
+    unbroken = run(config, root / "unbroken")
+    assert run(config, root / "resumed", stop_after=1) is None
+    tensors, state = load_checkpoint(root / "resumed" / "checkpoint")
+    assert state.units_done == 1 and tensors.keys() >= SUMS  # still resumable
+    assert tensors["gram"].shape == (64, 64)
+    resumed = run(config, root / "resumed", resume=True)
+    return root, unbroken, resumed
+
+
+def test_a_finished_ranpac_run_keeps_what_predicting_needs_only(runs):
+    root, unbroken, resumed = runs
+    timing = ("train_seconds", "eval_seconds", "train_samples_per_s", "checkpoint_bytes")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in unbroken.items() if k not in timing
+    }
+    for name in ("unbroken", "resumed"):
+        path = root / name / "checkpoint" / CHECKPOINT
+        tensors, state = load_checkpoint(path.parent)
+        assert state.units_done == 2 and not SUMS & tensors.keys()
+        assert {"projection", "weight", "ridge"} <= tensors.keys()
+        saved = json.loads((root / name / "metrics.json").read_text())
+        assert saved["checkpoint_bytes"] == path.stat().st_size
+
+
+def test_a_finished_ranpac_run_loads_predicts_and_evaluates_as_it_ran(runs):
+    root, unbroken, _ = runs
+    out = root / "unbroken"
+    model = promptcl.load(out)
+    assert model.tasks_done == 2
+    texts = ["what is my balance", "book a table for two"]
+    assert [p.label for p in model.predict(texts)] == [p.label for p in model.predict(texts)]
+    figures = evaluate_run(out, [], "cpu")
+    assert figures["acc"] == unbroken["acc_matrix"][-1]
+    assert figures["union_acc"] == unbroken["union_acc"]
+    run(load_config(None, TINY), out, resume=True)  # a finished run resumes to the same end
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["acc_matrix"] == unbroken["acc_matrix"]
