@@ -1,0 +1,45 @@
+"""AdaptFormer's parallel adapter (Chen et al., NeurIPS 2022), as the LAMDA-PILOT code of APER,
+EASE and MOS builds it (backbone/vit_adapter.py, ``Adapter`` with ffn_option "parallel",
+layer norm "none", init "lora", scalar 0.1, dropout 0.1): beside the MLP of a block, reading
+the MLP sublayer's input x,
+
+    a(x) = s * up(dropout(relu(down(x)))),
+
+added to the MLP's output (backbones/masked.py, ``BESIDE_MLP``). ``down`` keeps nn.Linear's
+Kaiming-uniform weight with a zero bias, ``up`` starts at zero: a new adapter is the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from promptcl.backbones.masked import BESIDE_MLP, BlockEdits
+
+
+class AdaptFormer(nn.Module):
+    def __init__(self, dim: int, bottleneck: int, scale: float, dropout: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, d) -> (B, N, d): what the block adds beside its MLP."""
+        return self.scale * self.up(self.dropout(torch.relu(self.down(x))))
+
+
+def adapter_set(dim: int, blocks: Sequence[int], bottleneck: int, scale: float, dropout: float):
+    """One adapter per block of ``blocks`` (an ``nn.ModuleList`` in that order)."""
+    return nn.ModuleList(AdaptFormer(dim, bottleneck, scale, dropout) for _ in blocks)
+
+
+def adapter_edits(blocks: Sequence[int], adapters: nn.ModuleList) -> dict[int, BlockEdits]:
+    """``Backbone.forward(edits=)`` putting ``adapters[i]`` beside the MLP of ``blocks[i]``."""
+    return {block: {BESIDE_MLP: adapter} for block, adapter in zip(blocks, adapters, strict=True)}
