@@ -12,11 +12,29 @@ Kaiming-uniform weight with a zero bias, ``up`` starts at zero: a new adapter is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from promptcl.backbones.masked import BESIDE_MLP, BlockEdits
+
+
+@dataclass
+class AdapterOptions:
+    """AdaptFormer's options, shared by the configs of the methods that use it."""
+
+    bottleneck: int = field(default=64, metadata={"help": "Adapter hidden size (ffn_num)."})
+    adapter_scale: float = field(default=0.1, metadata={"help": "Adapter s of s * up(...)."})
+    adapter_dropout: float = field(
+        default=0.1, metadata={"help": "Dropout on the adapter's hidden units in training."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.bottleneck < 1:
+            raise ValueError("bottleneck must be >= 1")
+        if not 0 <= self.adapter_dropout < 1:
+            raise ValueError("adapter_dropout must be in [0, 1)")
 
 
 class AdaptFormer(nn.Module):
@@ -35,9 +53,12 @@ class AdaptFormer(nn.Module):
         return self.scale * self.up(self.dropout(torch.relu(self.down(x))))
 
 
-def adapter_set(dim: int, blocks: Sequence[int], bottleneck: int, scale: float, dropout: float):
-    """One adapter per block of ``blocks`` (an ``nn.ModuleList`` in that order)."""
-    return nn.ModuleList(AdaptFormer(dim, bottleneck, scale, dropout) for _ in blocks)
+def adapter_set(dim: int, blocks: Sequence[int], options: AdapterOptions) -> nn.ModuleList:
+    """One adapter per block of ``blocks``, in that order."""
+    o = options
+    return nn.ModuleList(
+        AdaptFormer(dim, o.bottleneck, o.adapter_scale, o.adapter_dropout) for _ in blocks
+    )
 
 
 def adapter_edits(blocks: Sequence[int], adapters: nn.ModuleList) -> dict[int, BlockEdits]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from promptcl.backbones import Backbone
 from promptcl.backbones.base import Prompts, PromptStep
-from promptcl.tuners.adaptformer import adapter_edits, adapter_set
+from promptcl.tuners.adaptformer import AdapterOptions, adapter_edits, adapter_set
 from promptcl.tuners.base import Tuner, uniform_
 from promptcl.tuners.prompts import check_blocks, first_blocks, prefixes_from
 
@@ -46,12 +46,10 @@ class FirstSessionTuner(Tuner):
         blocks: Sequence[int],
         length: int = 5,
         init: float = 1.0,
-        bottleneck: int = 64,
-        scale: float = 0.1,
-        dropout: float = 0.1,
+        adapter: AdapterOptions | None = None,
     ) -> None:
         """The module's tensors: ``prompt`` (prefix, (n_blocks, 2, L, d)), ``vpt`` ((n_blocks,
-        L, d)) or ``adapters`` (AdaptFormer's ``bottleneck``, ``scale``, ``dropout``)."""
+        L, d)) or ``adapters`` (with ``adapter``'s options)."""
         d = self.backbone.dim
         self.module_kind, self.adapted_blocks = module, list(blocks)
         if module == "prefix":
@@ -60,7 +58,7 @@ class FirstSessionTuner(Tuner):
         elif module == "vpt":
             self.vpt = nn.Parameter(torch.zeros(len(blocks), length, d))
         elif module == "adapter":
-            self.adapters = adapter_set(d, blocks, bottleneck, scale, dropout)
+            self.adapters = adapter_set(d, blocks, adapter or AdapterOptions())
         else:
             raise ValueError(f"module must be one of {', '.join(MODULES)}, not {module}")
 

@@ -1,15 +1,12 @@
 from dataclasses import dataclass, field
 
+from promptcl.tuners.adaptformer import AdapterOptions
+
 
 @dataclass
-class EASEConfig:
+class EASEConfig(AdapterOptions):
     blocks: list[int] | None = field(
         default=None, metadata={"help": "Blocks with a per-task adapter; null: every block."}
-    )
-    bottleneck: int = field(default=64, metadata={"help": "Adapter hidden size (ffn_num)."})
-    adapter_scale: float = field(default=0.1, metadata={"help": "s of s * up(...)."})
-    adapter_dropout: float = field(
-        default=0.1, metadata={"help": "Dropout on the adapter's hidden units in training."}
     )
     reweight: bool = field(
         default=True,
@@ -28,9 +25,6 @@ class EASEConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.bottleneck < 1:
-            raise ValueError("bottleneck must be >= 1")
-        if not 0 <= self.adapter_dropout < 1:
-            raise ValueError("adapter_dropout must be in [0, 1)")
+        super().__post_init__()
         if self.alpha < 0:
             raise ValueError("alpha must be >= 0")

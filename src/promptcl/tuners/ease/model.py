@@ -56,11 +56,7 @@ class EASE(Tuner):
         """Freeze the old adapters; a new subspace's adapters and a fresh head."""
         device, d = self.class_task.device, self.backbone.dim
         self.adapters.requires_grad_(False)
-        cfg = self.config
-        adapters = adapter_set(
-            d, self.blocks, cfg.bottleneck, cfg.adapter_scale, cfg.adapter_dropout
-        )
-        self.adapters.append(adapters.to(device))
+        self.adapters.append(adapter_set(d, self.blocks, self.config).to(device))
         self.class_task[list(classes)] = task
         grown = self.prototypes.new_zeros(self.num_classes, 1, d)
         self.prototypes = torch.cat([self.prototypes, grown], dim=1)
