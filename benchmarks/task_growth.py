@@ -33,6 +33,8 @@ METHODS = {
     "hash": {"tii": {"epochs": 1, "align_epochs": 1}, "tap": {"epochs": 1}},
     "softtf (Prompt ID)": {"task_id": "prompt"},
     "softtf (Gradient ID)": {"task_id": "gradient"},
+    "aper": {},
+    "ease": {},
 }
 
 
