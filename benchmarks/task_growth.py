@@ -36,6 +36,8 @@ METHODS = {
     "inflora": {},
     "sdlora": {},
     "mos": {"align": {"epochs": 1}},
+    "aper": {},
+    "ease": {},
 }
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from promptcl.backbones.attention import ClipPrefixAttention, Prefix
 from promptcl.backbones.base import Backbone, freeze, replace_context
-from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, beside_mlp, edited_linear
 from promptcl.errors import UsageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -62,7 +62,7 @@ class ClipTower(Backbone):
         layer, mlp = self.layers[index], self.layers[index].mlp
         x = x + self.attentions[index](layer.layer_norm1(x), keep, prefix, edits)  # (B, N, d)
         h = mlp.activation_fn(edited_linear(mlp.fc1, layer.layer_norm2(x), edits.get("fc1")))
-        return x + edited_linear(mlp.fc2, h, edits.get("fc2"))  # CLIPMLP: fc1, act, fc2
+        return beside_mlp(x + edited_linear(mlp.fc2, h, edits.get("fc2")), x, edits)  # CLIPMLP
 
     def project(self, feature: torch.Tensor) -> torch.Tensor:
         return self.projection(feature)

@@ -32,7 +32,7 @@ from torch import nn
 
 from promptcl.backbones.attention import EncoderPrefixAttention, Prefix
 from promptcl.backbones.base import Backbone, freeze, masked_mean, replace_context
-from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, beside_mlp, edited_linear
 from promptcl.backbones.relpos import MPNET_BUCKETS, DisentangledBias, PositionBias
 from promptcl.errors import UsageError
 
@@ -272,7 +272,8 @@ class HFEncoder(Backbone):
         context = self.attentions[index](x, keep, prefix, edits)  # (B, N, d)
         x = parts.attention_norm(edited_linear(parts.proj, context, edits.get("proj")) + x)
         h = parts.activation(edited_linear(parts.fc1, x, edits.get("fc1")))
-        return parts.output_norm(edited_linear(parts.fc2, h, edits.get("fc2")) + x)
+        y = beside_mlp(edited_linear(parts.fc2, h, edits.get("fc2")) + x, x, edits)
+        return parts.output_norm(y)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x  # post-norm layers: the last LayerNorm is inside the last block

@@ -10,6 +10,11 @@ an *edit*, of one of two kinds:
   mask, LoRA's W + s B A);
 - ``OutputEdit``: y -> edit.output(y) after the frozen layer (a bottleneck adapter).
 
+Besides the linears, a block takes one module beside its MLP, under the name ``BESIDE_MLP``:
+a function of the MLP sublayer's input x whose output the block adds to the MLP's (AdaptFormer's
+parallel adapter: pre-norm blocks compute x + MLP(norm(x)) + a(x), post-norm ones
+norm(x + MLP(x) + a(x))); ``beside_mlp`` adds it.
+
 The edits belong to the tuner (tuners/editbank.py: one ``nn.ModuleList`` per layer, grown by
 one edit per seen task); the backbone holds none and is not modified. Edited weights are formed
 per call as temporaries; W is never copied into a buffer and nothing is written onto a module.
@@ -62,8 +67,18 @@ Edit = torch.Tensor | WeightEdit | OutputEdit  # a tensor is a mask: W * mask
 # an edit, or a per-sample choice among edits: a callable (frozen layer, x) -> y
 # (tuners/editbank.TaskEdits)
 MaskSpec = Edit | Callable[[nn.Linear, torch.Tensor], torch.Tensor]
-BlockEdits = Mapping[str, MaskSpec]  # one block's edits: short layer name -> edit
+# one block's edits: short layer name -> edit; BESIDE_MLP -> a module (x) -> y
+BlockEdits = Mapping[str, MaskSpec]
 NO_EDITS: BlockEdits = MappingProxyType({})
+
+
+BESIDE_MLP = "beside_mlp"  # the BlockEdits name of a module beside the MLP (AdaptFormer)
+
+
+def beside_mlp(y: torch.Tensor, x: torch.Tensor, edits: BlockEdits) -> torch.Tensor:
+    """y (the MLP's output) plus ``edits[BESIDE_MLP](x)`` of the MLP's input x, if given."""
+    module = edits.get(BESIDE_MLP)
+    return y if module is None else y + module(x)
 
 
 def edited_linear(layer: nn.Linear, x: torch.Tensor, spec: MaskSpec | None) -> torch.Tensor:
@@ -99,6 +114,7 @@ def apply_edit(layer: nn.Linear, x: torch.Tensor, edit: Edit) -> torch.Tensor:
 
 
 __all__ = [
+    "BESIDE_MLP",
     "NO_EDITS",
     "BlockEdits",
     "Edit",
@@ -106,6 +122,7 @@ __all__ = [
     "OutputEdit",
     "WeightEdit",
     "added_weight",
+    "beside_mlp",
     "edited_linear",
     "masked_weight",
 ]

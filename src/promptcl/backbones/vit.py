@@ -15,7 +15,7 @@ from torch import nn
 
 from promptcl.backbones.attention import Prefix, TimmPrefixAttention
 from promptcl.backbones.base import Backbone, freeze
-from promptcl.backbones.masked import NO_EDITS, BlockEdits, edited_linear
+from promptcl.backbones.masked import NO_EDITS, BlockEdits, beside_mlp, edited_linear
 from promptcl.errors import UsageError
 
 
@@ -72,7 +72,7 @@ class TimmViT(Backbone):
         mlp = b.mlp
         h = mlp.drop1(mlp.act(edited_linear(mlp.fc1, b.norm2(x), edits.get("fc1"))))
         h = mlp.drop2(edited_linear(mlp.fc2, mlp.norm(h), edits.get("fc2")))
-        return x + b.drop_path2(b.ls2(h))
+        return beside_mlp(x + b.drop_path2(b.ls2(h)), x, edits)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)

@@ -11,8 +11,9 @@ the task's training features, the grid value of least mean squared error on the 
 (per class here; one eigendecomposition serves the whole grid, which is exact).
 A finished run's checkpoint keeps W_rand and W_o only (``resume_only``): G and Q serve a
 further task, and at M = 10000 G alone is 800 MB.
-Phase 1 (``adapt``, off by default): a shared prefix and a head train on the first task with the
-loop's cross-entropy, then freeze; the projection then reads the prefixed pooled features.
+Phase 1 (``adapt``, off by default): a shared prefix (tuners/firstsession.py) and a head train
+on the first task with the loop's cross-entropy, then freeze; the projection then reads the
+prefixed pooled features.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.discriminant import held_out_split
-from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput, uniform_
-from promptcl.tuners.prompts import check_blocks, first_blocks, prefixes_from
+from promptcl.tuners.base import Batch, TaskData, TunerOutput
+from promptcl.tuners.firstsession import FirstSessionTuner, first_session_blocks
 from promptcl.tuners.ranpac.config import RanPACConfig
 
 
@@ -45,7 +46,7 @@ def ridge_predictions(
     return [left @ (right / (e + r).unsqueeze(1)) for r in ridges]
 
 
-class RanPAC(Tuner):
+class RanPAC(FirstSessionTuner):
     name = "ranpac"
     description = "random projection + ReLU of frozen features, incremental ridge classifier"
     checkpoint_size = (
@@ -69,12 +70,9 @@ class RanPAC(Tuner):
         self.register_buffer("target_sum", torch.zeros(m, num_classes, dtype=torch.float64))
         self.register_buffer("weight", torch.zeros(m, num_classes))  # W_o, finalised
         self.register_buffer("ridge", torch.zeros(0))  # lambda chosen after each task
-        if config.adapt:
-            blocks = first_blocks(config.adapt_blocks, 5, backbone)
-            self.blocks = check_blocks(blocks, backbone, "adapt_blocks")
-            a = config.prompt_init
-            shape = (len(self.blocks), 2, config.adapt_length, d)
-            self.prompt = nn.Parameter(uniform_(torch.empty(shape), -a, a))
+        if config.adapt:  # the prefix of tuners/firstsession.py
+            blocks = first_session_blocks("prefix", config.adapt_blocks, backbone, "adapt_blocks")
+            self.add_first_session("prefix", blocks, config.adapt_length, config.prompt_init)
             self.adapt_head = nn.Linear(d, num_classes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -83,17 +81,9 @@ class RanPAC(Tuner):
             self.ridge = torch.zeros_like(state_dict[prefix + "ridge"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def begin_task(self, task: int, classes: Sequence[int]) -> None:
-        if task > 0:  # phase 1 is over: the adapted prefix is frozen
-            for p in self.own_parameters():
-                p.requires_grad_(False)
-
     def feature(self, batch: Batch) -> torch.Tensor:
         """(B, d): the frozen query, or the pooled feature of the adapted backbone."""
-        if not self.config.adapt:
-            return batch.query
-        hidden, keep = self.backbone(batch.inputs, prefixes=prefixes_from(self.blocks, self.prompt))
-        return self.backbone.pool(hidden, keep)
+        return self.adapted_feature(batch.inputs) if self.config.adapt else batch.query
 
     def project(self, feature: torch.Tensor) -> torch.Tensor:
         """(B, M) h = relu(q W_rand), or q itself with dim = 0."""
