@@ -1,5 +1,6 @@
-"""MOS: the adapter merge on a hand-worked case, old adapters frozen after their task, the
-self-refined retrieval on constructed heads, and the loop calling the merge after every step."""
+"""MOS: fresh adapters leave the backbone unchanged, the adapter merge on a hand-worked case,
+old adapters frozen after their task, per-sample adapters, the self-refined retrieval on
+constructed heads, and the loop calling the merge after every step."""
 
 import json
 import math
@@ -35,16 +36,31 @@ def batch_of(backbone, labels, seed=0):
 
 
 def adapter_tensors(tuner, task):
-    edits = tuner.adapters.values()
-    return [p.detach().clone() for layer in edits for p in layer[task].parameters()]
+    return [p.detach().clone() for p in tuner.adapters[task].parameters()]
 
 
 def fill(tuner, task, values):
     """Set every tensor of task ``task``'s adapters to values * (1, 2, 3, ...) (its shape)."""
     with torch.no_grad():
-        for edits in tuner.adapters.values():
-            for p in edits[task].parameters():
-                p.copy_(values * torch.arange(1, p.numel() + 1.0).view_as(p))
+        for p in tuner.adapters[task].parameters():
+            p.copy_(values * torch.arange(1, p.numel() + 1.0).view_as(p))
+
+
+def test_fresh_adapters_leave_the_backbone_unchanged(backbone):
+    """AdaptFormer beside every MLP (MOS's defaults: 16 hidden units, scale 0.1), its ``up`` at
+    zero: the features of task 0 and of task 1 (a copy of task 0's) are the bare backbone's."""
+    tuner = make(backbone).eval()
+    for task, classes in enumerate(TASKS):
+        tuner.begin_task(task, classes)
+    adapter = tuner.adapters[0][0]
+    assert (adapter.down.out_features, adapter.scale, adapter.dropout.p) == (16, 0.1, 0.1)
+    assert len(tuner.adapters[1]) == backbone.num_blocks
+    batch = batch_of(backbone, [0, 3, 4])
+    with torch.no_grad():
+        hidden, keep = backbone(batch.inputs)
+        bare = backbone.pool(hidden, keep)
+        for task in range(2):
+            torch.testing.assert_close(tuner.features(batch, task), bare, rtol=0, atol=0)
 
 
 def test_merge_rule_on_a_hand_worked_case(backbone):
@@ -83,7 +99,7 @@ def test_old_adapters_never_move_after_their_task(backbone):
         groups = tuner.param_groups()
         optimizer = torch.optim.SGD([p for g in groups for p in g["params"]], lr=0.5)
         assert {id(p) for g in groups for p in g["params"]} >= {
-            id(p) for edits in tuner.adapters.values() for p in edits[task].parameters()
+            id(p) for p in tuner.adapters[task].parameters()
         }
         tuner.train()
         batch = batch_of(backbone, [classes[0], classes[1], classes[2], classes[0]])
@@ -102,7 +118,21 @@ def test_old_adapters_never_move_after_their_task(backbone):
         tuner.end_task(task, classes, TaskData([batch]))
     for got, want in zip(adapter_tensors(tuner, 0), kept, strict=True):
         assert torch.equal(got, want)
-    assert all(not p.requires_grad for p in tuner.adapters["b0_fc2"][0].parameters())
+    assert all(not p.requires_grad for p in tuner.adapters[0].parameters())
+
+
+def test_per_sample_adapters_are_each_tasks_own(backbone):
+    """Samples of a batch with different tasks get their own task's features, in batch order."""
+    tuner = make(backbone).eval()
+    for task, classes in enumerate(TASKS):
+        tuner.begin_task(task, classes)
+    fill(tuner, 1, 0.01)
+    batch = batch_of(backbone, [0, 1, 2, 3])
+    with torch.no_grad():
+        f0, f1 = tuner.features(batch, 0), tuner.features(batch, 1)
+        mixed = tuner.features(batch, torch.tensor([1, 0, 1, 0]))
+    assert not torch.allclose(f0, f1)
+    torch.testing.assert_close(mixed, torch.stack([f1[0], f0[1], f1[2], f0[3]]))
 
 
 def constructed(backbone, rounds=4, ensemble=False):
@@ -113,7 +143,7 @@ def constructed(backbone, rounds=4, ensemble=False):
     for task, classes in enumerate(TASKS):
         tuner.begin_task(task, classes)
     with torch.no_grad():
-        for p in tuner.adapters["b1_fc2"][1].parameters():
+        for p in tuner.adapters[1][1].parameters():
             p.normal_(generator=torch.Generator().manual_seed(1))
     batch = batch_of(backbone, [0])
     with torch.no_grad():

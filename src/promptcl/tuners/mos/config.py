@@ -1,5 +1,6 @@
 from dataclasses import dataclass, field
 
+from promptcl.tuners.adaptformer import AdapterOptions
 from promptcl.tuners.align import TAPOptions
 
 
@@ -10,13 +11,12 @@ def mos_alignment() -> TAPOptions:
 
 
 @dataclass
-class MOSConfig:
-    bottleneck: int = field(default=16, metadata={"help": "Hidden size of each adapter (MOS: 16)."})
-    scale: float = field(
-        default=0.1, metadata={"help": "s of y + s * up(relu(down(y))) (MOS: 0.1)."}
+class MOSConfig(AdapterOptions):
+    bottleneck: int = field(
+        default=16, metadata={"help": "Adapter hidden size (MOS's ffn_num: 16)."}
     )
     blocks: list[int] | None = field(
-        default=None, metadata={"help": "Blocks whose MLP output is adapted; null: all."}
+        default=None, metadata={"help": "Blocks with an adapter beside the MLP; null: all."}
     )
     adapter_momentum: float = field(
         default=0.1,
@@ -59,8 +59,9 @@ class MOSConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.bottleneck < 1 or self.refine_rounds < 1:
-            raise ValueError("bottleneck and refine_rounds must be >= 1")
+        super().__post_init__()
+        if self.refine_rounds < 1:
+            raise ValueError("refine_rounds must be >= 1")
         if not 0 <= self.adapter_momentum < 1:
             raise ValueError("adapter_momentum must be in [0, 1)")
         if self.contrast_coeff < 0 or self.head_lr_scale < 0:

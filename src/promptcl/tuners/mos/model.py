@@ -2,16 +2,16 @@
 Learning", AAAI 2025), as its public code (sun-hailong/AAAI25-MOS, models/mos.py and
 backbone/vit_mos.py) runs it.
 
-Each task t owns a bottleneck adapter in every block of ``blocks``, on the MLP's output
-(y -> y + s * up(relu(down(y))), the ``Bottleneck`` of the adapter method); task t's adapter
-starts from task t-1's. Adapter merging: before the task's first step and after every step,
-A_t <- (1 - alpha) A_t + alpha * mean_{k<t} A_k (weights and biases of both projections); the
-stored A_k never move again. A linear head over all classes trains with the adapter (old
-classes' logits masked, rate ``head_lr_scale``), with a contrastive term pushing the batch's
-features from the old classes' means. After each task: the Gaussians of every new class's
-features (with its own task's adapter), the prototypes (class means of the features with the
-first adapter), and, from the second task on, the head re-aligned on Gaussian samples of all
-seen classes.
+Each task t owns an AdaptFormer adapter beside the MLP of every block of ``blocks``
+(tuners/adaptformer.py: the code's ffn_option "parallel", bottleneck 16, scale 0.1, dropout
+0.1); task t's adapters start from task t-1's. Adapter merging: before the task's first step
+and after every step, A_t <- (1 - alpha) A_t + alpha * mean_{k<t} A_k (weights and biases of
+both projections); the stored A_k never move again. A linear head over all classes trains
+with the adapter (old classes' logits masked, rate ``head_lr_scale``), with a contrastive term
+pushing the batch's features from the old classes' means. After each task: the Gaussians of
+every new class's features (with its own task's adapter), the prototypes (class means of the
+features with the first adapter), and, from the second task on, the head re-aligned on
+Gaussian samples of all seen classes.
 
 Test (no task identity): the first adapter's features and the cosine prototype classifier name a
 class, hence a task; then, for up to ``refine_rounds`` rounds, the head on that task's adapter
@@ -30,10 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptcl.taskid.gaussians import ClassGaussians
-from promptcl.tuners.adapter.model import Bottleneck
+from promptcl.tuners.adaptformer import adapter_edits, adapter_set
 from promptcl.tuners.align import align_head, contrast_to_means
 from promptcl.tuners.base import Batch, TaskData, Tuner, TunerOutput
-from promptcl.tuners.editbank import TaskEditBank, edited_layers
 from promptcl.tuners.mos.config import MOSConfig
 from promptcl.tuners.prompts import check_blocks
 
@@ -58,8 +57,8 @@ class MOS(Tuner):
     def __init__(self, config: MOSConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
         blocks = config.blocks if config.blocks is not None else range(backbone.num_blocks)
-        blocks = check_blocks(blocks, backbone, "blocks")
-        self.adapters = TaskEditBank(edited_layers(backbone, blocks, mlp=True, names=("fc2",)))
+        self.blocks = check_blocks(blocks, backbone, "blocks")
+        self.adapters = nn.ModuleList()  # task -> its adapters, one per block of self.blocks
         self.head = nn.Linear(backbone.dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # the code's head: timm's init
         nn.init.zeros_(self.head.bias)
@@ -68,43 +67,52 @@ class MOS(Tuner):
         self.register_buffer("prototypes", torch.zeros(num_classes, backbone.dim))
         self.register_buffer("class_task", torch.full((num_classes,), -1, dtype=torch.long))
 
-    def make_adapter(self, layer: nn.Linear) -> Bottleneck:
-        return Bottleneck(layer.out_features, self.config.bottleneck, self.config.scale)
-
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
-        self.adapters.add_task(self.make_adapter)  # freezes the older adapters
+        self.adapters.requires_grad_(False)  # the older adapters never train again
+        new = adapter_set(self.backbone.dim, self.blocks, self.config)
         if task > 0:  # the code trains one adapter on: task t starts from task t-1's
-            for edits in self.adapters.values():
-                edits[task].load_state_dict(edits[task - 1].state_dict())
-            self.merge()
+            new.load_state_dict(self.adapters[task - 1].state_dict())
+        self.adapters.append(new.to(self.class_task.device).train(self.training))
+        self.merge()
         self.class_task[list(classes)] = task
 
     @torch.no_grad()
     def merge(self) -> None:
         """A_t <- (1 - alpha) A_t + alpha * mean_{k<t} A_k, every tensor of the current
         adapter (MOS's ``adapter_merge``; the identity for the first task)."""
-        task, alpha = self.adapters.num_tasks - 1, self.config.adapter_momentum
+        task, alpha = len(self.adapters) - 1, self.config.adapter_momentum
         if task == 0 or alpha == 0:
             return
-        for edits in self.adapters.values():
-            older = [dict(e.named_parameters()) for e in edits[:task]]
-            for name, p in edits[task].named_parameters():
-                mean = torch.stack([o[name] for o in older]).mean(dim=0)
-                p.mul_(1 - alpha).add_(mean, alpha=alpha)
+        older = [dict(adapters.named_parameters()) for adapters in self.adapters[:task]]
+        for name, p in self.adapters[task].named_parameters():
+            mean = torch.stack([o[name] for o in older]).mean(dim=0)
+            p.mul_(1 - alpha).add_(mean, alpha=alpha)
 
     def after_step(self) -> None:
         self.merge()
 
     def param_groups(self) -> list[dict[str, Any]]:
-        current = [p for edits in self.adapters.values() for p in edits[-1].parameters()]
         return [
-            {"params": current},
+            {"params": list(self.adapters[-1].parameters())},
             {"params": list(self.head.parameters()), "lr_scale": self.config.head_lr_scale},
         ]
 
     def features(self, batch: Batch, task: torch.Tensor | int) -> torch.Tensor:
-        """(B, d) pooled features with the adapters of ``task`` (an int, or (B,) per sample)."""
-        hidden, keep = self.backbone(batch.inputs, edits=self.adapters.choice(task))
+        """(B, d) pooled features with the adapters of ``task``: an int, or (B,) per sample
+        (the backbone then runs once per distinct task, on that task's samples)."""
+        if isinstance(task, torch.Tensor):
+            order = torch.argsort(task, stable=True)
+            tasks, counts = torch.unique_consecutive(task[order], return_counts=True)
+            if len(tasks) > 1:
+                groups = order.split(counts.tolist())
+                parts = [
+                    self.features(subset(batch, rows), t)
+                    for rows, t in zip(groups, tasks.tolist(), strict=True)
+                ]
+                return torch.cat(parts)[torch.argsort(order)]  # back in batch order
+            task = int(tasks[0])
+        edits = adapter_edits(self.blocks, self.adapters[task])
+        hidden, keep = self.backbone(batch.inputs, edits=edits)
         return self.backbone.pool(hidden, keep)
 
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
@@ -132,7 +140,7 @@ class MOS(Tuner):
             active = active[moving]
             task[active] = named[moving]
         if self.config.ensemble:
-            num_tasks = self.adapters.num_tasks
+            num_tasks = len(self.adapters)
             logits = logits.softmax(dim=1) + (num_tasks * cosine).softmax(dim=1)
         return TunerOutput(logits, task_pred=task)
 
@@ -170,4 +178,5 @@ class MOS(Tuner):
             )
 
     def report(self) -> dict[str, Any]:
-        return {"params_per_task": self.adapters.params_per_task()}
+        per_task = sum(p.numel() for p in self.adapters[-1].parameters()) if self.adapters else 0
+        return {"params_per_task": per_task}
