@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 from promptcl.taskid.tii import TIIOptions
 from promptcl.tuners.align import TAPOptions
 from promptcl.tuners.hash.routing import MODULATIONS, PENALTIES, PROTECTIONS
+from promptcl.tuners.stages import check_head
 
 HGM_MODES = ("off", "scale", "quadratic")
 
@@ -59,8 +60,17 @@ class HashConfig:
     tap: TAPOptions | None = field(
         default_factory=TAPOptions, metadata={"help": "Head alignment after each task; null: off."}
     )
+    head: str = field(
+        default="linear",
+        metadata={
+            "help": "Classifier at test over the prompted features: linear (the paper's, TAP-"
+            "aligned), lda or ranpac (second-order, from per-class sums built as each task "
+            "ends, with its own prompts; docs/METHODS.md). The linear head trains either way."
+        },
+    )
 
     def __post_init__(self) -> None:
+        check_head(self.head)
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError("need 1 <= top_k <= num_experts")
         if not 0 <= self.num_protected <= self.num_experts:
