@@ -16,6 +16,7 @@ choice changes the evaluation only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any
 
 import torch
@@ -49,6 +50,18 @@ HEADS.add(
     ),
     "RanPAC's random-feature ridge on the prompted features, from sums (M, grid: tuner.tii.*)",
 )
+
+
+def head_option() -> Any:
+    """The ``head`` field of the configs of hide, norga and hash."""
+    return field(
+        default="linear",
+        metadata={
+            "help": "Classifier at test over the prompted features: linear (the paper's, TAP-"
+            "aligned), lda or ranpac (second-order, from per-class sums built as each task "
+            "ends, with its own prompts; docs/METHODS.md). The linear head trains either way."
+        },
+    )
 
 
 def check_head(name: str) -> None:

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from promptcl.taskid.tii import TIIOptions
 from promptcl.tuners.align import TAPOptions
-from promptcl.tuners.stages import check_head
+from promptcl.tuners.stages import check_head, head_option
 
 
 @dataclass
@@ -28,14 +28,7 @@ class HiDeConfig:
     tap: TAPOptions | None = field(
         default_factory=TAPOptions, metadata={"help": "Head alignment after each task; null: off."}
     )
-    head: str = field(
-        default="linear",
-        metadata={
-            "help": "Classifier at test over the prompted features: linear (the paper's, TAP-"
-            "aligned), lda or ranpac (second-order, from per-class sums built as each task "
-            "ends, with its own prompts; docs/METHODS.md). The linear head trains either way."
-        },
-    )
+    head: str = head_option()
 
     def __post_init__(self) -> None:
         check_head(self.head)
