@@ -253,3 +253,18 @@ def test_head_sums_of_old_classes_never_change_after_their_task(name, head, back
         want = torch.stack([x[labels == c].sum(dim=0) for c in (0, 1)])
         got = tuner.stages.second_head.sums.feature_sum[:2]
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_ranpac_checkpoint_with_the_old_tensor_names_loads(backbone):
+    from promptcl.config.migrate import moved_tensors
+
+    tuner = make("ranpac", backbone, dim=16)
+    g = torch.Generator().manual_seed(7)
+    q, labels = torch.randn(20, backbone.dim, generator=g), [0, 1] * 10
+    tuner.begin_task(0, [0, 1])
+    tuner.end_task(0, [0, 1], TaskData([query_batch(q, labels)]))
+    old = {k.removeprefix("classifier."): v for k, v in tuner.trained_state().items()}
+    fresh = make("ranpac", backbone, dim=16)
+    fresh.load_trained_state(moved_tensors(old, fresh.trained_state()))
+    for key, value in tuner.trained_state().items():
+        assert torch.equal(fresh.trained_state()[key], value), key
