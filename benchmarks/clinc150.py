@@ -9,7 +9,10 @@ Suites: core = the baselines of the core library (with training throughput next 
 hash = Hash, its ablations, Hash with HiDe's contrastive term (hash-contrast, an option) and the
 methods it is compared with; second-order = the frozen-feature baselines (ncm, lda, ranpac), coda,
 and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide and hash for
---backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`).
+--backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`); tii-head = ranpac (and with first-session
+adaptation), lda, hide, hash and hash-contrast, each of the last three also with RanPAC's ridge
+as TII classifier and head (issue 27). --projection-dim M sets every random projection (names the
+table -mM).
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the docs section clinc150-SUITE. A capped run
@@ -60,30 +63,53 @@ SUITES = {
     # the second-order baselines beside ncm, and hash with the LDA TII classifier (the default)
     "second-order": ["ncm", "lda", "ranpac", "ranpac-m2000", "coda", "hash-tii-lda"],
     "encoders": ["ncm", "dualprompt", "hide", "hash"],
+    # issue 27: RanPAC's ridge as the HiDe family's TII classifier and head, first-session
+    # adaptation, against the frozen-feature classifiers
+    "tii-head": [
+        "ranpac",
+        "ranpac-adapt",
+        "lda",
+        "hide",
+        "hide-ranpac",
+        "hash",
+        "hash-ranpac",
+        "hash-contrast",
+        "hash-contrast-ranpac",
+    ],
+}
+# --projection-dim M sets the random projection of these methods' configs: ranpac's own, the
+# HiDe family's TII classifier and head (tuner.tii.projection_dim serves both)
+PROJECTION_KEYS = {
+    "ranpac": "tuner.dim",
+    "hide": "tuner.tii.projection_dim",
+    "norga": "tuner.tii.projection_dim",
+    "hash": "tuner.tii.projection_dim",
 }
 BACKBONES = {"minilm-l6": "packaged MiniLM-L6", "mpnet-base": "all-mpnet-base-v2 (mpnet-base)"}
 
 
 def run_all(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, list[Run]]:
-    """The shipped clinc150/METHOD.yaml of each method and seed as one sweep under --runs
-    (``promptcl sweep run``: finished points reused, unfinished ones resumed), with ``extra``
-    overrides; METHOD -> its finished runs. --finished-only runs nothing."""
-    configs = ",".join(str(CONFIGS / f"{method}.yaml") for method in args.methods)
+    """The shipped clinc150/METHOD.yaml of each method and seed as sweeps under --runs (``promptcl
+    sweep run``, one per method since --projection-dim sets a key of its own per method:
+    finished points reused, unfinished ones resumed), with ``extra`` overrides; METHOD -> its
+    finished runs. --finished-only runs nothing."""
     seeds = ",".join(map(str, args.seeds))
-    sets = [f"seed={seeds}", *overrides(args), *extra]
-    sweep = Sweep.from_args("run", configs, sets, args.runs, named=("config", "seed"))
     finished_only = getattr(args, "finished_only", False)
-    if not finished_only:
-        sweep.open(machine())
     results: dict[str, list[Run]] = {}
-    for point in sweep.points:
+    for method in args.methods:
+        sets = [f"seed={seeds}", *overrides(args), *extra, *projection(args, method)]
+        config = str(CONFIGS / f"{method}.yaml")
+        sweep = Sweep.from_args("run", config, sets, args.runs, named=("config", "seed"))
         if not finished_only:
-            sweep.run_point(point)
-        folder = args.runs / point.name
-        if (folder / "metrics.json").is_file():
-            (run,) = collect([folder]).runs
-            results.setdefault(Path(point.config).stem, []).append(run)
-            print(f"{point.name}: FAA {run.metrics['faa']:.2f}", file=sys.stderr, flush=True)
+            sweep.open(machine())
+        for point in sweep.points:
+            if not finished_only:
+                sweep.run_point(point)
+            folder = args.runs / point.name
+            if (folder / "metrics.json").is_file():
+                (run,) = collect([folder]).runs
+                results.setdefault(method, []).append(run)
+                print(f"{point.name}: FAA {run.metrics['faa']:.2f}", file=sys.stderr, flush=True)
     return results
 
 
@@ -100,13 +126,20 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return items
 
 
+def projection(args: argparse.Namespace, method: str) -> list[str]:
+    """--projection-dim as the key of the config ``method`` (PROJECTION_KEYS), if it has one."""
+    key = PROJECTION_KEYS.get(load_config(CONFIGS / f"{method}.yaml").method)
+    return [] if args.projection_dim is None or key is None else [f"{key}={args.projection_dim}"]
+
+
 def variant(args: argparse.Namespace) -> str:
     """'' for the main table (minilm-l6, all data, whole test split); '-BACKBONE', '-capN',
     '-testN' and/or '-val' otherwise."""
     backbone = f"-{args.backbone}" if args.backbone != "minilm-l6" else ""
     cap = f"-cap{args.train_per_class}" if args.train_per_class is not None else ""
     test = f"-test{args.test_per_class}" if args.test_per_class is not None else ""
-    return backbone + cap + test + ("-val" if args.eval_split != "test" else "")
+    dim = f"-m{args.projection_dim}" if args.projection_dim is not None else ""
+    return backbone + cap + test + dim + ("-val" if args.eval_split != "test" else "")
 
 
 def table(results: dict[str, list[Run]], seeds: bool = False) -> str:
@@ -126,6 +159,12 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=None, help="a cap on the eval split")
     parser.add_argument("--backbone", default="minilm-l6", choices=BACKBONES)
     parser.add_argument("--eval-split", default="test", choices=["test", "val"])
+    parser.add_argument(
+        "--projection-dim",
+        type=int,
+        help="M of every random projection (ranpac's, the HiDe family's TII and head; "
+        "default: the configs' 10000)",
+    )
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-clinc150")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/clinc150-SUITE.md")
     parser.add_argument("--no-readme", action="store_true", help="do not update the docs pages")
@@ -149,6 +188,8 @@ def main() -> None:
     seeds = " ".join(map(str, args.seeds))
     if args.test_per_class is not None:
         cap += f", a seeded {args.test_per_class} {args.eval_split} samples per intent"
+    if args.projection_dim is not None:
+        cap += f", random projections of M = {args.projection_dim}"
     label = "" if variant(args) in ("", "-val") else "Second table, capped data: "
     lines = [
         f"{label}CLINC150 `clinc150-15` (15 tasks x 10 intents), {BACKBONES[args.backbone]}, "
@@ -179,6 +220,8 @@ def main() -> None:
         command += f" --backbone {args.backbone}"
     if args.eval_split != "test":
         command += f" --eval-split {args.eval_split}"
+    if args.projection_dim is not None:
+        command += f" --projection-dim {args.projection_dim}"
     if args.finished_only or args.methods != SUITES[args.suite]:
         command += f" --methods {' '.join(args.methods)}"
     if args.finished_only:

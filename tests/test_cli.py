@@ -53,6 +53,18 @@ def test_list_marks_the_commands_each_benchmark_serves(capsys):
         assert re.search(rf"^  {re.escape(name)} +\[{serves}\] ", listing, re.M), name
 
 
+def test_list_shows_the_tii_classifiers_and_heads(capsys):
+    main(["list"])
+    listing = capsys.readouterr().out
+    tii = listing[listing.index("TII classifiers (tuner.tii.classifier") :]
+    heads = tii[tii.index("heads at test (tuner.head") :]
+    tii = tii[: tii.index("heads at test")]
+    for name in ("mlp", "lda", "ncm", "ranpac"):
+        assert re.search(rf"^  {name} +\S", tii, re.M), name
+    for name in ("linear", "lda", "ranpac"):
+        assert re.search(rf"^  {name} +\S", heads, re.M), name
+
+
 @pytest.mark.parametrize(
     ("command", "benchmark", "message"),
     [

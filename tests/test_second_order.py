@@ -6,9 +6,9 @@ import torch
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
 from promptcl.taskid.discriminant import ClassSums, DiscriminantClassifier
+from promptcl.taskid.ridge import RandomFeatureRidge, ridge_predictions
 from promptcl.taskid.tii import TaskInference, TIIOptions
 from promptcl.tuners import Batch, TaskData, get_tuner
-from promptcl.tuners.ranpac.model import ridge_predictions
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +78,16 @@ def test_ranpac_incremental_statistics_equal_those_of_all_data_at_once(backbone)
     )
     tuner.begin_task(1, [2, 3])
     tuner.end_task(1, [2, 3], TaskData([query_batch(q[20:], labels[20:])]))
-    h = torch.relu(q @ tuner.projection).double()  # the sums of all samples at once
+    ridge_head = tuner.classifier
+    h = torch.relu(q @ ridge_head.projection).double()  # the sums of all samples at once
     y = torch.nn.functional.one_hot(torch.tensor(labels), 4).double()
     # the projection is an fp32 matmul whose rounding depends on the batch it runs in (blocked
     # GEMM): the float64 sums agree to fp32 precision, not to float64's
-    torch.testing.assert_close(tuner.gram, h.T @ h, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(tuner.target_sum, h.T @ y, rtol=1e-5, atol=1e-4)
-    ridge = tuner.ridge[-1].item()
+    torch.testing.assert_close(ridge_head.gram, h.T @ h, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ridge_head.target_sum, h.T @ y, rtol=1e-5, atol=1e-4)
+    ridge = ridge_head.ridge[-1].item()
     want = torch.linalg.solve(h.T @ h + ridge * torch.eye(64, dtype=h.dtype), h.T @ y)
-    torch.testing.assert_close(tuner.weight, want.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ridge_head.weight, want.float(), rtol=1e-4, atol=1e-5)
     logits = tuner.eval()(query_batch(q[:3], labels[:3])).logits
     torch.testing.assert_close(logits, (h[:3] @ want).float(), rtol=1e-4, atol=1e-4)
 
@@ -109,10 +110,12 @@ def clustered(task, per_class=20, seed=0):
     return centres + 0.3 * torch.randn(len(labels), 8, generator=g), labels
 
 
-@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm"])
+@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm", "ranpac"])
 def test_each_tii_classifier_names_the_right_task(classifier):
     torch.manual_seed(0)
-    options = TIIOptions(classifier=classifier, epochs=30, align_epochs=30, lr=0.01)
+    options = TIIOptions(
+        classifier=classifier, epochs=30, align_epochs=30, lr=0.01, projection_dim=64
+    )
     tii = TaskInference(8, 6, options)
     for task in range(3):
         tii.begin_task(task, [2 * task, 2 * task + 1])
@@ -123,8 +126,10 @@ def test_each_tii_classifier_names_the_right_task(classifier):
     assert torch.equal(tii.infer_task(queries), truth)
 
 
-def test_edit_methods_name_the_task_by_tii(backbone):
-    tuner = make("softtf", backbone, num_classes=6, task_id="tii").eval()
+@pytest.mark.parametrize("classifier", ["lda", "ranpac"])
+def test_edit_methods_name_the_task_by_tii(backbone, classifier):
+    tii = {"classifier": classifier, "projection_dim": 64}
+    tuner = make("softtf", backbone, num_classes=6, task_id="tii", tii=tii).eval()
     g = torch.Generator().manual_seed(3)
     centres = 5 * torch.randn(6, backbone.dim, generator=g)
     for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
@@ -143,10 +148,11 @@ def test_edit_methods_name_the_task_by_tii(backbone):
     torch.testing.assert_close(out.logits, given.logits)
 
 
-@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm"])
+@pytest.mark.parametrize("classifier", ["mlp", "lda", "ncm", "ranpac"])
 @pytest.mark.parametrize("name", ["hash", "hide", "norga"])
 def test_hide_family_infers_the_task_with_the_chosen_tii_classifier(name, classifier, backbone):
     tii = {"classifier": classifier, "epochs": 30, "align_epochs": 30, "lr": 0.01}
+    tii["projection_dim"] = 64
     tuner = make(name, backbone, num_classes=6, tii=tii, tap=None).eval()
     g = torch.Generator().manual_seed(4)
     centres = 5 * torch.randn(6, backbone.dim, generator=g)
@@ -161,3 +167,104 @@ def test_hide_family_infers_the_task_with_the_chosen_tii_classifier(name, classi
     batch = Batch({k: v[:4] for k, v in inputs.items()}, labels, torch.arange(4), centres[labels])
     with torch.no_grad():
         assert tuner(batch).task_pred.tolist() == [0, 1, 1, 0]
+
+
+def test_ranpac_tii_sums_equal_those_of_all_data_at_once():
+    tii = TaskInference(8, 6, TIIOptions(classifier="ranpac", projection_dim=32))
+    parts = [clustered(task, per_class=7, seed=task) for task in range(3)]
+    for task, (x, labels) in enumerate(parts):
+        tii.begin_task(task, [2 * task, 2 * task + 1])
+        tii.fit(task, [2 * task, 2 * task + 1], x, labels)
+    whole = RandomFeatureRidge(8, 6, 32)
+    whole.projection.copy_(tii.classifier.projection)
+    x, labels = (torch.cat(items) for items in zip(*parts, strict=True))
+    whole.fit_task(x, labels, seed=0)
+    torch.testing.assert_close(tii.classifier.gram, whole.gram, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(tii.classifier.target_sum, whole.target_sum, rtol=1e-5, atol=1e-4)
+    assert len(tii.classifier.ridge) == 3  # lambda chosen after every task
+
+
+def test_a_ranpac_tii_leaves_the_global_random_stream_alone():
+    torch.manual_seed(5)
+    TaskInference(8, 6, TIIOptions(classifier="lda"))
+    after_lda = torch.rand(3)
+    torch.manual_seed(5)
+    TaskInference(8, 6, TIIOptions(classifier="ranpac", projection_dim=16))
+    assert torch.equal(torch.rand(3), after_lda)  # prompts start alike under either classifier
+
+
+def hide_stages(head):
+    from promptcl.tuners.stages import HiDeStages
+
+    return HiDeStages(8, 6, TIIOptions(projection_dim=64), tap=None, head=head)
+
+
+@pytest.mark.parametrize("head", ["lda", "ranpac"])
+def test_second_order_head_names_the_right_class(head):
+    torch.manual_seed(0)
+    stages, linear = hide_stages(head), torch.nn.Linear(8, 6)
+    for task in range(3):
+        classes = [2 * task, 2 * task + 1]
+        stages.begin_task(task, classes)
+        features, labels = clustered(task)
+        data = TaskData([query_batch(torch.randn(len(labels), 8), labels.tolist())])
+        stages.end_task(task, classes, data, features, linear)
+    test = [clustered(task, seed=9) for task in range(3)]
+    features = torch.cat([x for x, _ in test])
+    truth = torch.cat([labels for _, labels in test])
+    assert torch.equal(stages.eval().logits(features, linear).argmax(dim=1), truth)
+    torch.testing.assert_close(stages.train().logits(features, linear), linear(features))
+
+
+def old_class_sums(stages, classes):
+    head = stages.second_head
+    if head.__class__.__name__ == "RidgeTaskClassifier":
+        return [head.target_sum[:, classes].clone()]
+    return [head.sums.feature_sum[classes].clone(), head.sums.count[classes].clone()]
+
+
+@pytest.mark.parametrize("head", ["lda", "ranpac"])
+@pytest.mark.parametrize("name", ["hide", "hash"])
+def test_head_sums_of_old_classes_never_change_after_their_task(name, head, backbone):
+    tuner = make(name, backbone, num_classes=6, tap=None, head=head, tii={"projection_dim": 32})
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(1000, 2000, (12, 6), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    kept = []
+    for task, classes in enumerate([[0, 1], [2, 3], [4, 5]]):
+        tuner.begin_task(task, classes)
+        labels = torch.tensor(classes * 6)
+        q = torch.randn(12, backbone.dim, generator=g)
+        with torch.no_grad():  # the task's prompts move, as training would move them
+            for p in tuner.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p))
+        tuner.eval().end_task(task, classes, TaskData([Batch(inputs, labels, torch.arange(12), q)]))
+        kept.append((classes, old_class_sums(tuner.stages, classes)))
+        for old, sums in kept:
+            for now, then in zip(old_class_sums(tuner.stages, old), sums, strict=True):
+                assert torch.equal(now, then)
+    if name == "hide" and head == "lda":  # hide's task-0 prompt is frozen after task 0: its
+        # classes' sums are those of task 0's samples under task 0's prompt, recomputed now
+        labels = torch.tensor([0, 1] * 6)
+        with torch.no_grad():
+            out = tuner(Batch(inputs, labels, torch.arange(12), q), task=torch.zeros(12).long())
+        x = out.extras["features"].double()
+        want = torch.stack([x[labels == c].sum(dim=0) for c in (0, 1)])
+        got = tuner.stages.second_head.sums.feature_sum[:2]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_ranpac_checkpoint_with_the_old_tensor_names_loads(backbone):
+    from promptcl.config.migrate import moved_tensors
+
+    tuner = make("ranpac", backbone, dim=16)
+    g = torch.Generator().manual_seed(7)
+    q, labels = torch.randn(20, backbone.dim, generator=g), [0, 1] * 10
+    tuner.begin_task(0, [0, 1])
+    tuner.end_task(0, [0, 1], TaskData([query_batch(q, labels)]))
+    old = {k.removeprefix("classifier."): v for k, v in tuner.trained_state().items()}
+    fresh = make("ranpac", backbone, dim=16)
+    fresh.load_trained_state(moved_tensors(old, fresh.trained_state()))
+    for key, value in tuner.trained_state().items():
+        assert torch.equal(fresh.trained_state()[key], value), key

@@ -234,7 +234,9 @@ def command_list() -> None:
     from promptcl.backbones import BACKBONES
     from promptcl.data import BENCHMARKS, protocols
     from promptcl.dual.methods import DUAL_METHODS
+    from promptcl.taskid.tii import TII_CLASSIFIERS
     from promptcl.tuners import TUNERS
+    from promptcl.tuners.stages import HEADS
 
     methods = {
         name: f"{cls.description}; task identity: {task_inference(cls)}"
@@ -243,6 +245,9 @@ def command_list() -> None:
     }
     sections = {
         "methods (promptcl run)": methods,
+        "TII classifiers (tuner.tii.classifier of hash, hide, norga; tuner.task_id=tii of "
+        "softtf, wsn, lora, adapter)": TII_CLASSIFIERS.describe(),
+        "heads at test (tuner.head of hash, hide, norga)": HEADS.describe(),
         "dual-encoder methods (promptcl b2n)": DUAL_METHODS.describe(),
         "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
         "benchmarks ([run]: promptcl run, [b2n]: promptcl b2n)": {

@@ -72,6 +72,13 @@ KINDS = ("continual", "base-to-novel")
 ADDED_TENSORS = ("drift", "tii.")
 
 
+# tensors saved under another name before they moved into a shared module: old name -> new
+# (ranpac's random-feature ridge, taskid/ridge.py since issue 27)
+MOVED_TENSORS = {
+    name: f"classifier.{name}" for name in ("projection", "gram", "target_sum", "weight", "ridge")
+}
+
+
 def run_kind(folder: Path, config: dict[str, Any]) -> str | None:
     """The kind of run in ``folder``: config.json's ``kind``, or for runs of 0.1.0, which did
     not record it, the file only that kind wrote; None when it is no run directory."""
@@ -107,6 +114,18 @@ def unverified_state(folder: Path) -> str | None:
     """The state.json the first 0.1 checkpoints kept beside their tensors (no checksum)."""
     legacy = folder / "state.json"
     return legacy.read_bytes().decode(errors="replace") if legacy.is_file() else None
+
+
+def moved_tensors(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """promptcl 0.1.0 before issue 27 saved ranpac's sums at the top of its tensors
+    (``gram``, ...): ``saved`` with such a name that ``fresh`` lacks, and whose new name
+    (``MOVED_TENSORS``) ``fresh`` has, renamed."""
+
+    def name(key: str) -> str:
+        new = MOVED_TENSORS.get(key)
+        return new if new is not None and key not in fresh and new in fresh else key
+
+    return {name(key): value for key, value in saved.items()}
 
 
 def added_tensors(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:

@@ -153,7 +153,9 @@ class Experiment(core.Protocol):
         for task in range(begun):
             torch.manual_seed(task_seed(self.config.seed, task))
             self.tuner.begin_task(task, self.training_tasks[task])
-        self.tuner.load_trained_state(migrate.added_tensors(tensors, self.tuner.trained_state()))
+        fresh = self.tuner.trained_state()
+        tensors = migrate.moved_tensors(tensors, fresh)
+        self.tuner.load_trained_state(migrate.added_tensors(tensors, fresh))
         self.loop.steps = state.steps
 
     def valid_log(self, log: list[dict[str, Any]]) -> bool:

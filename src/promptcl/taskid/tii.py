@@ -9,9 +9,11 @@ tii_trainer.py and engines/hide_tii_engine.py), so old classes are not forgotten
 old sample is stored.
 
 ``TIIOptions.classifier`` chooses the classifier whose predicted class names the task: ``mlp``
-(HiDe's, above), ``lda`` (class means with one shared covariance) or ``ncm`` (cosine to class
-means), the last two from running sums of q(x) (taskid/discriminant.py). ``TaskInference`` holds
-the chosen one with the class -> task map; HiDe's stages and the per-task edit methods use it.
+(HiDe's, above), ``lda`` (class means with one shared covariance) and ``ncm`` (cosine to class
+means), both from running sums of q(x) (taskid/discriminant.py), and ``ranpac`` (RanPAC's random
+projection + ReLU + ridge, from running sums of h h^T and h y^T; taskid/ridge.py).
+``TaskInference`` holds the chosen one with the class -> task map; HiDe's stages and the
+per-task edit methods use it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from promptcl.taskid.gaussians import (
     train_epoch,
     train_on_gaussians,
 )
+from promptcl.taskid.ridge import PROJECTION_DIM, RIDGES, RandomFeatureRidge, side_generator
 
 MAX_GRAD_NORM = 1.0  # HiDe's --clip-grad for the TII's training on real features
 
@@ -75,7 +78,8 @@ class TIIOptions:
         default="lda",
         metadata={
             "help": "classifier naming the task: lda (shared covariance; chosen on CLINC150's "
-            "validation split), mlp (HiDe's, trained on Gaussians), ncm (class means)"
+            "validation split), mlp (HiDe's, trained on Gaussians), ncm (class means), ranpac "
+            "(random projection + ReLU + ridge, RanPAC's)"
         },
     )
     shrinkages: list[float] = field(
@@ -83,6 +87,14 @@ class TIIOptions:
         metadata={
             "help": "lda: grid of the covariance shrinkage, chosen per task on held-out data"
         },
+    )
+    projection_dim: int = field(
+        default=PROJECTION_DIM,
+        metadata={"help": "ranpac: M, the random projection's size (RanPAC's 10000); 0: none"},
+    )
+    ridges: list[float] = field(
+        default_factory=lambda: list(RIDGES),
+        metadata={"help": "ranpac: grid of the ridge lambda, chosen per task on held-out data"},
     )
 
     def __post_init__(self) -> None:
@@ -100,11 +112,13 @@ class TIIOptions:
             raise ValueError(f"classifier must be one of {TII_CLASSIFIERS.choices()}")
         if not self.shrinkages or not all(0 < g <= 1 for g in self.shrinkages):
             raise ValueError("shrinkages must be a non-empty list of values in (0, 1]")
+        if self.projection_dim < 0 or not self.ridges or not all(r > 0 for r in self.ridges):
+            raise ValueError("need projection_dim >= 0 and ridges a non-empty list of values > 0")
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`TaskIdentityClassifier.fit_task`."""
         kwargs = asdict(self)
-        for key in ("covariance", "classifier", "shrinkages"):
+        for key in ("covariance", "classifier", "shrinkages", "projection_dim", "ridges"):
             del kwargs[key]
         return kwargs
 
@@ -129,7 +143,32 @@ def _init_linear(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class TaskIdentityClassifier(nn.Module):
+def task_of_best_class(
+    scores: torch.Tensor, seen_classes: Sequence[int] | torch.Tensor, class_task: torch.Tensor
+) -> torch.Tensor:
+    """(B,) task of the best-scoring seen class, from scores (B, C)."""
+    unseen = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
+    unseen[as_index(seen_classes, scores.device)] = False
+    best = scores.masked_fill(unseen, float("-inf")).argmax(dim=1)
+    return class_task.to(best.device)[best]
+
+
+class BestClassTask:
+    """A classifier over all C classes (``self(query)``, (B, C) scores) as a TII classifier:
+    the task of the best seen class."""
+
+    @torch.no_grad()
+    def predict_task(
+        self,
+        query: torch.Tensor,
+        seen_classes: Sequence[int] | torch.Tensor,
+        class_task: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) task of the best seen class; class_task (C,) maps class -> task."""
+        return task_of_best_class(self(query), seen_classes, class_task)  # type: ignore[operator]
+
+
+class TaskIdentityClassifier(BestClassTask, nn.Module):
     """MLP + linear head over all C classes of the stream, on frozen query features (B, d)."""
 
     def __init__(self, dim: int, num_classes: int) -> None:
@@ -140,16 +179,6 @@ class TaskIdentityClassifier(nn.Module):
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         return self.head(self.mlp(query))  # (B, C)
-
-    @torch.no_grad()
-    def predict_task(
-        self,
-        query: torch.Tensor,
-        seen_classes: Sequence[int] | torch.Tensor,
-        class_task: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B,) task of the most likely seen class; class_task (C,) maps class -> task."""
-        return task_of_best_class(self(query), seen_classes, class_task)
 
     def learn(self, tii: TaskInference, task: int, classes: Sequence[int], queries, labels) -> None:
         """After a task: ``fit_task`` on the Gaussians and options of ``tii``."""
@@ -222,35 +251,40 @@ class TaskIdentityClassifier(nn.Module):
             train_epoch(self, features, labels, outside, optimizer, batch_size, MAX_GRAD_NORM)
 
 
-def task_of_best_class(
-    scores: torch.Tensor, seen_classes: Sequence[int] | torch.Tensor, class_task: torch.Tensor
-) -> torch.Tensor:
-    """(B,) task of the best-scoring seen class, from scores (B, C)."""
-    unseen = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
-    unseen[as_index(seen_classes, scores.device)] = False
-    best = scores.masked_fill(unseen, float("-inf")).argmax(dim=1)
-    return class_task.to(best.device)[best]
-
-
-class DiscriminantTaskClassifier(DiscriminantClassifier):
-    """lda / ncm on q(x) as a TII classifier: the task of the best seen class."""
-
-    @torch.no_grad()
-    def predict_task(
-        self, query: torch.Tensor, seen_classes: torch.Tensor, class_task: torch.Tensor
-    ) -> torch.Tensor:
-        return task_of_best_class(self(query), seen_classes, class_task)
+class DiscriminantTaskClassifier(BestClassTask, DiscriminantClassifier):
+    """lda / ncm on q(x) as a TII classifier."""
 
     def learn(self, tii: TaskInference, task: int, classes: Sequence[int], queries, labels) -> None:
         self.fit_task(queries, labels, tii.seen_classes(), seed=task)
 
 
+class RidgeTaskClassifier(BestClassTask, RandomFeatureRidge):
+    """RanPAC's random-feature ridge on q(x) as a TII classifier."""
+
+    def learn(self, tii: TaskInference, task: int, classes: Sequence[int], queries, labels) -> None:
+        self.fit_task(queries, labels, seed=task)
+
+
+TII_STREAM = 1  # the TII's W_rand comes from its own stream (taskid/ridge.py, side_generator)
 TII_CLASSIFIERS: Registry[Any] = Registry("TII classifier")
-TII_CLASSIFIERS.add("mlp", lambda dim, c, o: TaskIdentityClassifier(dim, c), "HiDe's MLP")
 TII_CLASSIFIERS.add(
-    "lda", lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "lda", o.shrinkages), "LDA"
+    "mlp", lambda dim, c, o: TaskIdentityClassifier(dim, c), "HiDe's MLP, aligned on Gaussians"
 )
-TII_CLASSIFIERS.add("ncm", lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "ncm"), "NCM")
+TII_CLASSIFIERS.add(
+    "lda",
+    lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "lda", o.shrinkages),
+    "class means + one shared covariance (LDA), from sums; the default",
+)
+TII_CLASSIFIERS.add(
+    "ncm", lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "ncm"), "cosine to class means"
+)
+TII_CLASSIFIERS.add(
+    "ranpac",
+    lambda dim, c, o: RidgeTaskClassifier(
+        dim, c, o.projection_dim, o.ridges, side_generator(TII_STREAM)
+    ),
+    "RanPAC's random projection + ReLU + ridge, from sums (tii.projection_dim, tii.ridges)",
+)
 
 
 class TaskInference(nn.Module):

@@ -4,26 +4,91 @@ TII: Gaussians of the frozen query q(x) per class, and a classifier over q(x) tr
 task's real features and then aligned on samples of every seen class's Gaussian; at test it
 names each sample's task. TAP: Gaussians of the prompted features h(x) (taken with the true
 task's parameters) per class; the head is re-aligned on samples of all seen classes.
+
+The head at test (``head``, HEADS): the linear head trained with the prompts and aligned by TAP
+(the papers'), or a second-order classifier over the prompted features (``lda``, ``ranpac``),
+whose per-class sums grow after each task with that task's training samples prompted by that
+task's own parameters; an old class's sums are never touched again and no sample is stored.
+The linear head trains (and TAP runs) whatever the choice, so the prompts train alike and the
+choice changes the evaluation only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import field
+from typing import Any
 
 import torch
 from torch import nn
 
+from promptcl.registry import Registry
 from promptcl.taskid.gaussians import ClassGaussians
-from promptcl.taskid.tii import TaskInference, TIIOptions
+from promptcl.taskid.ridge import side_generator
+from promptcl.taskid.tii import (
+    DiscriminantTaskClassifier,
+    RidgeTaskClassifier,
+    TaskInference,
+    TIIOptions,
+)
 from promptcl.tuners.align import TAPOptions, align_head, contrast_to_means
 from promptcl.tuners.base import TaskData
 
+HEAD_STREAM = 2  # the ranpac head's W_rand comes from its own stream (side_generator)
+HEADS: Registry[Any] = Registry("head")
+HEADS.add("linear", None, "the linear head trained with the prompts, TAP-aligned (the papers')")
+HEADS.add(
+    "lda",
+    lambda dim, c, o: DiscriminantTaskClassifier(dim, c, "lda", o.shrinkages),
+    "LDA on the prompted features, from per-class sums (grid: tuner.tii.shrinkages)",
+)
+HEADS.add(
+    "ranpac",
+    lambda dim, c, o: RidgeTaskClassifier(
+        dim, c, o.projection_dim, o.ridges, side_generator(HEAD_STREAM)
+    ),
+    "RanPAC's random-feature ridge on the prompted features, from sums (M, grid: tuner.tii.*)",
+)
+
+
+def head_option() -> Any:
+    """The ``head`` field of the configs of hide, norga and hash."""
+    return field(
+        default="linear",
+        metadata={
+            "help": "Classifier at test over the prompted features: linear (the paper's, TAP-"
+            "aligned), lda or ranpac (second-order, from per-class sums built as each task "
+            "ends, with its own prompts; docs/METHODS.md). The linear head trains either way."
+        },
+    )
+
+
+def check_head(name: str) -> None:
+    if name not in HEADS:
+        raise ValueError(f"head must be one of {HEADS.choices()}")
+
 
 class HiDeStages(TaskInference):
-    def __init__(self, dim: int, num_classes: int, tii: TIIOptions, tap: TAPOptions | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        tii: TIIOptions,
+        tap: TAPOptions | None,
+        head: str = "linear",
+    ) -> None:
         super().__init__(dim, num_classes, tii)
         self.tap_options = tap
         self.feature_stats = ClassGaussians(num_classes, dim, tii.covariance)
+        build = HEADS[head]
+        self.second_head = None if build is None else build(dim, num_classes, tii)
+
+    def logits(self, features: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+        """(B, C): the linear ``head``'s logits in training and with head=linear; at test
+        otherwise, the second-order head's scores over the prompted features (B, d)."""
+        if self.training or self.second_head is None:
+            return head(features)
+        return self.second_head(features)
 
     def contrast(self, features: torch.Tensor, task: int, temperature: float) -> torch.Tensor:
         """HiDe-Prompt's contrastive term (``contrast_to_means``) against the stored means of
@@ -45,6 +110,8 @@ class HiDeStages(TaskInference):
         self.fit(task, classes, data.cat("query"), labels)
         seen = self.seen_classes()
         self.feature_stats.fit(features.float(), labels)
+        if self.second_head is not None:  # this task's classes' sums, with its own prompts
+            self.second_head.learn(self, task, classes, features.float(), labels)
         if self.tap_options is not None and task > 0:
             tap = self.tap_options
             align_head(

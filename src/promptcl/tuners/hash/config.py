@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 from promptcl.taskid.tii import TIIOptions
 from promptcl.tuners.align import TAPOptions
 from promptcl.tuners.hash.routing import MODULATIONS, PENALTIES, PROTECTIONS
+from promptcl.tuners.stages import check_head, head_option
 
 HGM_MODES = ("off", "scale", "quadratic")
 
@@ -59,8 +60,10 @@ class HashConfig:
     tap: TAPOptions | None = field(
         default_factory=TAPOptions, metadata={"help": "Head alignment after each task; null: off."}
     )
+    head: str = head_option()
 
     def __post_init__(self) -> None:
+        check_head(self.head)
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError("need 1 <= top_k <= num_experts")
         if not 0 <= self.num_protected <= self.num_experts:

@@ -46,7 +46,7 @@ class Hash(Tuner):
     description = "shared prefix-expert pool, per-task routers, HDR + HGM, TII + TAP (Hash)"
     config_class = HashConfig
     needs_query = True
-    task_inference = "TII: a classifier on frozen features aligned on class Gaussians (HiDe-Prompt)"
+    task_inference = "TII: a classifier on the frozen query (tuner.tii.classifier)"
 
     def __init__(self, config: HashConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
@@ -69,7 +69,7 @@ class Hash(Tuner):
         self.register_buffer("entropy", torch.zeros(0, n))  # mean routing entropy per task
         self.register_buffer("drift", torch.zeros(0, n, K))  # ||p_{l,k} after t - before t||
         self.head = nn.Linear(d, num_classes)
-        self.stages = HiDeStages(d, num_classes, config.tii, config.tap)
+        self.stages = HiDeStages(d, num_classes, config.tii, config.tap, config.head)
 
     # -- task boundaries -----------------------------------------------------------------------
 
@@ -142,7 +142,8 @@ class Hash(Tuner):
             task = task_pred = self.stages.infer_task(batch.query)
         hidden, keep = self.backbone(batch.inputs, prefixes=self.prefix_fns(task))
         features = self.backbone.pool(hidden, keep)
-        return TunerOutput(self.head(features), task_pred, extras={"features": features})
+        logits = self.stages.logits(features, self.head)
+        return TunerOutput(logits, task_pred, extras={"features": features})
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         cfg, terms = self.config, {}

@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from promptcl.taskid.tii import TIIOptions
 from promptcl.tuners.align import TAPOptions
+from promptcl.tuners.stages import check_head, head_option
 
 
 @dataclass
@@ -27,8 +28,10 @@ class HiDeConfig:
     tap: TAPOptions | None = field(
         default_factory=TAPOptions, metadata={"help": "Head alignment after each task; null: off."}
     )
+    head: str = head_option()
 
     def __post_init__(self) -> None:
+        check_head(self.head)
         if self.length < 1 or not 0 <= self.prompt_momentum < 1:
             raise ValueError("need length >= 1 and 0 <= prompt_momentum < 1")
         if min(self.contrast_coeff, self.head_lr_scale, self.prompt_init) < 0:

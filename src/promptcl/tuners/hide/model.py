@@ -29,14 +29,14 @@ class HiDePrompt(Tuner):
     description = "per-task prefix prompts, TII on frozen features, TAP head alignment (HiDe)"
     config_class = HiDeConfig
     needs_query = True
-    task_inference = "TII: a classifier on frozen features aligned on class Gaussians (HiDe-Prompt)"
+    task_inference = "TII: a classifier on the frozen query (tuner.tii.classifier)"
 
     def __init__(self, config: HiDeConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
         self.blocks = check_blocks(first_blocks(config.blocks, 5, backbone), backbone, "blocks")
         self.prompts = nn.ParameterList()  # task t -> (n_blocks, 2, L, d)
         self.head = nn.Linear(backbone.dim, num_classes)
-        self.stages = HiDeStages(backbone.dim, num_classes, config.tii, config.tap)
+        self.stages = HiDeStages(backbone.dim, num_classes, config.tii, config.tap, config.head)
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         a = self.config.prompt_init
@@ -78,7 +78,8 @@ class HiDePrompt(Tuner):
             task = task_pred = self.stages.infer_task(batch.query)
         hidden, keep = self.backbone(batch.inputs, prefixes=self.prefixes(self.task_prompts(task)))
         features = self.backbone.pool(hidden, keep)
-        return TunerOutput(self.head(features), task_pred, extras={"features": features})
+        logits = self.stages.logits(features, self.head)
+        return TunerOutput(logits, task_pred, extras={"features": features})
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         cfg = self.config

@@ -1,14 +1,16 @@
 from dataclasses import dataclass, field
 
+from promptcl.taskid.ridge import PROJECTION_DIM, RIDGES
+
 
 @dataclass
 class RanPACConfig:
     dim: int = field(
-        default=10000,
+        default=PROJECTION_DIM,
         metadata={"help": "M: random projection size (RanPAC's M = 10000); 0: no projection."},
     )
     ridges: list[float] = field(
-        default_factory=lambda: [10.0**e for e in range(-8, 9)],
+        default_factory=lambda: list(RIDGES),
         metadata={"help": "Grid of the ridge lambda, chosen per task (RanPAC: 1e-8 ... 1e8)."},
     )
     adapt: bool = field(
