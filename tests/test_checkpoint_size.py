@@ -13,7 +13,7 @@ from promptcl.models.continual import evaluate_run
 
 TINY = ["backbone=tiny-bert", "method=ranpac", "tuner.dim=64", "data.num_tasks=2",
         "data.train_per_class=4", "data.test_per_class=3", "train.progress=false"]  # fmt: skip
-SUMS = {"gram", "target_sum"}
+SUMS = {"classifier.gram", "classifier.target_sum"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def runs(tmp_path_factory):
     assert run(config, root / "resumed", stop_after=1) is None
     tensors, state = load_checkpoint(root / "resumed" / "checkpoint")
     assert state.units_done == 1 and tensors.keys() >= SUMS  # still resumable
-    assert tensors["gram"].shape == (64, 64)
+    assert tensors["classifier.gram"].shape == (64, 64)
     resumed = run(config, root / "resumed", resume=True)
     return root, unbroken, resumed
 
@@ -40,7 +40,7 @@ def test_a_finished_ranpac_run_keeps_what_predicting_needs_only(runs):
         path = root / name / "checkpoint" / CHECKPOINT
         tensors, state = load_checkpoint(path.parent)
         assert state.units_done == 2 and not SUMS & tensors.keys()
-        assert {"projection", "weight", "ridge"} <= tensors.keys()
+        assert {"classifier.projection", "classifier.weight", "classifier.ridge"} <= tensors.keys()
         saved = json.loads((root / name / "metrics.json").read_text())
         assert saved["checkpoint_bytes"] == path.stat().st_size
 

@@ -142,7 +142,7 @@ class Backbone(nn.Module):
         names = {**self.attention_linears, **(self.mlp_linears if mlp else {})}
         return {name: f"{self.blocks_path}.{index}.{path}" for name, path in names.items()}
 
-    def projection(self, part: str) -> tuple[str, int, int]:
+    def attention_projection(self, part: str) -> tuple[str, int, int]:
         """The linear computing attention's ``part`` (query, key or value) in a block: its short
         name (``linear_paths``), and which of how many equal row groups of its output is the
         part's (timm's fused qkv: ("qkv", 1, 3) for the keys; a separate key linear: ("key",

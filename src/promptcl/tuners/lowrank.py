@@ -4,7 +4,7 @@ InfLoRA (``inflora``) and SD-LoRA (``sdlora``).
 
 A block's update of projection ``part`` (query, key or value) is a (d, d) matrix added to that
 projection's frozen weight; on a fused qkv linear (timm) it fills the part's third of the rows
-(``Backbone.projection``). Updates reach the backbone as edits (backbones/masked.py), formed per
+(``Backbone.attention_projection``). Updates reach the backbone as edits (backbones/masked.py), formed per
 call as temporaries: the backbone holds nothing and is not modified.
 """
 
@@ -59,7 +59,7 @@ def projection_edits(
         rows: dict[str, dict[int, torch.Tensor]] = {}
         groups: dict[str, int] = {}
         for part, update in parts.items():
-            name, group, groups[name] = backbone.projection(part)
+            name, group, groups[name] = backbone.attention_projection(part)
             rows.setdefault(name, {})[group] = update
         edits[block] = {
             name: AddedWeight(

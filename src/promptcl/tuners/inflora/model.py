@@ -93,7 +93,7 @@ class InfLoRA(SummedBranches):
         d = self.backbone.dim
         sums = self.basis.new_zeros(len(self.blocks), d, d)
         counts = self.basis.new_zeros(len(self.blocks))
-        name = self.backbone.projection("key")[0]
+        name = self.backbone.attention_projection("key")[0]
         with data.autocast():
             for position in data.shard(range(len(data))):
                 inputs = data[position].inputs
