@@ -4,8 +4,8 @@ InfLoRA (``inflora``) and SD-LoRA (``sdlora``).
 
 A block's update of projection ``part`` (query, key or value) is a (d, d) matrix added to that
 projection's frozen weight; on a fused qkv linear (timm) it fills the part's third of the rows
-(``Backbone.attention_projection``). Updates reach the backbone as edits (backbones/masked.py), formed per
-call as temporaries: the backbone holds nothing and is not modified.
+(``Backbone.attention_projection``). Updates reach the backbone as edits (backbones/masked.py),
+formed per call as temporaries: the backbone holds nothing and is not modified.
 """
 
 from __future__ import annotations
