@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
+from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate, widened
 from promptcl.backbones.base import Backbone, PrefixFn, Prompts, PromptStep
 from promptcl.backbones.dual import DualEncoder, dual_encoder
 from promptcl.errors import UsageError
@@ -110,4 +110,5 @@ __all__ = [
     "Prompts",
     "build_backbone",
     "build_dual_encoder",
+    "widened",
 ]

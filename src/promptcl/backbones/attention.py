@@ -131,6 +131,15 @@ class PrefixAttention(nn.Module):
         return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
 
 
+REDUCED = (torch.bfloat16, torch.float16)
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 when it is bf16 or fp16; fp32 and float64 tensors as they are (a precision
+    rule never rounds a float64 computation)."""
+    return t.float() if t.dtype in REDUCED else t
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -144,9 +153,11 @@ def attend(
     PyTorch's CPU flash-attention kernel is 2-7x slower in bf16 than in fp32 at these lengths
     (17-197 tokens, forward + backward; MiniLM's bf16 training step spent 46 % of its time in
     its backward), so the reduced precisions gain from their matrix products only. fp32 inputs
-    and other devices run as they are.
+    outside autocast, float64 inputs (never cast: autocast leaves them alone too) and other
+    devices run as they are.
     """
-    reduced = q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+    autocast = q.dtype == torch.float32 and torch.is_autocast_enabled("cpu")
+    reduced = q.dtype in REDUCED or autocast
     if q.device.type != "cpu" or not reduced:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     if mask is not None and mask.is_floating_point():

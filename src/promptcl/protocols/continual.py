@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcl import metrics
-from promptcl.backbones import Backbone, build_backbone
+from promptcl.backbones import Backbone, build_backbone, widened
 from promptcl.config import RunConfig, build_dataclass, load_structured, migrate, read_yaml
 from promptcl.config.migrate import old_defaults
 from promptcl.core import run as core
@@ -276,7 +276,7 @@ class Experiment(core.Protocol):
         def terms_of(item: tuple[Batch, float]) -> dict[str, torch.Tensor]:
             batch, share = item
             out = self.tuner(batch, task=torch.full_like(batch.labels, task))
-            logits = out.logits.float().masked_fill(outside, float("-inf"))
+            logits = widened(out.logits).masked_fill(outside, float("-inf"))
             terms = {"ce": F.cross_entropy(logits, batch.labels)}
             terms.update(self.tuner.loss_terms(batch, out, task))
             return {name: value * share for name, value in terms.items()}
@@ -297,7 +297,7 @@ class Experiment(core.Protocol):
         ``unseen`` classes at -inf."""
         with self.engine.autocast():
             out = self.tuner(batch)
-        return out, out.logits.float().masked_fill(unseen, float("-inf"))
+        return out, widened(out.logits).masked_fill(unseen, float("-inf"))
 
     def test_chunks(self, num_seen: int) -> list[list[int]]:
         """The test samples of the first ``num_seen`` tasks in batches mixed across tasks, or
