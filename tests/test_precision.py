@@ -134,3 +134,26 @@ def test_cpu_attention_in_bf16_runs_in_fp32_unless_amx(autocast, score_bias, amx
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, atol=0, rtol=0)
 
+
+@pytest.mark.parametrize("query_precision", ["same", "bf16"])
+def test_query_precision_sets_only_the_frozen_query_pass(query_precision):
+    """train.query_precision=bf16: the frozen query (cached, or computed per batch) runs under
+    bf16 autocast while training stays fp32; same: in the run's precision (fp32 here)."""
+    from promptcl import load_config
+    from promptcl.protocols.continual import Experiment
+
+    exp = Experiment(load_config(None, [
+        "backbone=tiny-bert", "method=dualprompt", "data.train_per_class=2",
+        "train.progress=false", f"train.query_precision={query_precision}",
+    ]))  # fmt: skip
+    batch = next(exp.batches("test", exp.indices_of("test", [0])[:6], 6))
+    with torch.no_grad():
+        fp32 = exp.backbone.features(batch.inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = exp.backbone.features(batch.inputs).float()
+    want = bf16 if query_precision == "bf16" else fp32
+    assert not torch.equal(bf16, fp32)
+    assert torch.equal(batch.query, want) and torch.equal(exp.query_features(batch.inputs), want)
+    assert all(p.dtype == torch.float32 for p in exp.tuner.parameters())
+    with exp.engine.autocast():
+        assert not torch.is_autocast_enabled("cpu")

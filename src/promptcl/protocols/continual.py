@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,12 @@ class Experiment(core.Protocol):
             for split, processor in self.processors.items():
                 if not processor.augments:
                     self.caches[split] = FeatureCache(
-                        self.backbone, self.items[split], processor.collate, self.engine, size
+                        self.backbone,
+                        self.items[split],
+                        processor.collate,
+                        self.engine,
+                        size,
+                        self.query_autocast,
                     )
 
     # -- the protocol's part of a run ----------------------------------------------------------
@@ -212,12 +218,20 @@ class Experiment(core.Protocol):
                 query = self.query_features(inputs)
             yield Batch(inputs, y, index, query)
 
+    @torch.no_grad()
     def query_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The frozen pooled feature of un-cached inputs, when the tuner needs it."""
         if not self.tuner.needs_query:
             return None
-        with self.engine.autocast():
+        with self.query_autocast():
             return self.backbone.features(inputs).float()
+
+    def query_autocast(self) -> AbstractContextManager:
+        """The query pass's precision (train.query_precision): the run's, or bf16 autocast. The
+        pass runs under no_grad and only feeds a key match or task classifier."""
+        if self.config.train.query_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return self.engine.autocast()
 
     def indices_of(self, split: str, tasks: Sequence[int]) -> list[int]:
         """Positions of the samples of ``tasks`` in ``split``."""
