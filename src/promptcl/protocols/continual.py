@@ -314,12 +314,16 @@ class Experiment(core.Protocol):
         return out, widened(out.logits).masked_fill(unseen, float("-inf"))
 
     def test_chunks(self, num_seen: int) -> list[list[int]]:
-        """The test samples of the first ``num_seen`` tasks in batches mixed across tasks, or
-        (a leaking task inference, flagged) task-pure batches."""
+        """The test samples of the first ``num_seen`` tasks in batches mixed across tasks (by
+        length), or (a leaking task inference, flagged) task-pure batches."""
         size = self.config.train.eval_batch_size
         if not self.tuner.leaks_task_identity:
             indices = self.indices_of("test", range(num_seen))
             random.Random(self.config.seed).shuffle(indices)
+            # shortest first, the seeded order among equal lengths: text batches pad less, and a
+            # sample's outputs do not depend on its batch's padding (tests/test_learner.py)
+            length, items = self.processors["test"].length, self.items["test"]
+            indices.sort(key=lambda i: length(items[i]))
             return chunks_of(indices, size)
         chunks = []
         for task in range(num_seen):
