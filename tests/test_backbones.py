@@ -92,6 +92,26 @@ def test_prefix_split_per_head_and_padding(make):
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("make", [tiny_bert, tiny_vit])
+def test_float64_prefixed_block_equals_reference_attention(make, autocast):
+    """No precision rule rounds a float64 computation (bf16 autocast on or off): a prefixed
+    block in float64 equals softmax(Q K^T / sqrt(d)) V over the prefix-extended keys and
+    values to 1e-12."""
+    torch.manual_seed(0)
+    backbone = make()
+    attn = backbone.attentions[0].double()
+    x = torch.randn(3, 7, backbone.dim, dtype=torch.float64)
+    keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5]).bool()
+    prefix = Prefix(*(torch.randn(3, 5, backbone.dim, dtype=torch.float64) for _ in range(2)))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ours = attn(x, keep, prefix)
+    with torch.no_grad():
+        reference = naive_prefix_attention(attn, x, keep, prefix)
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, reference, atol=1e-12, rtol=0)
+
+
 def test_shared_prefix_broadcasts_over_batch():
     backbone = tiny_bert()
     attn = backbone.attentions[1]

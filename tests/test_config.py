@@ -115,6 +115,7 @@ def test_an_unknown_config_name_is_one_line_saying_where_it_looked(tmp_path, mon
         ("train.grad_clip=0", "train.grad_clip"),
         ("train.optimizer=lion", "train.optimizer"),
         ("train.schedule=linear", "train.schedule"),
+        ("train.query_precision=fp8", "train.query_precision"),
         ("data.workers=-1", "data.workers"),
         ("data.max_length=0", "data.max_length"),
         ("data.train_per_class=0", "data.train_per_class"),

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from promptcl import load_config, run
 from promptcl.core.checkpoint import load_checkpoint, save_checkpoint
@@ -176,6 +177,42 @@ def test_run_from_an_older_version_without_newer_keys_resumes(tmp_path):
     state.fingerprint = None  # added later too
     save_checkpoint(tmp_path / "a" / "checkpoint", tensors, state)
     assert run(tiny(), tmp_path / "a", resume=True)["num_tasks"] == 4
+
+
+def test_cached_queries_and_length_sorted_batches_change_no_figure(monkeypatch):
+    """The evaluation's savings change no figure: the frozen test queries cached once per run
+    (against computed per batch) and batches sorted by length (against the seeded shuffle
+    alone) give the same accuracies, union and task-identity accuracy after every task."""
+    exp = Experiment(tiny("train.eval_batch_size=8"))
+    rows = {"cached": [], "per batch": [], "shuffled": []}
+    for task in range(2):
+        exp.tuner.begin_task(task, exp.stream.tasks[task])
+        exp.train_task(task)
+        rows["cached"].append(exp.evaluate(task + 1))
+        sorted_chunks = exp.test_chunks(task + 1)
+        cache = exp.caches.pop("test")
+        rows["per batch"].append(exp.evaluate(task + 1))
+        exp.caches["test"] = cache
+        with monkeypatch.context() as patch:
+            patch.setattr(exp.processors["test"], "length", lambda item: 0)
+            assert exp.test_chunks(task + 1) != sorted_chunks
+            rows["shuffled"].append(exp.evaluate(task + 1))
+    assert rows["cached"] == rows["per batch"] == rows["shuffled"]
+    assert rows["cached"][-1]["task_id_acc"] is not None
+
+
+def test_float64_logits_reach_the_loss_unrounded():
+    exp = Experiment(tiny("method=finetune"))
+    exp.tuner.begin_task(0, exp.stream.tasks[0])
+    exp.tuner.double()
+    batch = next(exp.batches("train", exp.indices_of("train", [0]), 8))
+    outside = torch.ones(exp.stream.num_classes, dtype=torch.bool)
+    outside[list(exp.stream.tasks[0])] = False
+    ce = exp.loss_terms(0, outside)((batch, 1.0))["ce"]
+    logits = exp.tuner(batch, task=torch.zeros_like(batch.labels)).logits
+    expected = F.cross_entropy(logits.masked_fill(outside, float("-inf")), batch.labels)
+    assert logits.dtype == ce.dtype == torch.float64
+    torch.testing.assert_close(ce, expected, atol=1e-15, rtol=0)
 
 
 def test_batch_gradient_id_runs_on_task_pure_batches_and_is_flagged(tmp_path, monkeypatch):

@@ -101,14 +101,17 @@ def test_context_vectors_over_bf16_word_embeddings():
     check_close(got, expected)
 
 
+@pytest.mark.parametrize("amx", [False, True])
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("score_bias", [False, True])
-def test_cpu_attention_in_reduced_precision_runs_in_fp32(autocast, score_bias):
+def test_cpu_attention_in_bf16_runs_in_fp32_unless_amx(autocast, score_bias, amx, monkeypatch):
     """Attention on the CPU in bf16 (bf16 tensors, or fp32 ones under bf16 autocast) runs
     PyTorch's fp32 kernel, several times faster there than its bf16 one, and returns in the
-    input's dtype: exactly fp32 attention over the same inputs, rounded once."""
-    from promptcl.backbones.attention import attend
+    input's dtype: exactly fp32 attention over the same inputs, rounded once. With AMX it runs
+    PyTorch's bf16 kernel as it is (faster there)."""
+    from promptcl.backbones import attention
 
+    monkeypatch.setattr(attention, "cpu_has_amx", lambda: amx)
     torch.manual_seed(0)
     q = torch.randn(2, 3, 7, 8).bfloat16()
     k, v = (torch.randn(2, 3, 11, 8).bfloat16() for _ in range(2))
@@ -117,11 +120,40 @@ def test_cpu_attention_in_reduced_precision_runs_in_fp32(autocast, score_bias):
     if score_bias:  # a float mask: MPNet's or DeBERTa's score bias, -inf where masked
         mask = torch.randn(2, 3, 7, 11).bfloat16().masked_fill(~mask, float("-inf"))
     fp32 = [t.float() for t in (q, k, v)]
-    want = F.scaled_dot_product_attention(*fp32, attn_mask=mask.float() if score_bias else mask)
+    fp32_mask = mask.float() if score_bias else mask
+    if amx:  # bf16 attention, under autocast too
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:  # fp32 attention, rounded to bf16 for bf16 inputs
+        want = F.scaled_dot_product_attention(*fp32, attn_mask=fp32_mask)
+        want = want if autocast else want.bfloat16()
     if autocast:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = attend(*fp32, mask.float() if score_bias else mask)
+            got = attention.attend(*fp32, fp32_mask)
     else:
-        got, want = attend(q, k, v, mask), want.bfloat16()
+        got = attention.attend(q, k, v, mask)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("query_precision", ["same", "bf16"])
+def test_query_precision_sets_only_the_frozen_query_pass(query_precision):
+    """train.query_precision=bf16: the frozen query (cached, or computed per batch) runs under
+    bf16 autocast while training stays fp32; same: in the run's precision (fp32 here)."""
+    from promptcl import load_config
+    from promptcl.protocols.continual import Experiment
+
+    exp = Experiment(load_config(None, [
+        "backbone=tiny-bert", "method=dualprompt", "data.train_per_class=2",
+        "train.progress=false", f"train.query_precision={query_precision}",
+    ]))  # fmt: skip
+    batch = next(exp.batches("test", exp.indices_of("test", [0])[:6], 6))
+    with torch.no_grad():
+        fp32 = exp.backbone.features(batch.inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = exp.backbone.features(batch.inputs).float()
+    want = bf16 if query_precision == "bf16" else fp32
+    assert not torch.equal(bf16, fp32)
+    assert torch.equal(batch.query, want) and torch.equal(exp.query_features(batch.inputs), want)
+    assert all(p.dtype == torch.float32 for p in exp.tuner.parameters())
+    with exp.engine.autocast():
+        assert not torch.is_autocast_enabled("cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate
+from promptcl.backbones.attention import Prefix, PrefixAttention, PrefixGate, widened
 from promptcl.backbones.base import Backbone, PrefixFn, Prompts, PromptStep
 from promptcl.backbones.dual import DualEncoder, dual_encoder
 from promptcl.errors import UsageError
@@ -129,4 +129,5 @@ __all__ = [
     "build_backbone",
     "build_dual_encoder",
     "hub_model",
+    "widened",
 ]

@@ -12,6 +12,7 @@ positions have no position and get no such term.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -131,6 +132,39 @@ class PrefixAttention(nn.Module):
         return self.output(context.transpose(1, 2).reshape(B, N, -1), edits)
 
 
+REDUCED = (torch.bfloat16, torch.float16)
+
+
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in fp32 when it is bf16 or fp16; fp32 and float64 tensors as they are (a precision
+    rule never rounds a float64 computation)."""
+    return t.float() if t.dtype in REDUCED else t
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (Xeon Sapphire Rapids and later), whose bf16 tile
+    products oneDNN uses."""
+    return torch.cpu._is_amx_tile_supported()
+
+
+def attention_in_fp32(q: torch.Tensor) -> bool:
+    """Whether ``attend`` raises CPU attention on ``q`` to fp32: when it would run in fp16, or
+    in bf16 (bf16 inputs, or fp32 ones under bf16 autocast) on a CPU without AMX.
+
+    Measured per ISA (benchmarks/attention.py, forward + backward at 64-197 tokens): without
+    AMX, PyTorch's CPU attention kernel is slower in bf16 than in fp32 (AVX512-BF16 EPYC: 2-7x;
+    AVX2, no native bf16: emulated, slower still), so the reduced precisions gain from their
+    matrix products only. On an AMX Xeon bf16 attention is faster than fp32 (issue 32: forward
+    5.2 vs 8.3 ms at 197 tokens; bf16-true training 6 % and evaluation 25 % faster with it),
+    so bf16 stays bf16 there. float64 is never cast (autocast leaves it alone too).
+    """
+    dtype = q.dtype
+    if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+    return dtype == torch.float16 or (dtype == torch.bfloat16 and not cpu_has_amx())
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -140,14 +174,10 @@ def attend(
 ) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` (frozen: no dropout), (B, H, N, dh) -> (B, H, N, dh).
 
-    On the CPU, bf16 and fp16 attention runs in fp32 and returns in the input's dtype:
-    PyTorch's CPU flash-attention kernel is 2-7x slower in bf16 than in fp32 at these lengths
-    (17-197 tokens, forward + backward; MiniLM's bf16 training step spent 46 % of its time in
-    its backward), so the reduced precisions gain from their matrix products only. fp32 inputs
-    and other devices run as they are.
+    On the CPU, attention that ``attention_in_fp32`` raises runs in fp32 and returns in the
+    input's dtype; everything else (other devices included) runs as it is.
     """
-    reduced = q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-    if q.device.type != "cpu" or not reduced:
+    if q.device.type != "cpu" or not attention_in_fp32(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     if mask is not None and mask.is_floating_point():
         mask = mask.float()

@@ -100,6 +100,7 @@ class StreamDataConfig(DataConfig):
 
 
 OPTIMIZERS = ("adam", "sgd")
+QUERY_PRECISIONS = ("same", "bf16")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -211,6 +212,22 @@ class ContinualTrainConfig(TrainConfig):
     joint: bool = field(
         default=False, metadata={"help": "Train on all tasks at once (the upper bound)."}
     )
+    query_precision: str = field(
+        default="same",
+        metadata={
+            "help": "The frozen query pass that names the task (DualPrompt, L2P, HiDe, Hash, "
+            "CODA, Soft-TF's Prompt ID): same (train.precision's) or bf16 (under bf16 "
+            "autocast, also when training is fp32)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.query_precision in QUERY_PRECISIONS,
+            f"train.query_precision={self.query_precision!r}; choose one of: "
+            + ", ".join(QUERY_PRECISIONS),
+        )
 
 
 NAME_HELP = (

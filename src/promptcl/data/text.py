@@ -242,6 +242,10 @@ class TextProcessor:
     def collate(self, items: list[list[int]]) -> dict[str, torch.Tensor]:
         return pad_ids(self.tokenizer, items)
 
+    def length(self, item: list[int]) -> int:
+        """The positions a sample fills in a batch (what padding is computed over)."""
+        return len(item)
+
 
 def pad_ids(tokenizer, rows: list[list[int]]) -> dict[str, torch.Tensor]:
     """Token id rows -> ``input_ids`` and ``attention_mask`` (B, longest row), padded on the

@@ -344,3 +344,7 @@ class ImageProcessor:
 
     def collate(self, items: list[ImageItem]) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.stack([self.load(item) for item in items])}  # (B, 3, H, W)
+
+    def length(self, item: ImageItem) -> int:
+        """Every image fills the same positions (no padding)."""
+        return 0

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from promptcl.backbones import widened
 from promptcl.config import B2NConfig, load_structured, migrate
 from promptcl.core import run as core
 from promptcl.core.checkpoint import RunState, load_checkpoint, read_checkpoint, read_tensors
@@ -255,7 +256,7 @@ class B2NExperiment(core.Protocol):
             classify = method.classifier(encoder, texts)
             queries = encoder.encode_queries(inputs, method.query_prompts())  # (B, D)
             classes = classify(queries)  # (C, D), or (B, C, D) conditioned on the queries
-            logits = encoder.scores(queries, classes).float()
+            logits = widened(encoder.scores(queries, classes))
             extra = method.loss_terms(TrainStep(encoder, inputs, queries, classes, logits))
             terms = {"ce": F.cross_entropy(logits, labels), **extra}
             return {name: value * share for name, value in terms.items()}

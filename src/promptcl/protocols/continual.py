@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcl import metrics
-from promptcl.backbones import Backbone, build_backbone
+from promptcl.backbones import Backbone, build_backbone, widened
 from promptcl.config import RunConfig, build_dataclass, load_structured, migrate, read_yaml
 from promptcl.config.migrate import old_defaults
 from promptcl.core import run as core
@@ -91,7 +92,12 @@ class Experiment(core.Protocol):
             for split, processor in self.processors.items():
                 if not processor.augments:
                     self.caches[split] = FeatureCache(
-                        self.backbone, self.items[split], processor.collate, self.engine, size
+                        self.backbone,
+                        self.items[split],
+                        processor.collate,
+                        self.engine,
+                        size,
+                        self.query_autocast,
                     )
 
     # -- the protocol's part of a run ----------------------------------------------------------
@@ -219,12 +225,20 @@ class Experiment(core.Protocol):
                 query = self.query_features(inputs)
             yield Batch(inputs, y, index, query)
 
+    @torch.no_grad()
     def query_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The frozen pooled feature of un-cached inputs, when the tuner needs it."""
         if not self.tuner.needs_query:
             return None
-        with self.engine.autocast():
+        with self.query_autocast():
             return self.backbone.features(inputs).float()
+
+    def query_autocast(self) -> AbstractContextManager:
+        """The query pass's precision (train.query_precision): the run's, or bf16 autocast. The
+        pass runs under no_grad and only feeds a key match or task classifier."""
+        if self.config.train.query_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return self.engine.autocast()
 
     def indices_of(self, split: str, tasks: Sequence[int]) -> list[int]:
         """Positions of the samples of ``tasks`` in ``split``."""
@@ -292,7 +306,7 @@ class Experiment(core.Protocol):
         def terms_of(item: tuple[Batch, float]) -> dict[str, torch.Tensor]:
             batch, share = item
             out = self.tuner(batch, task=torch.full_like(batch.labels, task))
-            logits = out.logits.float().masked_fill(outside, float("-inf"))
+            logits = widened(out.logits).masked_fill(outside, float("-inf"))
             terms = {"ce": F.cross_entropy(logits, batch.labels)}
             terms.update(self.tuner.loss_terms(batch, out, task))
             return {name: value * share for name, value in terms.items()}
@@ -313,15 +327,19 @@ class Experiment(core.Protocol):
         ``unseen`` classes at -inf."""
         with self.engine.autocast():
             out = self.tuner(batch)
-        return out, out.logits.float().masked_fill(unseen, float("-inf"))
+        return out, widened(out.logits).masked_fill(unseen, float("-inf"))
 
     def test_chunks(self, num_seen: int) -> list[list[int]]:
-        """The test samples of the first ``num_seen`` tasks in batches mixed across tasks, or
-        (a leaking task inference, flagged) task-pure batches."""
+        """The test samples of the first ``num_seen`` tasks in batches mixed across tasks (by
+        length), or (a leaking task inference, flagged) task-pure batches."""
         size = self.config.train.eval_batch_size
         if not self.tuner.leaks_task_identity:
             indices = self.indices_of("test", range(num_seen))
             random.Random(self.config.seed).shuffle(indices)
+            # shortest first, the seeded order among equal lengths: text batches pad less, and a
+            # sample's outputs do not depend on its batch's padding (tests/test_learner.py)
+            length, items = self.processors["test"].length, self.items["test"]
+            indices.sort(key=lambda i: length(items[i]))
             return chunks_of(indices, size)
         chunks = []
         for task in range(num_seen):

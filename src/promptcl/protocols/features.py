@@ -11,6 +11,7 @@ one-process values exactly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -20,6 +21,9 @@ from promptcl.engine import Engine
 
 
 class FeatureCache:
+    """The features of ``items`` by index, computed by ``backbone.features`` under ``autocast``
+    (the query pass's precision) in batches of ``batch_size``."""
+
     def __init__(
         self,
         backbone: Backbone,
@@ -27,11 +31,13 @@ class FeatureCache:
         collate: Callable[[list], dict[str, torch.Tensor]],
         engine: Engine,
         batch_size: int,
+        autocast: Callable[[], AbstractContextManager],
     ) -> None:
         self.backbone = backbone
         self.items = items
         self.collate = collate
         self.engine = engine
+        self.autocast = autocast
         self.batch_size = batch_size
         self.features = torch.zeros(len(items), backbone.dim)
         self.filled = torch.zeros(len(items), dtype=torch.bool)
@@ -48,7 +54,7 @@ class FeatureCache:
         for chunk in engine.shard(chunks):
             inputs = self.collate([self.items[todo[i]] for i in chunk])
             inputs = {k: v.to(engine.device) for k, v in inputs.items()}
-            with engine.autocast():
+            with self.autocast():
                 features[list(chunk)] = self.backbone.features(inputs).float()
         self.features[todo] = engine.sum_over_ranks(features).cpu()
         self.filled[todo] = True
