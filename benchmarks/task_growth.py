@@ -13,6 +13,7 @@ sample (the frozen query forward included where a method needs one), batch 32, 1
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def main() -> None:
         markdown_table(header, rows),
         "",
         f"Machine: {machine()}.",
-        f"Command: `python benchmarks/task_growth.py --backbone {args.backbone}`",
+        f"Command: `python benchmarks/task_growth.py {' '.join(sys.argv[1:])}`",
     ])  # fmt: skip
     if not args.no_readme:
         update_readme_section("task-growth", text)
