@@ -55,6 +55,9 @@ def test_wandb_offline_run_holds_the_series_config_and_final_figures(tmp_path, m
     pytest.importorskip("wandb", reason="the wandb extra is not installed")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # wandb gives up on a busy machine after 90 s (init) / 30 s (its service): CI shares 2 cores
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "600")
+    monkeypatch.setenv("WANDB__SERVICE_WAIT", "600")
     out = tmp_path / "run"
     metrics = run(load_config(None, [*TINY, "train.logger=wandb"]), out)
     (path,) = (out / "logs" / "wandb").glob("offline-run-*/run-*.wandb")

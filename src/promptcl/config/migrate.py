@@ -117,7 +117,7 @@ def unverified_state(folder: Path) -> str | None:
 
 
 def moved_tensors(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """promptcl 0.1.0 before issue 27 saved ranpac's sums at the top of its tensors
+    """promptcl up to 0.2.0 saved ranpac's tensors at the top of its state
     (``gram``, ...): ``saved`` with such a name that ``fresh`` lacks, and whose new name
     (``MOVED_TENSORS``) ``fresh`` has, renamed."""
 
