@@ -239,7 +239,7 @@ def command_list() -> None:
     from promptcl.tuners.stages import HEADS
 
     methods = {
-        name: f"{cls.description}; task identity: {task_inference(cls)}"
+        name: f"{cls.description}; task identity: {task_inference(cls).rstrip('.')}"
         + (f"; checkpoint {cls.checkpoint_size}" if cls.checkpoint_size else "")
         for name, cls in TUNERS.items()
     }
