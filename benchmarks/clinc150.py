@@ -76,6 +76,8 @@ SUITES = {
         "hash-contrast",
         "hash-contrast-ranpac",
     ],
+    # issue 28: the methods of recent tables, beside the frozen-feature classifiers and hash/hide
+    "recent": ["aper", "ease", "mos", "inflora", "sdlora", "ncm", "lda", "ranpac", "hide", "hash"],
 }
 # --projection-dim M sets the random projection of these methods' configs: ranpac's own, the
 # HiDe family's TII classifier and head (tuner.tii.projection_dim serves both)

@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=10)
     parser.add_argument("--test-per-class", type=int)
     parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument("--readme-section", default="precision-accuracy")
+    parser.add_argument(
+        "--readme-section",
+        help="docs marker to write (default: query-precision with --query-precisions beyond "
+        "same, else precision-accuracy)",
+    )
     args = parser.parse_args()
     test_cap = "" if args.test_per_class is None else f"-test{args.test_per_class}"
     runs = REPO / "runs" / f"bench-precision-cap{args.train_per_class}{test_cap}"
@@ -109,7 +113,9 @@ def main() -> None:
         + "`",
     ])  # fmt: skip
     if not args.no_readme:
-        update_readme_section(args.readme_section, text)
+        query = args.query_precisions != ["same"]
+        default = "query-precision" if query else "precision-accuracy"
+        update_readme_section(args.readme_section or default, text)
     print(text)
 
 

@@ -54,10 +54,12 @@ def one_process(overrides, out):
     return run(load_config(None, [*overrides, "train.progress=false"]), out)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+# ncm: statistics all-reduced; hash: prompts, router and keys by gradient plus HiDe's stages
+# (dualprompt's gradients under two processes: test_two_processes_resume_after_a_kill)
+@pytest.mark.parametrize("method", ["ncm", "hash"])
 def test_two_processes_match_one(method, tmp_path):
-    """ncm learns nothing by gradient: its statistics and evaluation must be exact. dualprompt
-    and hash train with the same global batch: DDP averages two half-batch gradients where one
+    """ncm learns nothing by gradient: its statistics and evaluation must be exact. hash trains
+    with the same global batch: DDP averages two half-batch gradients where one
     process sums the whole batch, so the parameters differ by float32 rounding, which can flip
     a near-tied prediction of a tiny random model (at most 2 of the 24 test samples here)."""
     overrides = [*TINY, *METHODS[method]]

@@ -157,6 +157,7 @@ def test_real_minilm_ncm_on_clinc150(tmp_path, data_root):
             "benchmark=clinc150",
             f"data.root={data_root}",
             "data.train_per_class=10",
+            "data.test_per_class=5",
             "train.progress=false",
         ],
     )

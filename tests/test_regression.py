@@ -2,7 +2,11 @@
 
 Each case runs the CLI (clinc150-15 with the packaged MiniLM, 5 training and 5 test samples
 per intent, 1 epoch; base-to-novel at 2 shots) and compares metrics.json with the figures in
-tests/regression/expected.json, recorded before the one-core refactor. Accuracies must match
+tests/regression/expected.json, recorded before the one-core refactor. The dualprompt, hash and
+softtf-gradient cases evaluate 2 test samples per intent since issue 32 (their evaluation, which
+repeats every seen task after every task, was most of the suite's slowest tests): they were
+re-recorded from code that still gave the 5-sample figures recorded before, and their per-task
+losses agree with that record to 1e-6 relative (training is unchanged). Accuracies must match
 exactly (they are ratios of counts); losses to a relative 1e-5. Regenerate only when a change
 is meant to move a number, and say which and why in the commit:
 ``python tests/test_regression.py DATA_ROOT [CASE ...]`` rewrites the file (or those cases).
@@ -25,7 +29,7 @@ HASH_STAGES = ["tii.epochs", "tii.align_epochs", "tap.epochs"]
 CAPS = ["data.train_per_class=5", "data.test_per_class=5", "train.epochs=1", "train.progress=false"]
 RUNS = {
     "ncm": ("run", "clinc150/ncm.yaml", []),
-    "dualprompt": ("run", "clinc150/dualprompt.yaml", []),
+    "dualprompt": ("run", "clinc150/dualprompt.yaml", ["data.test_per_class=2"]),
     # HiDe's TII and TAP stages at one epoch each: at their defaults they dominate the run; the
     # case was recorded with HiDe's MLP as the TII classifier (the default until issue 16) and
     # the paper's A_t rule (clinc150/hash.yaml's until issue 18)
@@ -33,9 +37,10 @@ RUNS = {
         "run",
         "clinc150/hash.yaml",
         [f"tuner.{k}=1" for k in HASH_STAGES]
-        + ["tuner.tii.classifier=mlp", "tuner.protection=top", "tuner.beta=0.1"],
+        + ["tuner.tii.classifier=mlp", "tuner.protection=top", "tuner.beta=0.1"]
+        + ["data.test_per_class=2"],
     ),
-    "softtf-gradient": ("run", "clinc150/softtf-gradient.yaml", []),
+    "softtf-gradient": ("run", "clinc150/softtf-gradient.yaml", ["data.test_per_class=2"]),
     "zeroshot": ("b2n", "b2n/clinc150/zeroshot.yaml", ["shots=2"]),
     "maple": ("b2n", "b2n/clinc150/maple.yaml", ["shots=2"]),
     "mpl": ("b2n", "b2n/clinc150/mpl.yaml", ["shots=2"]),
