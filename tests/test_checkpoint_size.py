@@ -1,6 +1,7 @@
-"""What a finished run keeps on disk: RanPAC's Gram sums stay in the checkpoint while a task is
-left to add to them, and leave it with the last task; load, predict and eval do without them,
-and metrics.json says the checkpoint's size."""
+"""What a finished run keeps on disk: RanPAC's Gram sums (the ranpac method's, and those of the
+HiDe family's ridge TII classifier and head) stay in the checkpoint while a task is left to add
+to them, and leave it with the last task; load, predict and eval do without them, and
+metrics.json says the checkpoint's size."""
 
 import json
 
@@ -58,3 +59,27 @@ def test_a_finished_ranpac_run_loads_predicts_and_evaluates_as_it_ran(runs):
     run(load_config(None, TINY), out, resume=True)  # a finished run resumes to the same end
     again = json.loads((out / "metrics.json").read_text())
     assert again["acc_matrix"] == unbroken["acc_matrix"]
+
+
+HIDE = ["backbone=tiny-bert", "method=hide", "tuner.tii.classifier=ranpac", "tuner.head=ranpac",
+        "tuner.tii.projection_dim=64", "tuner.tii.epochs=1", "tuner.tii.align_epochs=1",
+        "tuner.tap.epochs=1", "data.num_tasks=2", "data.train_per_class=4",
+        "data.test_per_class=3", "train.epochs=1", "train.progress=false"]  # fmt: skip
+HIDE_SUMS = {
+    f"stages.{m}.{s}" for m in ("classifier", "second_head") for s in ("gram", "target_sum")
+}
+
+
+def test_the_hide_familys_ridge_sums_leave_a_finished_checkpoint_too(tmp_path):
+    """The same ridge as the HiDe family's TII classifier and head: its sums stay while a task
+    is left, leave with the last one, and the finished run evaluates as it ran."""
+    config = load_config(None, HIDE)
+    assert run(config, tmp_path / "run", stop_after=1) is None
+    tensors, _ = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert tensors.keys() >= HIDE_SUMS
+    figures = run(config, tmp_path / "run", resume=True)
+    tensors, state = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert state.units_done == 2 and not HIDE_SUMS & tensors.keys()
+    assert {"stages.classifier.weight", "stages.second_head.weight"} <= tensors.keys()
+    again = evaluate_run(tmp_path / "run", [], "cpu")
+    assert again["acc"] == figures["acc_matrix"][-1]

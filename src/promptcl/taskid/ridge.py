@@ -17,7 +17,7 @@ exact).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,9 @@ class RandomFeatureRidge(nn.Module):
     """h = relu(x W_rand) and a ridge classifier over all C classes, from sums (module
     docstring). ``fit_task`` adds one task's samples; classes never fitted score 0 (mask them).
     ``generator``: where W_rand is drawn from (None: the global random stream)."""
+
+    # only a further task reads the sums (Tuner.resume_only): W_rand and W_o predict
+    resume_only_buffers: ClassVar[tuple[str, ...]] = ("gram", "target_sum")
 
     def __init__(
         self,

@@ -106,9 +106,6 @@ class Tuner(nn.Module):
     # what the checkpoint holds where it grows with an option or the number of tasks T
     # (``promptcl list``); None: a size fixed by the backbone and the classes
     checkpoint_size: ClassVar[str | None] = None
-    # tensors only a further task reads (sums it adds to): a finished run's checkpoint
-    # drops them, as nothing can resume it; load, predict and eval do without them
-    resume_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
@@ -154,6 +151,20 @@ class Tuner(nn.Module):
         """name -> {"matrix", "row_label", "col_label", ...}: keyword arguments of
         ``report.plots.plot_heatmap``, drawn into the run directory as name.png."""
         return {}
+
+    @property
+    def resume_only(self) -> tuple[str, ...]:
+        """Tensors only a further task reads (sums it adds to): a finished run's checkpoint
+        drops them, as nothing can resume it; load, predict and eval do without them. Each
+        submodule names its own (``resume_only_buffers``), so RanPAC's ridge sums leave
+        wherever the ridge sits: ranpac's classifier, the HiDe family's TII classifier and
+        head."""
+        return tuple(
+            f"{prefix}.{name}" if prefix else name
+            for prefix, module in self.named_modules()
+            if not in_backbone(prefix)
+            for name in getattr(module, "resume_only_buffers", ())
+        )
 
     @property
     def leaks_task_identity(self) -> bool:

@@ -33,8 +33,6 @@ class RanPAC(FirstSessionTuner):
     )
     config_class = RanPACConfig
     needs_query = True
-    # a further task adds to these sums; W_o predicts
-    resume_only = ("classifier.gram", "classifier.target_sum")
     trains = False  # phase 1 (adapt) trains on the first task: set per instance
 
     def __init__(self, config: RanPACConfig, backbone, num_classes: int) -> None:
