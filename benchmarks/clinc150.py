@@ -11,7 +11,8 @@ methods it is compared with; second-order = the frozen-feature baselines (ncm, l
 and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide and hash for
 --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`); tii-head = ranpac (and with first-session
 adaptation), lda, hide, hash and hash-contrast, each of the last three also with RanPAC's ridge
-as TII classifier and head (issue 27). --projection-dim M sets every random projection (names the
+as TII classifier and head, and hash with it and a TII query adapted on the first task (issue
+27). --projection-dim M sets every random projection (names the
 table -mM).
 
 The main table uses all training data (100 per intent) and goes into
@@ -64,7 +65,8 @@ SUITES = {
     "second-order": ["ncm", "lda", "ranpac", "ranpac-m2000", "coda", "hash-tii-lda"],
     "encoders": ["ncm", "dualprompt", "hide", "hash"],
     # issue 27: RanPAC's ridge as the HiDe family's TII classifier and head, first-session
-    # adaptation, against the frozen-feature classifiers
+    # adaptation (of ranpac's features and of the TII's query), against the frozen-feature
+    # classifiers
     "tii-head": [
         "ranpac",
         "ranpac-adapt",
@@ -73,6 +75,7 @@ SUITES = {
         "hide-ranpac",
         "hash",
         "hash-ranpac",
+        "hash-ranpac-adapt",
         "hash-contrast",
         "hash-contrast-ranpac",
     ],

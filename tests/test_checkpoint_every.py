@@ -11,6 +11,7 @@ from test_dual_data import TINY as B2N_TINY
 from test_dual_data import write_clinc
 from test_faults import (
     CLI_TINY,
+    GAUSSIANS,
     TINY,
     Crash,
     assert_strict_json,
@@ -84,6 +85,31 @@ def test_a_run_killed_within_a_task_resumes_to_the_unbroken_run(tmp_path, prompt
     assert outcome(out) == outcome(tmp_path / "unbroken")
     assert_strict_json(out)
     assert not saved(out)[1].within_unit()  # the last checkpoint is a boundary's
+
+
+def test_hash_with_an_adapted_tii_query_crashed_in_its_first_task_resumes_exactly(
+    tmp_path, monkeypatch
+):
+    """tuner.tii.adapt trains a prefix and a head beside task 0's prompts, out of the loop's
+    cross-entropy: a crash within task 0 (epoch 1, after its first checkpoint), resumed, gives
+    the unbroken run's figures, log and tensors."""
+    sets = ["method=hash", "tuner.tii.adapt=true", "tuner.blocks=[0]", *EVERY[1:]]
+    config = load_config(None, [*TINY, *GAUSSIANS, *sets])
+    run(config, tmp_path / "unbroken")
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        crash_after_checkpoint(patch, lambda state: state.within_unit())
+        with pytest.raises(Crash):
+            run(config, out)
+    tensors, state = saved(out)
+    assert state.units_done == 0 and "stages.adapted.prompt" in tensors
+    run(config, out, resume=True)
+    assert outcome(out) == outcome(tmp_path / "unbroken")
+    assert "tii_adapt" in outcome(out)[1][0]  # task 0's log line has the term, task 1's not
+    assert "tii_adapt" not in outcome(out)[1][1]
+    tensors = [saved(tmp_path / name)[0] for name in ("run", "unbroken")]
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0])
 
 
 @pytest.mark.parametrize(

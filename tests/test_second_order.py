@@ -5,6 +5,7 @@ import torch
 
 from promptcl.backbones.hf import tiny_bert
 from promptcl.config import build_dataclass
+from promptcl.errors import UsageError
 from promptcl.taskid.discriminant import ClassSums, DiscriminantClassifier
 from promptcl.taskid.ridge import RandomFeatureRidge, ridge_predictions
 from promptcl.taskid.tii import TaskInference, TIIOptions
@@ -268,3 +269,72 @@ def test_a_ranpac_checkpoint_with_the_old_tensor_names_loads(backbone):
     fresh.load_trained_state(moved_tensors(old, fresh.trained_state()))
     for key, value in tuner.trained_state().items():
         assert torch.equal(fresh.trained_state()[key], value), key
+
+
+# -- first-session adaptation of the TII's query (tuner.tii.adapt) ---------------------------
+
+
+def token_batch(classes, per=12, seed=0):
+    """Samples whose tokens come from a narrow range of each class's own: ``per`` per class,
+    no frozen query (a tuner with tii.adapt does not ask for one)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor(classes).repeat_interleave(per)
+    ids = 1000 + 40 * labels[:, None] + torch.randint(0, 3, (len(labels), 6), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return Batch(inputs, labels, torch.arange(len(labels)), None)
+
+
+def adapted_tensors(tuner):
+    return {n: p.detach().clone() for n, p in tuner.stages.adapted.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["hash", "hide", "norga"])
+def test_an_adapted_tii_query_trains_on_the_first_task_only(name, backbone):
+    tuner = make(name, backbone, num_classes=6, tap=None, tii={"adapt": True})
+    assert not tuner.needs_query  # the frozen query pass is not run for it
+    adapted = set(tuner.stages.adapted.parameters())
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        grouped = {p for group in tuner.param_groups() for p in group["params"]}
+        optimizer = torch.optim.SGD([p for p in tuner.parameters() if p.requires_grad], lr=1.0)
+        before = adapted_tensors(tuner)
+        batch = token_batch(classes, per=2)
+        out = tuner.train()(batch, task=torch.full_like(batch.labels, task))
+        terms = tuner.loss_terms(batch, out, task)
+        assert ("tii_adapt" in terms) == (task == 0)
+        optimizer.zero_grad()
+        sum(terms.values(), torch.nn.functional.cross_entropy(out.logits, batch.labels)).backward()
+        optimizer.step()
+        assert all(p.grad is None for p in backbone.parameters())
+        moved = {n for n, p in tuner.stages.adapted.named_parameters() if p.ne(before[n]).any()}
+        if task == 0:  # the prefix and its head train beside the task's prompts
+            assert adapted <= grouped and moved == set(before)
+        else:  # then they are frozen: out of the optimiser, unmoved
+            assert not adapted & grouped and not moved
+        tuner.eval().end_task(task, classes, TaskData([token_batch(classes, seed=task)]))
+
+
+@pytest.mark.parametrize("name", ["hash", "hide"])
+def test_an_adapted_tii_query_names_the_task_from_the_adapted_feature(name, backbone):
+    tuner = make(name, backbone, num_classes=6, tap=None, tii={"adapt": True}).eval()
+    seen = []
+    for task, classes in enumerate([[0, 1, 2], [3, 4, 5]]):
+        tuner.begin_task(task, classes)
+        seen.append(token_batch(classes, seed=task))
+        tuner.end_task(task, classes, TaskData([seen[-1]]))
+    with torch.no_grad():  # the lda TII's class sums are those of the adapted features
+        x = torch.cat([tuner.stages.query(b, backbone) for b in seen]).double()
+        frozen = torch.cat([backbone.features(b.inputs) for b in seen]).double()
+    labels = torch.cat([b.labels for b in seen])
+    want = torch.stack([x[labels == c].sum(dim=0) for c in range(6)])
+    got = tuner.stages.classifier.sums.feature_sum
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(x, frozen, atol=1e-3)  # the prefix changes the query
+    test = token_batch(list(range(6)), per=3, seed=7)
+    with torch.no_grad():
+        assert torch.equal(tuner(test).task_pred, test.labels // 3)
+
+
+def test_an_adapted_tii_query_is_refused_by_the_edit_methods(backbone):
+    with pytest.raises(UsageError, match="tii.adapt is an option of hide, norga and hash"):
+        make("softtf", backbone, task_id="tii", tii={"adapt": True})

@@ -87,7 +87,7 @@ class Experiment(core.Protocol):
         self.loop = Loop(self.engine, config.train, config.seed)
         # frozen query features are cached per sample where inputs are not augmented
         self.caches = {}
-        if tuner_cls.needs_query:
+        if self.tuner.needs_query:
             size = config.train.eval_batch_size
             for split, processor in self.processors.items():
                 if not processor.augments:

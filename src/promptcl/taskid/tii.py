@@ -97,7 +97,22 @@ class TIIOptions:
         metadata={"help": "ranpac: grid of the ridge lambda, chosen per task on held-out data"},
     )
 
+    adapt: bool = field(
+        default=False,
+        metadata={
+            "help": "hide, norga, hash: the query is the pooled feature of the backbone with a "
+            "prefix trained on the first task (with a head of its own) and frozen after, as "
+            "ranpac's adapt (first-session adaptation); false: the frozen query"
+        },
+    )
+    adapt_length: int = field(default=5, metadata={"help": "adapt: prefix length per block"})
+    adapt_blocks: list[int] | None = field(
+        default=None, metadata={"help": "adapt: prefixed blocks; null: 0-4, or all"}
+    )
+
     def __post_init__(self) -> None:
+        if self.adapt_length < 1:
+            raise ValueError("adapt_length must be >= 1")
         for name in ("epochs", "align_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -117,10 +132,8 @@ class TIIOptions:
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`TaskIdentityClassifier.fit_task`."""
-        kwargs = asdict(self)
-        for key in ("covariance", "classifier", "shrinkages", "projection_dim", "ridges"):
-            del kwargs[key]
-        return kwargs
+        fit = ("epochs", "align_epochs", "lr", "align_lr", "batch_size", "samples_per_class")
+        return {key: value for key, value in asdict(self).items() if key in {*fit, "weight_decay"}}
 
 
 class ResidualMLP(nn.Module):

@@ -133,6 +133,10 @@ class EditOptions:
             raise ValueError(f"task_id must be one of {', '.join(TASK_ID_MODES)}")
         if self.key_pull_coeff < 0:
             raise ValueError("key_pull_coeff must be >= 0")
+        if self.tii.adapt:
+            raise ValueError(
+                "tii.adapt is an option of hide, norga and hash; here tii reads the frozen query"
+            )
         self.entropy_top = entropy_set_name(self.entropy_top)
         if self.entropy_top == "reference" and self.task_id != "gradient-batch":
             raise ValueError(

@@ -37,30 +37,50 @@ def first_session_blocks(
     return check_blocks(first_blocks(blocks, count, backbone), backbone, key)
 
 
-class FirstSessionTuner(Tuner):
-    """A tuner with a module adapted on the first task (``add_first_session``) and frozen after."""
+class FirstSession:
+    """Mixin of an ``nn.Module`` that holds a first-session module (``add_first_session``) and
+    runs the backbone with it (``first_session_feature``); the tuners below and the HiDe family's
+    adapted TII query (tuners/stages.py) share it."""
 
     def add_first_session(
         self,
         module: str,
         blocks: Sequence[int],
+        dim: int,
         length: int = 5,
         init: float = 1.0,
         adapter: AdapterOptions | None = None,
     ) -> None:
         """The module's tensors: ``prompt`` (prefix, (n_blocks, 2, L, d)), ``vpt`` ((n_blocks,
         L, d)) or ``adapters`` (with ``adapter``'s options)."""
-        d = self.backbone.dim
         self.module_kind, self.adapted_blocks = module, list(blocks)
         if module == "prefix":
-            shape = (len(blocks), 2, length, d)
+            shape = (len(blocks), 2, length, dim)
             self.prompt = nn.Parameter(uniform_(torch.empty(shape), -init, init))
         elif module == "vpt":
-            self.vpt = nn.Parameter(torch.zeros(len(blocks), length, d))
+            self.vpt = nn.Parameter(torch.zeros(len(blocks), length, dim))
         elif module == "adapter":
-            self.adapters = adapter_set(d, blocks, adapter or AdapterOptions())
+            self.adapters = adapter_set(dim, blocks, adapter or AdapterOptions())
         else:
             raise ValueError(f"module must be one of {', '.join(MODULES)}, not {module}")
+
+    def first_session_feature(
+        self, backbone: Backbone, inputs: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """(B, d): the pooled feature of ``backbone`` run with the module."""
+        blocks = self.adapted_blocks
+        if self.module_kind == "prefix":
+            hidden, keep = backbone(inputs, prefixes=prefixes_from(blocks, self.prompt))
+        elif self.module_kind == "vpt":
+            steps = {b: PromptStep(self.vpt[i]) for i, b in enumerate(blocks)}
+            hidden, keep = backbone(inputs, Prompts(steps=steps, pooled=False))
+        else:
+            hidden, keep = backbone(inputs, edits=adapter_edits(blocks, self.adapters))
+        return backbone.pool(hidden, keep)
+
+
+class FirstSessionTuner(FirstSession, Tuner):
+    """A tuner with a module adapted on the first task (``add_first_session``) and frozen after."""
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         if task > 0:  # the first session is over: the adapted module (and head) are frozen
@@ -69,12 +89,4 @@ class FirstSessionTuner(Tuner):
 
     def adapted_feature(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, d): the pooled feature of the backbone run with the module."""
-        blocks = self.adapted_blocks
-        if self.module_kind == "prefix":
-            hidden, keep = self.backbone(inputs, prefixes=prefixes_from(blocks, self.prompt))
-        elif self.module_kind == "vpt":
-            steps = {b: PromptStep(self.vpt[i]) for i, b in enumerate(blocks)}
-            hidden, keep = self.backbone(inputs, Prompts(steps=steps, pooled=False))
-        else:
-            hidden, keep = self.backbone(inputs, edits=adapter_edits(blocks, self.adapters))
-        return self.backbone.pool(hidden, keep)
+        return self.first_session_feature(self.backbone, inputs)

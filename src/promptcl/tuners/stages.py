@@ -11,6 +11,11 @@ whose per-class sums grow after each task with that task's training samples prom
 task's own parameters; an old class's sums are never touched again and no sample is stored.
 The linear head trains (and TAP runs) whatever the choice, so the prompts train alike and the
 choice changes the evaluation only.
+
+With ``tii.adapt`` (first-session adaptation of the query, ``AdaptedQuery``) q(x) is not the
+frozen feature but the pooled feature of the backbone with a prefix trained on the first task,
+beside that task's prompts, with a head of its own (cross-entropy over the task's classes), and
+frozen from the second task on: ranpac's adapt, as the TII's query.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from dataclasses import field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from promptcl.backbones import Backbone
 from promptcl.registry import Registry
 from promptcl.taskid.gaussians import ClassGaussians
 from promptcl.taskid.ridge import side_generator
@@ -32,7 +39,8 @@ from promptcl.taskid.tii import (
     TIIOptions,
 )
 from promptcl.tuners.align import TAPOptions, align_head, contrast_to_means
-from promptcl.tuners.base import TaskData
+from promptcl.tuners.base import Batch, TaskData
+from promptcl.tuners.firstsession import FirstSession, first_session_blocks
 
 HEAD_STREAM = 2  # the ranpac head's W_rand comes from its own stream (side_generator)
 HEADS: Registry[Any] = Registry("head")
@@ -68,6 +76,17 @@ def check_head(name: str) -> None:
         raise ValueError(f"head must be one of {HEADS.choices()}")
 
 
+class AdaptedQuery(FirstSession, nn.Module):
+    """The TII's query with ``tii.adapt``: a prefix (tuners/firstsession.py, U(-1, 1) at the
+    start) and a linear head that train on the first task only."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, tii: TIIOptions) -> None:
+        super().__init__()
+        blocks = first_session_blocks("prefix", tii.adapt_blocks, backbone, "tii.adapt_blocks")
+        self.add_first_session("prefix", blocks, backbone.dim, tii.adapt_length)
+        self.head = nn.Linear(backbone.dim, num_classes)
+
+
 class HiDeStages(TaskInference):
     def __init__(
         self,
@@ -76,12 +95,49 @@ class HiDeStages(TaskInference):
         tii: TIIOptions,
         tap: TAPOptions | None,
         head: str = "linear",
+        backbone: Backbone | None = None,
     ) -> None:
+        """``backbone``: the tuner's, needed with ``tii.adapt`` (not held)."""
         super().__init__(dim, num_classes, tii)
         self.tap_options = tap
         self.feature_stats = ClassGaussians(num_classes, dim, tii.covariance)
         build = HEADS[head]
         self.second_head = None if build is None else build(dim, num_classes, tii)
+        self.adapted = None
+        if tii.adapt:
+            if backbone is None:
+                raise ValueError("tii.adapt needs the backbone")
+            self.adapted = AdaptedQuery(backbone, num_classes, tii)
+
+    def begin_task(self, task: int, classes: Sequence[int]) -> None:
+        super().begin_task(task, classes)
+        if self.adapted is not None:  # the first session is over from task 1 on
+            self.adapted.requires_grad_(task == 0)
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The adapted query's prefix and head while the first task trains; else none."""
+        if self.adapted is None:
+            return []
+        return [p for p in self.adapted.parameters() if p.requires_grad]
+
+    def query(self, batch: Batch, backbone: Backbone) -> torch.Tensor:
+        """(B, d) q(x): the frozen query, or with ``tii.adapt`` the adapted feature."""
+        if self.adapted is None:
+            return batch.query
+        return self.adapted.first_session_feature(backbone, batch.inputs).float()
+
+    def task_of(self, batch: Batch, backbone: Backbone) -> torch.Tensor:
+        """(B,) the inferred task of each sample."""
+        return self.infer_task(self.query(batch, backbone))
+
+    def loss_terms(self, batch: Batch, backbone: Backbone, task: int) -> dict[str, torch.Tensor]:
+        """With ``tii.adapt``, on the first task: the adapted query head's cross-entropy over
+        the task's classes (as the run's own with train.mask_logits)."""
+        if self.adapted is None or task > 0:
+            return {}
+        classes = (self.class_task == task).nonzero().squeeze(1)
+        logits = self.adapted.head(self.query(batch, backbone))[:, classes]
+        return {"tii_adapt": F.cross_entropy(logits, torch.searchsorted(classes, batch.labels))}
 
     def logits(self, features: torch.Tensor, head: nn.Linear) -> torch.Tensor:
         """(B, C): the linear ``head``'s logits in training and with head=linear; at test
@@ -104,10 +160,16 @@ class HiDeStages(TaskInference):
         data: TaskData,
         features: torch.Tensor,
         head: nn.Linear,
+        backbone: Backbone | None = None,
     ) -> None:
-        """data: the task's training data; features (n, d): their prompted pooled features."""
+        """data: the task's training data; features (n, d): their prompted pooled features;
+        ``backbone`` runs the adapted query (``tii.adapt``)."""
         labels = data.cat("labels")
-        self.fit(task, classes, data.cat("query"), labels)
+        if self.adapted is None:
+            queries = data.cat("query")
+        else:
+            (queries,) = data.map(lambda batch: (self.query(batch, backbone),))
+        self.fit(task, classes, queries, labels)
         seen = self.seen_classes()
         self.feature_stats.fit(features.float(), labels)
         if self.second_head is not None:  # this task's classes' sums, with its own prompts

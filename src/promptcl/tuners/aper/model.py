@@ -40,7 +40,7 @@ class APER(FirstSessionTuner):
         self.trains = True
         d = backbone.dim
         blocks = first_session_blocks(config.module, config.blocks, backbone, "blocks")
-        self.add_first_session(config.module, blocks, config.length, config.prompt_init, config)
+        self.add_first_session(config.module, blocks, d, config.length, config.prompt_init, config)
         bound = 1 / math.sqrt(d)
         self.head = nn.Parameter(uniform_(torch.empty(num_classes, d), -bound, bound))
         self.sigma = nn.Parameter(torch.ones(1))

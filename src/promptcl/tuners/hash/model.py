@@ -46,7 +46,7 @@ class Hash(Tuner):
     description = "shared prefix-expert pool, per-task routers, HDR + HGM, TII + TAP (Hash)"
     config_class = HashConfig
     needs_query = True
-    task_inference = "TII: a classifier on the frozen query (tuner.tii.classifier)"
+    task_inference = "TII: a classifier on the frozen or first-session adapted query (tuner.tii.*)"
 
     def __init__(self, config: HashConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
@@ -69,7 +69,8 @@ class Hash(Tuner):
         self.register_buffer("entropy", torch.zeros(0, n))  # mean routing entropy per task
         self.register_buffer("drift", torch.zeros(0, n, K))  # ||p_{l,k} after t - before t||
         self.head = nn.Linear(d, num_classes)
-        self.stages = HiDeStages(d, num_classes, config.tii, config.tap, config.head)
+        self.stages = HiDeStages(d, num_classes, config.tii, config.tap, config.head, backbone)
+        self.needs_query = not config.tii.adapt
 
     # -- task boundaries -----------------------------------------------------------------------
 
@@ -104,6 +105,8 @@ class Hash(Tuner):
     def param_groups(self) -> list[dict[str, Any]]:
         scale = self.update_scale.flatten().tolist()
         groups = [{"params": [self.routers[-1], *self.head.parameters()]}]
+        if adapted := self.stages.trainable():
+            groups.append({"params": adapted})
         for value in sorted(set(scale)):
             experts = [e for e, s in zip(self.experts, scale, strict=True) if s == value]
             groups.append({"params": experts, "lr_scale": value})
@@ -139,14 +142,14 @@ class Hash(Tuner):
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         task_pred = None
         if task is None:
-            task = task_pred = self.stages.infer_task(batch.query)
+            task = task_pred = self.stages.task_of(batch, self.backbone)
         hidden, keep = self.backbone(batch.inputs, prefixes=self.prefix_fns(task))
         features = self.backbone.pool(hidden, keep)
         logits = self.stages.logits(features, self.head)
         return TunerOutput(logits, task_pred, extras={"features": features})
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
-        cfg, terms = self.config, {}
+        cfg, terms = self.config, self.stages.loss_terms(batch, self.backbone, task)
         if cfg.hgm == "quadratic" and task > 0:
             drift = (self.pool() - self.experts_before).pow(2).flatten(2).sum(-1)  # (n_blocks, K)
             terms["hgm"] = 0.5 * cfg.quadratic_lambda * (self.history() * drift).sum()
@@ -179,7 +182,7 @@ class Hash(Tuner):
             counts = torch.bincount(chosen[:, i].flatten(), minlength=self.usage.shape[-1])
             self.usage[task, i] = counts.to(self.usage.dtype)
         self.entropy[task] = entropy.mean(dim=0)
-        self.stages.end_task(task, classes, data, features, self.head)
+        self.stages.end_task(task, classes, data, features, self.head, self.backbone)
 
     # -- reporting -----------------------------------------------------------------------------
 

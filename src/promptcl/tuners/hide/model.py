@@ -29,14 +29,17 @@ class HiDePrompt(Tuner):
     description = "per-task prefix prompts, TII on frozen features, TAP head alignment (HiDe)"
     config_class = HiDeConfig
     needs_query = True
-    task_inference = "TII: a classifier on the frozen query (tuner.tii.classifier)"
+    task_inference = "TII: a classifier on the frozen or first-session adapted query (tuner.tii.*)"
 
     def __init__(self, config: HiDeConfig, backbone, num_classes: int) -> None:
         super().__init__(config, backbone, num_classes)
         self.blocks = check_blocks(first_blocks(config.blocks, 5, backbone), backbone, "blocks")
         self.prompts = nn.ParameterList()  # task t -> (n_blocks, 2, L, d)
         self.head = nn.Linear(backbone.dim, num_classes)
-        self.stages = HiDeStages(backbone.dim, num_classes, config.tii, config.tap, config.head)
+        self.stages = HiDeStages(
+            backbone.dim, num_classes, config.tii, config.tap, config.head, backbone
+        )
+        self.needs_query = not config.tii.adapt
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         a = self.config.prompt_init
@@ -51,10 +54,12 @@ class HiDePrompt(Tuner):
         self.stages.begin_task(task, classes)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [
+        groups = [
             {"params": self.prompt_parameters()},
             {"params": list(self.head.parameters()), "lr_scale": self.config.head_lr_scale},
         ]
+        adapted = self.stages.trainable()
+        return groups + ([{"params": adapted}] if adapted else [])
 
     def prompt_parameters(self) -> list[nn.Parameter]:
         return [self.prompts[-1]]
@@ -75,7 +80,7 @@ class HiDePrompt(Tuner):
     def forward(self, batch: Batch, task: torch.Tensor | None = None) -> TunerOutput:
         task_pred = None
         if task is None:
-            task = task_pred = self.stages.infer_task(batch.query)
+            task = task_pred = self.stages.task_of(batch, self.backbone)
         hidden, keep = self.backbone(batch.inputs, prefixes=self.prefixes(self.task_prompts(task)))
         features = self.backbone.pool(hidden, keep)
         logits = self.stages.logits(features, self.head)
@@ -83,10 +88,11 @@ class HiDePrompt(Tuner):
 
     def loss_terms(self, batch: Batch, out: TunerOutput, task: int) -> dict[str, torch.Tensor]:
         cfg = self.config
-        if cfg.contrast_coeff == 0:
-            return {}
-        contrast = self.stages.contrast(out.extras["features"], task, cfg.contrast_temperature)
-        return {"contrast": cfg.contrast_coeff * contrast}
+        terms = self.stages.loss_terms(batch, self.backbone, task)
+        if cfg.contrast_coeff > 0:
+            contrast = self.stages.contrast(out.extras["features"], task, cfg.contrast_temperature)
+            terms["contrast"] = cfg.contrast_coeff * contrast
+        return terms
 
     @torch.no_grad()
     def end_task(self, task: int, classes: Sequence[int], data: TaskData) -> None:
@@ -99,4 +105,4 @@ class HiDePrompt(Tuner):
                 self(batch, task=torch.full_like(batch.labels, task)).extras["features"],
             )
         )
-        self.stages.end_task(task, classes, data, features, self.head)
+        self.stages.end_task(task, classes, data, features, self.head, self.backbone)

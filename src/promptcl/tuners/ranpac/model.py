@@ -42,7 +42,7 @@ class RanPAC(FirstSessionTuner):
         self.classifier = RandomFeatureRidge(d, num_classes, config.dim, config.ridges)
         if config.adapt:  # the prefix of tuners/firstsession.py
             blocks = first_session_blocks("prefix", config.adapt_blocks, backbone, "adapt_blocks")
-            self.add_first_session("prefix", blocks, config.adapt_length, config.prompt_init)
+            self.add_first_session("prefix", blocks, d, config.adapt_length, config.prompt_init)
             self.adapt_head = nn.Linear(d, num_classes)
 
     def feature(self, batch: Batch) -> torch.Tensor:
