@@ -12,8 +12,7 @@ and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide
 --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`); tii-head = ranpac (and with first-session
 adaptation), lda, hide, hash and hash-contrast, each of the last three also with RanPAC's ridge
 as TII classifier and head, and hash with it and a TII query adapted on the first task (issue
-27). --projection-dim M sets every random projection (names the
-table -mM).
+27). --projection-dim M sets every random projection (names the table -mM).
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the docs section clinc150-SUITE. A capped run

@@ -246,7 +246,8 @@ def command_list() -> None:
     sections = {
         "methods (promptcl run)": methods,
         "TII classifiers (tuner.tii.classifier of hash, hide, norga; tuner.task_id=tii of "
-        "softtf, wsn, lora, adapter)": TII_CLASSIFIERS.describe(),
+        "softtf, wsn, lora, adapter; on the frozen query, or for hash, hide, norga with "
+        "tuner.tii.adapt=true on a query adapted on the first task)": TII_CLASSIFIERS.describe(),
         "heads at test (tuner.head of hash, hide, norga)": HEADS.describe(),
         "dual-encoder methods (promptcl b2n)": DUAL_METHODS.describe(),
         "backbones (text backbones and CLIP also serve b2n as dual encoders)": BACKBONES.describe(),
