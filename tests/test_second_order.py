@@ -335,6 +335,19 @@ def test_an_adapted_tii_query_names_the_task_from_the_adapted_feature(name, back
         assert torch.equal(tuner(test).task_pred, test.labels // 3)
 
 
+@pytest.mark.parametrize("name", ["hash", "hide"])
+def test_prompts_start_alike_with_or_without_an_adapted_tii_query(name, backbone):
+    states = []
+    for adapt in (False, True):
+        tuner = make(name, backbone, num_classes=6, tii={"adapt": adapt})
+        tuner.begin_task(0, [0, 1, 2])  # hash's router is drawn here
+        states.append(tuner.trained_state())
+    assert set(states[1]) - set(states[0]) == {
+        "stages.adapted.prompt", "stages.adapted.head.weight", "stages.adapted.head.bias"
+    }  # fmt: skip
+    assert all(torch.equal(value, states[1][key]) for key, value in states[0].items())
+
+
 def test_an_adapted_tii_query_is_refused_by_the_edit_methods(backbone):
     with pytest.raises(UsageError, match="tii.adapt is an option of hide, norga and hash"):
         make("softtf", backbone, task_id="tii", tii={"adapt": True})

@@ -43,6 +43,7 @@ from promptcl.tuners.base import Batch, TaskData
 from promptcl.tuners.firstsession import FirstSession, first_session_blocks
 
 HEAD_STREAM = 2  # the ranpac head's W_rand comes from its own stream (side_generator)
+ADAPT_STREAM = 3  # so do the adapted query's prefix and head (tii.adapt)
 HEADS: Registry[Any] = Registry("head")
 HEADS.add("linear", None, "the linear head trained with the prompts, TAP-aligned (the papers')")
 HEADS.add(
@@ -107,7 +108,9 @@ class HiDeStages(TaskInference):
         if tii.adapt:
             if backbone is None:
                 raise ValueError("tii.adapt needs the backbone")
-            self.adapted = AdaptedQuery(backbone, num_classes, tii)
+            with torch.random.fork_rng(devices=[]):  # the prompts start as without it
+                torch.manual_seed(torch.initial_seed() + ADAPT_STREAM)
+                self.adapted = AdaptedQuery(backbone, num_classes, tii)
 
     def begin_task(self, task: int, classes: Sequence[int]) -> None:
         super().begin_task(task, classes)
