@@ -132,8 +132,9 @@ class TIIOptions:
 
     def fit_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`TaskIdentityClassifier.fit_task`."""
-        fit = ("epochs", "align_epochs", "lr", "align_lr", "batch_size", "samples_per_class")
-        return {key: value for key, value in asdict(self).items() if key in {*fit, "weight_decay"}}
+        fit = ("epochs", "align_epochs", "lr", "align_lr", "batch_size", "samples_per_class",
+               "weight_decay")  # fmt: skip
+        return {key: value for key, value in asdict(self).items() if key in fit}
 
 
 class ResidualMLP(nn.Module):

@@ -58,8 +58,9 @@ class HiDePrompt(Tuner):
             {"params": self.prompt_parameters()},
             {"params": list(self.head.parameters()), "lr_scale": self.config.head_lr_scale},
         ]
-        adapted = self.stages.trainable()
-        return groups + ([{"params": adapted}] if adapted else [])
+        if adapted := self.stages.trainable():
+            groups.append({"params": adapted})
+        return groups
 
     def prompt_parameters(self) -> list[nn.Parameter]:
         return [self.prompts[-1]]
