@@ -86,6 +86,22 @@ def test_csv_and_jsonl(tmp_path):
     with pytest.raises(UsageError, match="text_column"):
         cfg.text_column = "text"
         build_benchmark("text-jsonl", cfg, 0)
+    # the validation split: 10 % of each class's training rows, held out with a fixed seed;
+    # the test file is not read (a broken one does not matter)
+    (tmp_path / "broken.csv").write_text("nothing,here\n")
+    rows = [(f"text {i} of {c}", c) for c in "abcdef" for i in range(20)]
+    (tmp_path / "big.csv").write_text("text,label\n" + "".join(f"{t},{c}\n" for t, c in rows))
+    cfg = StreamDataConfig(
+        root=str(tmp_path), train_file="big.csv", test_file="broken.csv", eval_split="val"
+    )
+    val = build_benchmark("text-csv", cfg, 0)
+    assert len(val.train.items) == 108 and len(val.test.items) == 12
+    assert sorted(val.train.items + val.test.items) == sorted(t for t, _ in rows)
+    assert sorted(val.test.labels) == sorted(val.train.labels)[::9]  # 2 of each class held out
+    assert build_benchmark("text-csv", cfg, 1).test.items == val.test.items  # not the run seed's
+    with pytest.raises(UsageError, match="no columns"):
+        cfg.eval_split = "test"
+        build_benchmark("text-csv", cfg, 0)
     with pytest.raises(UsageError, match="no columns"):
         bad = StreamDataConfig(
             root=str(tmp_path), train_file="train.csv", test_file="train.csv", label_column="intent"

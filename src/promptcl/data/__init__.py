@@ -13,7 +13,14 @@ from promptcl.config import StreamDataConfig
 from promptcl.data import labelled
 from promptcl.data.labelled import LabelledData
 from promptcl.data.stream import Split, TaskStream, build_stream, split_into_tasks
-from promptcl.data.text import TextProcessor, builtin_intents, clinc150, text4, text_file_stream
+from promptcl.data.text import (
+    TextProcessor,
+    builtin_intents,
+    clinc150,
+    dbpedia,
+    text4,
+    text_file_stream,
+)
 from promptcl.data.vision import (
     ImageProcessor,
     cifar100,
@@ -143,14 +150,15 @@ register_benchmark(
     "your images: data.root holds train/<class>/ and test/<class>/ folders",
     image_folder,
 )
-# base-to-novel only: DBpedia's topics, intents without a task split, and images for tests
 register_benchmark(
     "dbpedia",
-    "DBpedia's 14 topics from text4/dbpedia (7 base + 7 novel), cut as the text4 stream cuts "
-    "them: half of the test file trains",
-    labelled=labelled.dbpedia,
+    "DBpedia's 14 topics from text4/dbpedia, cut as the text4 stream cuts them (half of the test "
+    "file trains); run: 7 seeded tasks of 2 topics; b2n: 7 base + 7 novel",
+    dbpedia,
+    labelled.dbpedia,
     license="cc-by-sa-3.0",
 )
+# base-to-novel only: intents without a task split, and images for tests
 register_benchmark(
     "banking77",
     "your Banking77 CSVs: data.root/banking77/{train,test}.csv",

@@ -159,6 +159,9 @@ def cut_into_tasks(order: Sequence[str], num_tasks: int) -> list[list[str]]:
     return [list(order[bounds[i] : bounds[i + 1]]) for i in range(num_tasks)]
 
 
+VAL_FRACTION = 0.1  # data.eval_split=val holds out this share of each class's training data
+
+
 def hold_out(pairs: Sequence[tuple[Any, str]], share: float) -> tuple[list, list]:
     """Cut ``share`` of each class's (item, label) pairs off, at least one of a class with two or
     more, with the fixed seed 0 (the cut does not depend on the run seed): (kept, held out)."""

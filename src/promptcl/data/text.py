@@ -13,6 +13,7 @@ import torch
 from promptcl.config import StreamDataConfig
 from promptcl.data.files import data_folder, read_csv, read_json
 from promptcl.data.stream import (
+    VAL_FRACTION,
     TaskStream,
     build_stream,
     build_stream_from_tasks,
@@ -141,7 +142,7 @@ def text4_splits(folder: Path, eval_split: str) -> tuple[list, list]:
     class, fixed seed); ``eval_split`` val holds out 10% of the training pairs and evaluates
     on them. Shared by the text4 stream and the dbpedia base-to-novel benchmark."""
     train, test = _text4_files(folder)
-    return hold_out(train, 0.1) if eval_split == "val" else (train, test)
+    return hold_out(train, VAL_FRACTION) if eval_split == "val" else (train, test)
 
 
 def _text4_files(folder: Path) -> tuple[list, list]:
@@ -202,19 +203,45 @@ def _read_jsonl(path: Path, text: str, label: str) -> list[tuple[str, str]]:
 
 
 def text_file_stream(cfg: StreamDataConfig, seed: int, kind: str) -> TaskStream:
-    """Generic labelled text files, one row per sample; classes split into data.num_tasks."""
+    """Generic labelled text files, one row per sample; classes split into data.num_tasks.
+    ``data.eval_split=val`` holds out VAL_FRACTION of each class's training rows (fixed seed)
+    and evaluates on them: the test file is not read then."""
     name = f"text-{kind}"
     read = _read_csv if kind == "csv" else _read_jsonl
     train_path = _resolve(cfg, cfg.train_file, "train_file", name)
     test_path = _resolve(cfg, cfg.test_file, "test_file", name)
     train = read(train_path, cfg.text_column, cfg.label_column)
-    test = read(test_path, cfg.text_column, cfg.label_column)
+    if cfg.eval_split == "val":
+        train, test = hold_out(train, VAL_FRACTION)
+    else:
+        test = read(test_path, cfg.text_column, cfg.label_column)
     if not train or not test:
         raise UsageError(f"{train_path if not train else test_path} holds no samples")
-    tasks = split_into_tasks(sorted({label for _, label in train}), cfg.num_tasks or 5, seed)
+    return topic_stream(name, cfg, seed, train, test, default_tasks=5)
+
+
+def topic_stream(
+    name: str, cfg: StreamDataConfig, seed: int, train: list, test: list, default_tasks: int
+) -> TaskStream:
+    """The classes of ``train`` shuffled with ``seed`` and cut into data.num_tasks tasks
+    (``default_tasks`` when unset)."""
+    tasks = split_into_tasks(
+        sorted({label for _, label in train}), cfg.num_tasks or default_tasks, seed
+    )
     return build_stream(
         name, train, test, tasks, cfg.train_per_class, seed, test_per_class=cfg.test_per_class
     )
+
+
+def dbpedia(cfg: StreamDataConfig, seed: int) -> TaskStream:
+    """DBpedia's 14 topics from text4/dbpedia, cut as the text4 stream cuts them (half of the
+    test file trains; ``data.eval_split=val`` holds out VAL_FRACTION of that half), in
+    data.num_tasks tasks (7 of 2 topics by default) in an order seeded by the run seed."""
+    folder = data_folder(
+        cfg.root, "dbpedia", "text4/dbpedia", "text4's DBpedia test.json", ("test.json",)
+    )
+    train, test = text4_splits(folder, cfg.eval_split)
+    return topic_stream("dbpedia", cfg, seed, train, test, default_tasks=7)
 
 
 class TextProcessor:

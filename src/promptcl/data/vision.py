@@ -25,6 +25,7 @@ from torchvision.transforms import v2 as T
 from promptcl.config import StreamDataConfig
 from promptcl.data.files import data_folder, missing
 from promptcl.data.stream import (
+    VAL_FRACTION,
     TaskStream,
     build_stream,
     cut_into_tasks,
@@ -43,7 +44,6 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
-VAL_FRACTION = 0.1  # data.eval_split=val holds out this share of each class's training data
 
 _HINTS = {
     "cifar100": "the python-version files train, test and meta (from cifar-100-python.tar.gz)",
