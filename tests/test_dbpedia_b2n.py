@@ -76,9 +76,7 @@ def test_stream_is_the_b2n_cut_in_seeded_tasks_of_two(root, split):
         )
         assert got == pairs(samples, data.classnames)
         # a sample's task is its class's
-        assert all(
-            y in stream.tasks[t] for y, t in zip(part.labels, part.tasks, strict=True)
-        )
+        assert all(y in stream.tasks[t] for y, t in zip(part.labels, part.tasks, strict=True))
     other = build_benchmark("dbpedia", StreamDataConfig(root=root, eval_split=split), 1)
     names = [[stream.class_names[c] for c in t] for t in stream.tasks]
     assert names != [[other.class_names[c] for c in t] for t in other.tasks]
