@@ -11,8 +11,8 @@ methods it is compared with; second-order = the frozen-feature baselines (ncm, l
 and hash with the LDA task-identity classifier; encoders = ncm, dualprompt, hide and hash for
 --backbone mpnet-base (all-mpnet-base-v2, `.[mpnet]`); tii-head = ranpac (and with first-session
 adaptation), lda, hide, hash and hash-contrast, each of the last three also with RanPAC's ridge
-as TII classifier and head, and hash with it and a TII query adapted on the first task (issue
-27). --projection-dim M sets every random projection (names the table -mM).
+as TII classifier and head, and hide and hash with it and a TII query adapted on the first task
+(issue 27). --projection-dim M sets every random projection (names the table -mM).
 
 The main table uses all training data (100 per intent) and goes into
 benchmarks/results/clinc150-SUITE.md and the docs section clinc150-SUITE. A capped run
@@ -72,6 +72,7 @@ SUITES = {
         "lda",
         "hide",
         "hide-ranpac",
+        "hide-ranpac-adapt",
         "hash",
         "hash-ranpac",
         "hash-ranpac-adapt",
