@@ -85,7 +85,8 @@ def test_missing_part_names_the_pip_command(site, tmp_path):
 def test_checksum_mismatch_is_refused_and_leaves_nothing(site, tmp_path):
     model = install_fake_parts(site, split_zip(3))
     piece = next(site.glob("fake_model_part_002/input/*"))
-    piece.write_bytes(b"x" + piece.read_bytes()[1:])
+    data = piece.read_bytes()
+    piece.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # a first byte that differs
     cache = tmp_path / "cache"
     with pytest.raises(UsageError, match="model.zip.002 from fake-model-part-002 fails its check"):
         assembled_model_dir(model, cache)
