@@ -26,7 +26,7 @@ import numpy as np
 
 from promptcl.data.coop import COOP_DATASETS, load_coop
 from promptcl.data.files import data_folder, read_csv
-from promptcl.data.text import read_clinc150, text4_splits
+from promptcl.data.text import dbpedia_splits, read_clinc150
 from promptcl.errors import UsageError
 from promptcl.files import read_text
 
@@ -118,10 +118,8 @@ def clinc150(root: str | None, split: str, template: str | None) -> LabelledData
 
 
 def dbpedia(root: str | None, split: str, template: str | None) -> LabelledData:
-    """DBpedia's 14 topics from text4/dbpedia, with the text4 stream's cut (``text4_splits``)."""
-    holds = "test.json and labels.json of text4's DBpedia"
-    folder = data_folder(root, "dbpedia", "text4/dbpedia", holds, ("test.json",))
-    train, test = text4_splits(folder, split)
+    """DBpedia's 14 topics from text4/dbpedia, with the text4 stream's cut (``dbpedia_splits``)."""
+    train, test = dbpedia_splits(root, split)
     return _text_data("dbpedia", train, test, template or TOPIC_TEMPLATE)
 
 

@@ -237,11 +237,16 @@ def dbpedia(cfg: StreamDataConfig, seed: int) -> TaskStream:
     """DBpedia's 14 topics from text4/dbpedia, cut as the text4 stream cuts them (half of the
     test file trains; ``data.eval_split=val`` holds out VAL_FRACTION of that half), in
     data.num_tasks tasks (7 of 2 topics by default) in an order seeded by the run seed."""
-    folder = data_folder(
-        cfg.root, "dbpedia", "text4/dbpedia", "text4's DBpedia test.json", ("test.json",)
-    )
-    train, test = text4_splits(folder, cfg.eval_split)
+    train, test = dbpedia_splits(cfg.root, cfg.eval_split)
     return topic_stream("dbpedia", cfg, seed, train, test, default_tasks=7)
+
+
+def dbpedia_splits(root: str | None, eval_split: str) -> tuple[list, list]:
+    """DBpedia's (sentence, topic) pairs under ``root``/text4/dbpedia, cut by ``text4_splits``:
+    (training, evaluation); shared by the dbpedia stream and its base-to-novel loader."""
+    holds = "test.json and labels.json of text4's DBpedia"
+    folder = data_folder(root, "dbpedia", "text4/dbpedia", holds, ("test.json",))
+    return text4_splits(folder, eval_split)
 
 
 class TextProcessor:
