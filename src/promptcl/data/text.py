@@ -13,10 +13,10 @@ import torch
 from promptcl.config import StreamDataConfig
 from promptcl.data.files import data_folder, read_csv, read_json
 from promptcl.data.stream import (
-    VAL_FRACTION,
     TaskStream,
     build_stream,
     build_stream_from_tasks,
+    evaluation_pairs,
     hold_out,
     split_into_tasks,
 )
@@ -142,7 +142,7 @@ def text4_splits(folder: Path, eval_split: str) -> tuple[list, list]:
     class, fixed seed); ``eval_split`` val holds out 10% of the training pairs and evaluates
     on them. Shared by the text4 stream and the dbpedia base-to-novel benchmark."""
     train, test = _text4_files(folder)
-    return hold_out(train, VAL_FRACTION) if eval_split == "val" else (train, test)
+    return evaluation_pairs(train, eval_split, lambda: test, str(folder))
 
 
 def _text4_files(folder: Path) -> tuple[list, list]:
@@ -210,11 +210,12 @@ def text_file_stream(cfg: StreamDataConfig, seed: int, kind: str) -> TaskStream:
     read = _read_csv if kind == "csv" else _read_jsonl
     train_path = _resolve(cfg, cfg.train_file, "train_file", name)
     test_path = _resolve(cfg, cfg.test_file, "test_file", name)
-    train = read(train_path, cfg.text_column, cfg.label_column)
-    if cfg.eval_split == "val":
-        train, test = hold_out(train, VAL_FRACTION)
-    else:
-        test = read(test_path, cfg.text_column, cfg.label_column)
+    train, test = evaluation_pairs(
+        read(train_path, cfg.text_column, cfg.label_column),
+        cfg.eval_split,
+        lambda: read(test_path, cfg.text_column, cfg.label_column),
+        str(train_path),
+    )
     if not train or not test:
         raise UsageError(f"{train_path if not train else test_path} holds no samples")
     return topic_stream(name, cfg, seed, train, test, default_tasks=5)

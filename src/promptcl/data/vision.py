@@ -25,11 +25,10 @@ from torchvision.transforms import v2 as T
 from promptcl.config import StreamDataConfig
 from promptcl.data.files import data_folder, missing
 from promptcl.data.stream import (
-    VAL_FRACTION,
     TaskStream,
     build_stream,
     cut_into_tasks,
-    hold_out,
+    evaluation_pairs,
     split_into_tasks,
 )
 from promptcl.errors import UsageError
@@ -81,10 +80,7 @@ def _stream(
 ) -> TaskStream:
     """build_stream on the test split, or with data.eval_split=val on a fixed held-out share
     (VAL_FRACTION, at least one sample) of each class's training data."""
-    if cfg.eval_split == "val":
-        train, test = hold_out(train, VAL_FRACTION)
-    elif cfg.eval_split != "test":
-        raise UsageError(f"data.eval_split is {cfg.eval_split!r}; set it to 'test' or 'val'")
+    train, test = evaluation_pairs(train, cfg.eval_split, lambda: test, name)
     return build_stream(
         name, train, test, tasks, cfg.train_per_class, seed, "image", cfg.test_per_class
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from promptcl.config import config_differences, to_dict
 from promptcl.core.rundir import RunDir
 from promptcl.data import build_benchmark, load_labelled
 from promptcl.errors import UsageError
@@ -227,7 +228,7 @@ class Sweep:
             )
         saved = {p["name"]: p for p in record["points"]}
         for point in self.points:
-            if saved.get(point.name, point.to_dict()) != point.to_dict():
+            if point.name in saved and not self.same_settings(saved[point.name], point):
                 raise UsageError(
                     f"{self.folder / point.name} was made with other settings ({SWEEP} records "
                     "them); pass a new --out, or the same --config/--set"
@@ -246,6 +247,24 @@ class Sweep:
                     "promptcl_version": __version__,
                 },
             )
+
+    def same_settings(self, saved: dict[str, Any], point: Point) -> bool:
+        """Whether a point of sweep.json was made as ``point`` would be: the same record, or
+        the same --set values with a config file elsewhere (another checkout, or the shipped
+        name of a path) that loads to a config the run would resume with (``config_differences``:
+        the name and the devices aside)."""
+        if saved == point.to_dict():
+            return True
+        if saved["set"] != list(point.sets) or None in (saved["config"], point.config):
+            return False
+        try:
+            made = self.command.load(saved["config"], saved["set"])
+        except UsageError as err:
+            raise UsageError(
+                f"{self.folder / point.name} was made from {saved['config']}, which no longer "
+                f"loads ({err}); restore it, or pass a new --out"
+            ) from None
+        return not config_differences(to_dict(made), to_dict(self.config(point)))
 
     def point(self, index: int) -> Point:
         if not 0 <= index < len(self.points):
