@@ -193,9 +193,11 @@ def wait_for(condition, process, timeout=300):
 # python -c PROMPTCL READY GO PAUSE ARGS: import promptcl, create READY, wait until GO exists,
 # run `promptcl ARGS`; PAUSE = "module:function:before|after" (or "-") holds the process still
 # (READY.paused created) at the first call of that function, to be killed there
-PROMPTCL = """import importlib, pathlib, sys, time
+PROMPTCL = """import importlib, pathlib, signal, sys, time
 import promptcl.cli, promptcl.protocols.continual
 ready, go, pause = sys.argv[1:4]
+# Ctrl-C as in a terminal: a suite started in the background (nohup cmd &) passes SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def hold(*args, **kwargs):
