@@ -47,10 +47,13 @@ def main() -> None:
         head = next((chosen[k] for k in HEADS if k in chosen), None)
         if head is None:
             continue
-        deltas = [f"{acc[t] - acc[t - 1]:+.2f}" for t in range(1, min(len(acc), len(head)))]
-        print(f"{run.name}  average accuracy change per task from task 1: {' '.join(deltas)}")
-        for t in range(1, min(len(acc), len(head))):
-            changes[head[t] <= args.small].append(acc[t] - acc[t - 1])
+        # an unfinished run's checkpoint may hold one task more than its log
+        pairs = zip(acc, acc[1:], head[1:], strict=False)
+        steps = [(later - earlier, lam) for earlier, later, lam in pairs]
+        deltas = " ".join(f"{step:+.2f}" for step, _ in steps)
+        print(f"{run.name}  average accuracy change per task from task 1: {deltas}")
+        for step, lam in steps:
+            changes[lam <= args.small].append(step)
     for small, values in changes.items():
         if values:
             which = f"<= {args.small:g}" if small else f"> {args.small:g}"

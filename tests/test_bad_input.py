@@ -391,6 +391,8 @@ RUN = [
     ("csv columns", run_args("data.train_file=nocols.csv"), "has no columns 'text', 'label'"),
     ("csv short row", run_args("data.train_file=short.csv"), "fewer fields than its header"),
     ("csv no rows", run_args("data.train_file=empty.csv"), "holds no samples"),
+    ("csv no rows under val", run_args("data.train_file=empty.csv", "data.eval_split=val"),
+     "empty.csv holds no samples"),
     ("val from one row per class", run_args("data.train_file=single.csv", "data.eval_split=val"),
      "single.csv: data.eval_split=val holds out 10% of each class's training samples, and no "
      "class has two"),

@@ -183,11 +183,12 @@ def evaluation_pairs(
 ) -> tuple[list, list]:
     """(training, evaluation) pairs: the test pairs (``test()``, read only here), or with
     data.eval_split=val a fixed held-out share (VAL_FRACTION, ``hold_out``) of each class's
-    training pairs. A val split that holds nothing out is an error naming ``source``."""
+    training pairs. A val split that holds nothing out of some training pairs is an error
+    naming ``source`` (no pairs at all are left to the caller's own check)."""
     if eval_split != "val":
         return list(train), test()
     kept, held = hold_out(train, VAL_FRACTION)
-    if not held:
+    if train and not held:
         raise UsageError(
             f"{source}: data.eval_split=val holds out {VAL_FRACTION:.0%} of each class's "
             "training samples, and no class has two; add samples or set data.eval_split=test"
